@@ -1,0 +1,319 @@
+"""The ``KMeans`` estimator and the ``kmeans()`` function: parameters, restarts, and outputs.
+
+The Lloyd loop itself is in ``_lloyd``; the initializations in ``_init``. This module turns user input into
+batched tensors, runs ``n_init`` restarts, keeps the best, and gives results back in the input's form.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import torch
+
+from . import _init
+from ._lloyd import lloyd, mean_feature_variance
+from ._validation import (
+    as_tensor,
+    check_data,
+    check_sample_weight,
+    compute_dtype,
+    not_fitted_error,
+    resolve_generator,
+    to_output,
+)
+from .backends import get_backend
+from .ops import run_assign_update
+
+_PARAMS = ("n_clusters", "init", "n_init", "max_iter", "tol", "random_state", "backend", "device", "verbose")
+
+
+def _check_int(value: Any, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}, got {value}")
+    return int(value)
+
+
+def _check_params(params: dict[str, Any], n_samples: int) -> dict[str, Any]:
+    """Validate estimator parameters against the data size; returns the resolved values."""
+    n_clusters = _check_int(params["n_clusters"], "n_clusters", 1)
+    if n_clusters > n_samples:
+        raise ValueError(f"n_clusters={n_clusters} must be <= n_samples={n_samples}")
+    init = params["init"]
+    if isinstance(init, str):
+        if init not in _init.INIT_METHODS:
+            raise ValueError(f"init must be one of {_init.INIT_METHODS} or an array of centers, got {init!r}")
+    elif callable(init):
+        raise TypeError("init must be 'k-means++', 'random' or an array of shape (n_clusters, n_features)")
+    n_init = params["n_init"]
+    if n_init == "auto":
+        n_init = 1 if (not isinstance(init, str) or init == "k-means++") else 10
+    n_init = _check_int(n_init, "n_init", 1)
+    if not isinstance(init, str):
+        n_init = 1  # restarts from the same explicit centers would all give the same result
+    max_iter = _check_int(params["max_iter"], "max_iter", 1)
+    tol = params["tol"]
+    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
+        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
+    backend = params["backend"]
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend != "auto":
+        get_backend(backend)
+    return dict(n_clusters=n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=float(tol), backend=backend)
+
+
+def fit_batched(
+    X: torch.Tensor,
+    sample_weight: torch.Tensor | None,
+    *,
+    n_clusters: int,
+    init: Any,
+    n_init: int,
+    max_iter: int,
+    tol: float,
+    generator: torch.Generator,
+    backend: str,
+    chunk_size: int | None = None,
+    verbose: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Fit b problems X (b, n, d): returns centers (b, k, d), labels (b, n), inertia (b,), n_iter (b,)."""
+    b = X.shape[0]
+    cdt = compute_dtype(X.dtype)
+    abs_tol = mean_feature_variance(X) * tol if tol > 0 else torch.zeros(b, dtype=torch.float64, device=X.device)
+    best = None
+    for run in range(n_init):
+        if isinstance(init, str) and init == "k-means++":
+            centers, _ = _init.kmeans_plusplus(X, n_clusters, sample_weight, generator, cdt)
+        elif isinstance(init, str):
+            centers = _init.random_init(X, n_clusters, sample_weight, generator, cdt)
+        else:
+            centers = _init.explicit_init(init, X, n_clusters, cdt)
+        res = lloyd(
+            X, centers, sample_weight, max_iter=max_iter, tol=abs_tol, backend=backend,
+            chunk_size=chunk_size, verbose=verbose,
+        )
+        if verbose and n_init > 1:
+            print(f"Initialization {run}: inertia {', '.join(f'{v:.6g}' for v in res.inertia.tolist())}")
+        if best is None:
+            best = res
+        else:
+            better = res.inertia < best.inertia
+            best.centers = torch.where(better.view(b, 1, 1), res.centers, best.centers)
+            best.labels = torch.where(better.view(b, 1), res.labels, best.labels)
+            best.inertia = torch.where(better, res.inertia, best.inertia)
+            best.n_iter = torch.where(better, res.n_iter, best.n_iter)
+    return best.centers, best.labels, best.inertia, best.n_iter
+
+
+class KMeans:
+    """K-means clustering on CPU or GPU, with scikit-learn's interface.
+
+    Parameters
+    ----------
+    n_clusters : int, default=8
+        Number of clusters.
+    init : {"k-means++", "random"} or array-like of shape (n_clusters, n_features), default="k-means++"
+        "k-means++" is greedy k-means++ with 2 + log(k) local trials per center; "random" takes k distinct
+        points; an array gives the initial centers.
+    n_init : int or "auto", default=1
+        Number of initializations; the run with the lowest inertia is kept.
+    max_iter : int, default=300
+        Maximum number of Lloyd iterations per run.
+    tol : float, default=1e-4
+        Relative tolerance: a run stops when the squared shift of the centers (summed over clusters) is at most
+        ``tol`` times the mean variance of the features, or when the labels stop changing.
+    random_state : None, int, numpy RandomState/Generator or torch.Generator
+        Seed of every random choice. The same seed gives the same result on the same device and backend.
+    backend : str, default="auto"
+        Implementation of the assign-and-update pass (see :func:`pixelkm.available_backends`).
+    device : str or torch.device, optional
+        Device to compute on; by default the device of the data (the CPU for NumPy input).
+    verbose : bool, default=False
+        Print the inertia at every iteration.
+
+    Attributes
+    ----------
+    cluster_centers_ : ndarray or tensor of shape (n_clusters, n_features)
+        float64 for float64 data, float32 otherwise; a tensor when ``fit`` got a tensor.
+    labels_ : ndarray or tensor of shape (n_samples,), int64
+    inertia_ : float
+        Sum of (weighted) squared distances of the samples to their closest center.
+    n_iter_ : int
+        Lloyd iterations run by the best initialization.
+    n_features_in_ : int
+    """
+
+    _estimator_type = "clusterer"
+
+    def __init__(
+        self,
+        n_clusters: int = 8,
+        *,
+        init: Any = "k-means++",
+        n_init: int | str = 1,
+        max_iter: int = 300,
+        tol: float = 1e-4,
+        random_state: Any = None,
+        backend: str = "auto",
+        device: str | torch.device | None = None,
+        verbose: bool = False,
+    ) -> None:
+        self.n_clusters = n_clusters
+        self.init = init
+        self.n_init = n_init
+        self.max_iter = max_iter
+        self.tol = tol
+        self.random_state = random_state
+        self.backend = backend
+        self.device = device
+        self.verbose = verbose
+
+    # -- scikit-learn protocol ------------------------------------------------------------------------
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in _PARAMS}
+
+    def set_params(self, **params: Any) -> KMeans:
+        for name, value in params.items():
+            if name not in _PARAMS:
+                raise ValueError(f"Invalid parameter {name!r} for estimator {type(self).__name__}; valid: {_PARAMS}")
+            setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = KMeans().get_params()
+        changed = []
+        for k, v in self.get_params().items():
+            d = defaults[k]
+            if type(v) is not type(d) or (not hasattr(v, "shape") and v != d):
+                changed.append(f"{k}={v!r}")
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+    def __sklearn_tags__(self):  # imported lazily: scikit-learn is not a dependency
+        from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
+
+        return Tags(
+            estimator_type="clusterer",
+            target_tags=TargetTags(required=False),
+            transformer_tags=TransformerTags(preserves_dtype=["float64", "float32"]),
+            input_tags=InputTags(),
+        )
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "_centers")
+
+    # -- fitting ----------------------------------------------------------------------------------------
+    def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
+        """Compute k-means clustering of X of shape (n_samples, n_features); returns self."""
+        Xt, was_tensor = as_tensor(X, "X", self.device)
+        check_data(Xt, "X", ndims=(2,))
+        p = _check_params(self.get_params(), Xt.shape[0])
+        w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
+        gen = resolve_generator(self.random_state)
+        centers, labels, inertia, n_iter = fit_batched(
+            Xt.unsqueeze(0),
+            None if w is None else w.unsqueeze(0),
+            n_clusters=p["n_clusters"],
+            init=p["init"],
+            n_init=p["n_init"],
+            max_iter=p["max_iter"],
+            tol=p["tol"],
+            generator=gen,
+            backend=p["backend"],
+            verbose=bool(self.verbose),
+        )
+        self._centers = centers[0]
+        self._as_tensor = was_tensor
+        self.cluster_centers_ = to_output(centers[0], was_tensor)
+        self.labels_ = to_output(labels[0], was_tensor)
+        self.inertia_ = float(inertia[0])
+        self.n_iter_ = int(n_iter[0])
+        self.n_features_in_ = int(Xt.shape[1])
+        return self
+
+    def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit and return the labels of X, shape (n_samples,)."""
+        return self.fit(X, sample_weight=sample_weight).labels_
+
+    def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
+        """Fit and return the distances of X to the centers, shape (n_samples, n_clusters)."""
+        return self.fit(X, sample_weight=sample_weight).transform(X)
+
+    # -- using a fitted model ---------------------------------------------------------------------------
+    def _check_fitted_input(self, X: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
+        if not hasattr(self, "_centers"):
+            raise not_fitted_error(
+                f"This {type(self).__name__} instance is not fitted yet; call 'fit' with appropriate arguments first"
+            )
+        Xt, was_tensor = as_tensor(X, "X", self.device)
+        check_data(Xt, "X", ndims=(2,))
+        if Xt.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {Xt.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input"
+            )
+        cdt = compute_dtype(Xt.dtype)
+        return Xt, self._centers.to(device=Xt.device, dtype=cdt), was_tensor
+
+    def predict(self, X: Any) -> Any:
+        """Index of the closest center for each sample of X, shape (n_samples,), int64."""
+        Xt, C, was_tensor = self._check_fitted_input(X)
+        res = run_assign_update(Xt.unsqueeze(0), C.unsqueeze(0), None, backend=self.backend)
+        return to_output(res.labels[0], was_tensor)
+
+    def transform(self, X: Any) -> Any:
+        """Euclidean distances of each sample to each center, shape (n_samples, n_clusters)."""
+        Xt, C, was_tensor = self._check_fitted_input(X)
+        sq = _init._sq_dist_to_points(Xt.unsqueeze(0), C.unsqueeze(0))[0]  # (k, n)
+        return to_output(sq.t().sqrt(), was_tensor)
+
+    def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
+        """Opposite of the (weighted) inertia of X against the fitted centers."""
+        Xt, C, _ = self._check_fitted_input(X)
+        w = check_sample_weight(sample_weight, (Xt.shape[0],), C.dtype, Xt.device)
+        res = run_assign_update(
+            Xt.unsqueeze(0), C.unsqueeze(0), None if w is None else w.unsqueeze(0), backend=self.backend
+        )
+        return -float(res.inertia(None if w is None else w.unsqueeze(0))[0])
+
+
+def kmeans(
+    X: Any,
+    n_clusters: int,
+    *,
+    sample_weight: Any = None,
+    init: Any = "k-means++",
+    n_init: int | str = 1,
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state: Any = None,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    verbose: bool = False,
+) -> tuple[Any, Any, Any]:
+    """K-means clustering of X; returns ``(centers, labels, inertia)``.
+
+    X of shape (n_samples, n_features) gives centers (k, d), labels (n,) and a float inertia. X of shape
+    (batch, n_samples, n_features) solves ``batch`` independent problems together and gives centers
+    (batch, k, d), labels (batch, n) and inertia (batch,). Parameters are those of :class:`KMeans`;
+    ``init`` may then be an array of shape (batch, k, d).
+    """
+    Xt, was_tensor = as_tensor(X, "X", device)
+    check_data(Xt, "X", ndims=(2, 3))
+    if Xt.ndim == 2:
+        est = KMeans(
+            n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
+            backend=backend, device=device, verbose=verbose,
+        ).fit(X, sample_weight=sample_weight)
+        return est.cluster_centers_, est.labels_, est.inertia_
+    params = dict(n_clusters=n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, backend=backend)
+    p = _check_params(params, Xt.shape[1])
+    w = check_sample_weight(sample_weight, tuple(Xt.shape[:2]), compute_dtype(Xt.dtype), Xt.device)
+    centers, labels, inertia, _ = fit_batched(
+        Xt, w, generator=resolve_generator(random_state), verbose=verbose, **p
+    )
+    return to_output(centers, was_tensor), to_output(labels, was_tensor), to_output(inertia, was_tensor)
+
+

@@ -1,0 +1,49 @@
+"""The one result type of the fused assign-and-update pass."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class AssignUpdateResult:
+    """Output of one pass of :func:`pixelkm.assign_update`.
+
+    Shapes are given for a batch of ``b`` problems; a 2-D input drops the leading ``b``.
+
+    Attributes
+    ----------
+    labels : int64 tensor of shape (b, n), or None when labels were not requested
+        Index of the nearest center of each point; ties go to the lowest index.
+    min_sq_dist : tensor of shape (b, n), or None when labels were not requested
+        Squared Euclidean distance of each point to its nearest center (not weighted).
+    sums : tensor of shape (b, k, d)
+        Per-cluster sum of the points (times their weight) nearest to it.
+    counts : tensor of shape (b, k)
+        Per-cluster number (or total weight) of the points nearest to it.
+    """
+
+    labels: torch.Tensor | None
+    min_sq_dist: torch.Tensor | None
+    sums: torch.Tensor
+    counts: torch.Tensor
+
+    def squeeze_batch(self) -> AssignUpdateResult:
+        """Drop a leading batch dimension of size 1 (used for 2-D inputs)."""
+        return AssignUpdateResult(
+            labels=None if self.labels is None else self.labels[0],
+            min_sq_dist=None if self.min_sq_dist is None else self.min_sq_dist[0],
+            sums=self.sums[0],
+            counts=self.counts[0],
+        )
+
+    def inertia(self, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
+        """Sum of (weighted) squared distances per problem, in float64."""
+        if self.min_sq_dist is None:
+            raise ValueError("inertia needs min_sq_dist: call assign_update with compute_labels=True")
+        d = self.min_sq_dist.to(torch.float64)
+        if sample_weight is not None:
+            d = d * sample_weight.to(torch.float64)
+        return d.sum(-1)

@@ -1,0 +1,167 @@
+"""Input checking and conversion shared by the public entry points.
+
+Everything that turns user input (NumPy arrays, torch tensors, array-likes) into torch tensors lives here,
+so that ``assign_update``, ``KMeans`` and ``kmeans`` give the same errors for the same mistakes.
+"""
+
+from __future__ import annotations
+
+import numbers
+import sys
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+#: dtypes that the engine reads as they are (no float copy of the data is made).
+SUPPORTED_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+class NotFittedError(ValueError, AttributeError):
+    """Raised when a method that needs a fitted estimator is called before ``fit``."""
+
+
+def not_fitted_error(message: str) -> NotFittedError:
+    """A :class:`NotFittedError`; when scikit-learn is already imported, also an instance of its NotFittedError.
+
+    scikit-learn is never imported here: code that catches its exception has imported it already.
+    """
+    sk = sys.modules.get("sklearn.exceptions")
+    if sk is None:
+        return NotFittedError(message)
+    global _SK_NOT_FITTED
+    if _SK_NOT_FITTED is None:
+        _SK_NOT_FITTED = type("NotFittedError", (NotFittedError, sk.NotFittedError), {"__module__": __name__})
+    return _SK_NOT_FITTED(message)
+
+
+_SK_NOT_FITTED: type | None = None
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The floating dtype in which data of ``dtype`` is computed: float64 stays float64, all else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _is_sparse(X: Any) -> bool:
+    if isinstance(X, torch.Tensor):
+        return X.layout != torch.strided
+    return hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse")
+
+
+def as_tensor(X: Any, name: str = "X", device: torch.device | str | None = None) -> tuple[torch.Tensor, bool]:
+    """Convert ``X`` to a torch tensor without copying when possible.
+
+    Returns ``(tensor, was_tensor)``; ``was_tensor`` tells the caller whether outputs should be tensors.
+    NumPy integer and boolean data become float64 (as scikit-learn does), uint8 stays uint8; torch integer
+    tensors other than uint8 become float32.
+    """
+    if _is_sparse(X):
+        raise TypeError(f"{name}: sparse input is not supported; pass a dense array or tensor")
+    if isinstance(X, torch.Tensor):
+        t = X
+        if t.is_complex():
+            raise ValueError(f"{name}: Complex data not supported")
+        if t.dtype not in SUPPORTED_DTYPES:
+            t = t.to(torch.float32)
+        was_tensor = True
+    else:
+        arr = X if isinstance(X, np.ndarray) else np.asarray(X)
+        if arr.dtype.kind == "c":
+            raise ValueError(f"{name}: Complex data not supported")
+        if arr.dtype.kind == "O":
+            arr = arr.astype(np.float64)
+        if arr.dtype.kind not in "biuf":
+            raise TypeError(f"{name}: expected numeric data, got an array of dtype {arr.dtype}")
+        if arr.dtype.kind == "f" and arr.dtype.itemsize not in (2, 4, 8):
+            arr = arr.astype(np.float64)
+        elif arr.dtype != np.uint8 and arr.dtype.kind in "biu":
+            arr = arr.astype(np.float64)
+        if arr.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
+            arr = arr.astype(arr.dtype.newbyteorder("="))
+        with warnings.catch_warnings():
+            # Read-only inputs (memmaps) are fine: the engine never writes into X.
+            warnings.filterwarnings("ignore", message=".*non-writable.*")
+            t = torch.from_numpy(arr) if arr.ndim > 0 else torch.as_tensor(arr)
+        was_tensor = False
+    if device is not None:
+        t = t.to(device)
+    return t, was_tensor
+
+
+def check_data(X: torch.Tensor, name: str = "X", *, ndims: tuple[int, ...] = (2,), finite: bool = True) -> None:
+    """Check dimensions, emptiness and finiteness of data that is already a tensor."""
+    if X.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        shape = {2: "(n_samples, n_features)", 3: "(batch, n_samples, n_features)"}
+        hint = ", ".join(shape[d] for d in ndims if d in shape)
+        msg = f"{name} must be {want} of shape {hint}, got {X.ndim}-D of shape {tuple(X.shape)}"
+        if X.ndim == 1:
+            msg += (
+                ". Reshape your data either using array.reshape(-1, 1) if your data has a single feature "
+                "or array.reshape(1, -1) if it contains a single sample"
+            )
+        raise ValueError(msg)
+    if X.shape[-2] == 0:
+        raise ValueError(f"{name} has 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
+    if X.shape[-1] == 0:
+        raise ValueError(f"{name} has 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
+    if finite and X.dtype.is_floating_point and not bool(torch.isfinite(X).all()):
+        kind = "NaN" if bool(torch.isnan(X).any()) else "inf"
+        raise ValueError(f"Input {name} contains {kind}; remove or impute non-finite values (NaN or inf) first")
+
+
+def check_sample_weight(
+    sample_weight: Any, shape: tuple[int, ...], dtype: torch.dtype, device: torch.device
+) -> torch.Tensor | None:
+    """Validate ``sample_weight`` against the leading ``shape`` of X and return it as a tensor (or None)."""
+    if sample_weight is None:
+        return None
+    if isinstance(sample_weight, numbers.Number):
+        w = torch.full(shape, float(sample_weight), dtype=dtype, device=device)
+    else:
+        w, _ = as_tensor(sample_weight, "sample_weight")
+        w = w.to(device=device, dtype=dtype)
+    if tuple(w.shape) != tuple(shape):
+        raise ValueError(f"sample_weight must have shape {tuple(shape)} to match X, got {tuple(w.shape)}")
+    if not bool(torch.isfinite(w).all()):
+        raise ValueError("sample_weight contains NaN or inf")
+    if bool((w < 0).any()):
+        raise ValueError("sample_weight must be non-negative; got negative values")
+    if bool((w.sum(-1) <= 0).any()):
+        raise ValueError("sample_weight sums to zero: at least one weight must be positive (in every problem of a batch)")
+    return w
+
+
+def resolve_generator(random_state: Any, device: torch.device | None = None) -> torch.Generator:
+    """A ``torch.Generator`` from ``random_state`` (None, int, NumPy RandomState/Generator, or torch.Generator).
+
+    Ints give the same generator on every call; None draws a seed from torch's global RNG so that
+    ``torch.manual_seed`` makes the result reproducible.
+    """
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    if random_state is None:
+        seed = int(torch.randint(0, 2**62, (1,)).item())
+    elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        if random_state < 0:
+            raise ValueError(f"random_state must be a non-negative integer, got {random_state}")
+        seed = int(random_state)
+    elif isinstance(random_state, np.random.RandomState):
+        seed = int(random_state.randint(0, 2**31 - 1))
+    elif isinstance(random_state, np.random.Generator):
+        seed = int(random_state.integers(0, 2**62))
+    else:
+        raise TypeError(
+            f"random_state must be None, an int, a numpy RandomState/Generator or a torch.Generator, "
+            f"got {type(random_state).__name__}"
+        )
+    return torch.Generator(device="cpu").manual_seed(seed)
+
+
+def to_output(t: torch.Tensor, as_tensor_out: bool) -> Any:
+    """Return ``t`` as given (tensor in, tensor out) or as a NumPy array (NumPy in, NumPy out)."""
+    if as_tensor_out:
+        return t
+    return t.detach().cpu().numpy()

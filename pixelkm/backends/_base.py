@@ -1,0 +1,48 @@
+"""What a backend is: a name, what it supports, its tolerances, and one batched operation."""
+
+from __future__ import annotations
+
+import torch
+
+from .._result import AssignUpdateResult
+
+
+class Backend:
+    """Base class of the pluggable implementations of the fused assign-and-update pass.
+
+    Subclasses set the class attributes and implement :meth:`assign_update` for batched inputs:
+    ``X`` of shape (b, n, d) in any supported dtype, ``centers`` (b, k, d) in the compute dtype
+    (float32, or float64 for float64 data), ``sample_weight`` (b, n) in the compute dtype or None.
+    """
+
+    #: registry name, as passed to ``backend=``
+    name: str = ""
+    #: device types it runs on
+    devices: tuple[str, ...] = ()
+    #: input dtypes it reads
+    dtypes: tuple[torch.dtype, ...] = ()
+    #: (rtol, atol) of ``sums`` and ``min_sq_dist`` against the torch reference, per input dtype
+    tolerances: dict[torch.dtype, tuple[float, float]] = {}
+
+    def not_supported_reasons(self, X: torch.Tensor, centers: torch.Tensor) -> list[str]:
+        """Every reason why this backend cannot run on these inputs (empty when it can)."""
+        reasons = []
+        if X.device.type not in self.devices:
+            reasons.append(f"{self.name}: device {X.device.type!r} not in {self.devices}")
+        if X.dtype not in self.dtypes:
+            reasons.append(f"{self.name}: dtype {X.dtype} not supported")
+        return reasons
+
+    def assign_update(
+        self,
+        X: torch.Tensor,
+        centers: torch.Tensor,
+        sample_weight: torch.Tensor | None,
+        *,
+        compute_labels: bool = True,
+        chunk_size: int | None = None,
+    ) -> AssignUpdateResult:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<pixelkm backend {self.name!r}>"

@@ -1,0 +1,87 @@
+"""``assign_update``: the one fused operation of a Lloyd step, with validation and backend dispatch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ._result import AssignUpdateResult
+from ._validation import as_tensor, check_data, check_sample_weight, compute_dtype
+from .backends import select_backend
+
+
+def prepare_batched(
+    X: torch.Tensor, centers: torch.Tensor, sample_weight: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Give 2-D inputs a leading batch dimension of 1; 3-D inputs pass through."""
+    if X.ndim == 2:
+        return X.unsqueeze(0), centers.unsqueeze(0), None if sample_weight is None else sample_weight.unsqueeze(0)
+    return X, centers, sample_weight
+
+
+def run_assign_update(
+    X: torch.Tensor,
+    centers: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    *,
+    backend: str = "auto",
+    compute_labels: bool = True,
+    chunk_size: int | None = None,
+) -> AssignUpdateResult:
+    """Unchecked batched entry point for internal callers: X (b, n, d), centers (b, k, d) in the compute dtype."""
+    impl = select_backend(backend, X, centers)
+    return impl.assign_update(X, centers, sample_weight, compute_labels=compute_labels, chunk_size=chunk_size)
+
+
+def assign_update(
+    X: Any,
+    centers: Any,
+    sample_weight: Any = None,
+    *,
+    backend: str = "auto",
+    compute_labels: bool = True,
+    chunk_size: int | None = None,
+) -> AssignUpdateResult:
+    """One pass over the data: nearest center of every point, and per-cluster sums and counts.
+
+    Parameters
+    ----------
+    X : array-like or tensor of shape (n_samples, n_features) or (batch, n_samples, n_features)
+        Data in uint8, float16, bfloat16, float32 or float64; read in its own dtype, chunk by chunk.
+    centers : array-like or tensor of shape (n_clusters, n_features) or (batch, n_clusters, n_features)
+    sample_weight : array-like or tensor of shape (n_samples,) or (batch, n_samples), optional
+        Non-negative weights; ``sums`` and ``counts`` are then weighted.
+    backend : {"auto", "torch", "triton", ...}
+        Which implementation runs; see :func:`pixelkm.available_backends`.
+    compute_labels : bool
+        When False, only ``sums`` and ``counts`` are produced (``labels`` and ``min_sq_dist`` are None).
+    chunk_size : int, optional
+        Rows per chunk; by default chosen from a memory budget.
+
+    Returns
+    -------
+    AssignUpdateResult
+        ``labels`` (int64), ``min_sq_dist``, ``sums`` and ``counts``, computed in float32 (float64 for float64
+        data) and accumulated in float64, on the device of ``X``.
+    """
+    Xt, _ = as_tensor(X, "X")
+    check_data(Xt, "X", ndims=(2, 3))
+    cdt = compute_dtype(Xt.dtype)
+    C, _ = as_tensor(centers, "centers")
+    if C.ndim != Xt.ndim or C.shape[-1] != Xt.shape[-1] or (Xt.ndim == 3 and C.shape[0] != Xt.shape[0]):
+        want = "(n_clusters, n_features)" if Xt.ndim == 2 else "(batch, n_clusters, n_features)"
+        raise ValueError(f"centers must have shape {want} matching X {tuple(Xt.shape)}, got {tuple(C.shape)}")
+    if C.shape[-2] == 0:
+        raise ValueError("centers must hold at least one center")
+    C = C.to(device=Xt.device, dtype=cdt)
+    check_data(C, "centers", ndims=(Xt.ndim,))
+    w = check_sample_weight(sample_weight, tuple(Xt.shape[:-1]), cdt, Xt.device)
+    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
+        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    batched = Xt.ndim == 3
+    Xb, Cb, wb = prepare_batched(Xt, C, w)
+    result = run_assign_update(
+        Xb, Cb, wb, backend=backend, compute_labels=compute_labels, chunk_size=chunk_size
+    )
+    return result if batched else result.squeeze_batch()

@@ -1,0 +1,297 @@
+"""KMeans / kmeans() against scikit-learn (the oracle) and hand computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_blobs
+from sklearn.cluster import KMeans as SKKMeans
+
+import pixelkm
+
+FLOAT_CASES = [
+    pytest.param(np.float64, 1e-6, id="float64"),
+    pytest.param(np.float32, 1e-4, id="float32"),
+]
+
+
+def sk_fit(X, k, init, w=None, **kw):
+    return SKKMeans(k, init=init, n_init=1, algorithm="lloyd", **kw).fit(X, sample_weight=w)
+
+
+@pytest.mark.parametrize("dtype, rtol", FLOAT_CASES)
+@pytest.mark.parametrize("n, d, k, seed", [(3000, 2, 5, 0), (2000, 8, 12, 1), (500, 1, 3, 2)])
+def test_exact_oracle_blobs(dtype, rtol, n, d, k, seed):
+    X = make_blobs(n, d, k, seed).astype(dtype)
+    init = X[np.random.default_rng(seed).choice(n, k, replace=False)]
+    ours = pixelkm.KMeans(k, init=init, max_iter=100).fit(X)
+    ref = sk_fit(X, k, init, max_iter=100)
+    if dtype == np.float64:
+        np.testing.assert_array_equal(ours.labels_, ref.labels_)
+        assert ours.n_iter_ == ref.n_iter_
+    else:  # float32 rounding may flip points on a cluster boundary
+        assert (ours.labels_ == ref.labels_).mean() > 0.995
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=rtol)
+    np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=rtol * 10, atol=rtol * 10)
+    assert ours.cluster_centers_.dtype == dtype
+
+
+@pytest.mark.parametrize("name", ["kodim03.png", "kodim13.png", "kodim23.png"])
+def test_exact_oracle_photo(photo_pixels, name):
+    X = photo_pixels(name, step=4).astype(np.float64)
+    init = X[np.random.default_rng(1).choice(len(X), 8, replace=False)]
+    ours = pixelkm.KMeans(8, init=init, max_iter=50, tol=0).fit(X)
+    ref = sk_fit(X, 8, init, max_iter=50, tol=0)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+    # the same photo as uint8 pixels (no float copy) gives the same fit within float32 rounding
+    ours8 = pixelkm.KMeans(8, init=init, max_iter=50, tol=0).fit(photo_pixels(name, step=4))
+    assert ours8.inertia_ == pytest.approx(ref.inertia_, rel=1e-4)
+
+
+@pytest.mark.parametrize("name", ["kodim05.png", "kodim20.png"])
+def test_kmeanspp_quality_photo(photo_pixels, name):
+    X = photo_pixels(name, step=4).astype(np.float32)
+    ours = np.mean([pixelkm.KMeans(16, random_state=s).fit(X).inertia_ for s in range(5)])
+    ref = np.mean([SKKMeans(16, n_init=1, random_state=s).fit(X).inertia_ for s in range(5)])
+    assert ours <= 1.02 * ref
+
+
+def test_kmeanspp_quality_blobs():
+    X = make_blobs(4000, 4, 20, seed=7, spread=2.0)
+    ours = np.mean([pixelkm.KMeans(20, random_state=s).fit(X).inertia_ for s in range(5)])
+    ref = np.mean([SKKMeans(20, n_init=1, random_state=s).fit(X).inertia_ for s in range(5)])
+    assert ours <= 1.02 * ref
+
+
+def test_kmeanspp_picks_data_points_and_weights():
+    X = make_blobs(500, 3, 4, seed=2)
+    w = np.zeros(500)
+    w[:50] = 1.0
+    km = pixelkm.KMeans(4, random_state=0, max_iter=1).fit(X, sample_weight=w)
+    assert np.isfinite(km.cluster_centers_).all()
+    from pixelkm._init import kmeans_plusplus
+
+    _, idx = kmeans_plusplus(
+        torch.from_numpy(X)[None], 4, torch.from_numpy(w)[None], torch.Generator().manual_seed(0), torch.float64
+    )
+    assert (idx < 50).all(), "zero-weight points must never be chosen"
+    assert len(set(idx[0].tolist())) == 4
+
+
+def test_integer_weights_equal_repeated_rows():
+    X = make_blobs(400, 3, 5, seed=3)
+    reps = np.random.default_rng(0).integers(1, 4, size=400)
+    init = X[:5]
+    a = pixelkm.KMeans(5, init=init).fit(X, sample_weight=reps.astype(float))
+    b = pixelkm.KMeans(5, init=init).fit(np.repeat(X, reps, axis=0))
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-10)
+    assert a.inertia_ == pytest.approx(b.inertia_, rel=1e-10)
+    np.testing.assert_array_equal(np.repeat(a.labels_, reps), b.labels_)
+
+
+def test_zero_weights_equal_dropping_rows():
+    X = make_blobs(400, 3, 5, seed=4)
+    w = np.ones(400)
+    w[::3] = 0
+    init = X[1:6]
+    a = pixelkm.KMeans(5, init=init).fit(X, sample_weight=w)
+    b = pixelkm.KMeans(5, init=init).fit(X[w > 0])
+    np.testing.assert_allclose(a.cluster_centers_, b.cluster_centers_, rtol=1e-10)
+    assert a.inertia_ == pytest.approx(b.inertia_, rel=1e-10)
+
+
+def test_weighted_matches_sklearn():
+    X = make_blobs(1000, 2, 4, seed=5)
+    w = np.random.default_rng(1).uniform(0.1, 5, size=1000)
+    init = X[:4]
+    ours = pixelkm.KMeans(4, init=init).fit(X, sample_weight=w)
+    ref = sk_fit(X, 4, init, w=w)
+    np.testing.assert_array_equal(ours.labels_, ref.labels_)
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-6)
+
+
+def test_empty_cluster_is_relocated_to_farthest_point():
+    # Center 2 is far from everything: it gets no point at the first step and must move to the
+    # point farthest from its center (x=10), leaving no NaN and no center at the origin.
+    X = np.array([[0.0], [0.1], [0.2], [10.0], [10.1]])
+    init = np.array([[0.0], [10.0], [1000.0]])
+    km = pixelkm.KMeans(3, init=init).fit(X)
+    c = np.sort(km.cluster_centers_[:, 0])
+    assert np.isfinite(c).all()
+    assert np.bincount(km.labels_, minlength=3).min() >= 1
+    ref = sk_fit(X, 3, init)
+    np.testing.assert_allclose(np.sort(ref.cluster_centers_[:, 0]), c)
+    assert km.inertia_ == pytest.approx(ref.inertia_)
+
+
+def test_duplicates_and_k_equals_n():
+    X = np.array([[1.0, 1.0]] * 5 + [[2.0, 2.0]] * 5)
+    km = pixelkm.KMeans(2, random_state=0).fit(X)
+    assert km.inertia_ == 0.0
+    assert sorted(map(tuple, km.cluster_centers_)) == [(1.0, 1.0), (2.0, 2.0)]
+    X = make_blobs(12, 3, 3, seed=1)
+    km = pixelkm.KMeans(12, random_state=0).fit(X)
+    assert km.inertia_ == pytest.approx(0.0, abs=1e-10)
+    assert sorted(km.labels_.tolist()) == list(range(12))
+    # more clusters than distinct points: centers stay finite
+    km = pixelkm.KMeans(4, random_state=0).fit(np.ones((6, 2)))
+    assert np.isfinite(km.cluster_centers_).all() and km.inertia_ == 0.0
+
+
+def test_k_equals_one_is_the_mean():
+    X = make_blobs(300, 4, 3, seed=9)
+    w = np.random.default_rng(0).uniform(0, 2, 300)
+    km = pixelkm.KMeans(1).fit(X, sample_weight=w)
+    np.testing.assert_allclose(km.cluster_centers_[0], np.average(X, axis=0, weights=w), rtol=1e-12)
+    assert km.inertia_ == pytest.approx(float((w * ((X - km.cluster_centers_[0]) ** 2).sum(1)).sum()))
+
+
+def test_determinism_and_seeds():
+    X = make_blobs(2000, 3, 8, seed=11)
+    a = pixelkm.KMeans(8, random_state=42, n_init=3).fit(X)
+    b = pixelkm.KMeans(8, random_state=42, n_init=3).fit(X)
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    g1, g2 = torch.Generator().manual_seed(3), torch.Generator().manual_seed(3)
+    c1 = pixelkm.kmeans(torch.from_numpy(X), 8, random_state=g1)[0]
+    c2 = pixelkm.kmeans(torch.from_numpy(X), 8, random_state=g2)[0]
+    assert torch.equal(c1, c2)
+    torch.manual_seed(0)
+    c3 = pixelkm.kmeans(X, 8)[0]
+    torch.manual_seed(0)
+    c4 = pixelkm.kmeans(X, 8)[0]
+    np.testing.assert_array_equal(c3, c4)
+
+
+def test_n_init_keeps_best():
+    X = make_blobs(1500, 2, 10, seed=12, spread=0.3)
+    singles = [pixelkm.KMeans(10, init="random", random_state=s).fit(X).inertia_ for s in range(3)]
+    best = pixelkm.KMeans(10, init="random", n_init=6, random_state=0).fit(X).inertia_
+    assert best <= min(singles) + 1e-9 or best <= np.median(singles)
+
+
+def test_tol_stops_early_and_tol_zero_runs_to_labels_fixed_point():
+    X = make_blobs(3000, 2, 6, seed=13, spread=3.0)
+    init = X[:6]
+    loose = pixelkm.KMeans(6, init=init, tol=1e-1).fit(X)
+    tight = pixelkm.KMeans(6, init=init, tol=0).fit(X)
+    ref_loose = sk_fit(X, 6, init, tol=1e-1)
+    assert loose.n_iter_ == ref_loose.n_iter_
+    assert loose.n_iter_ < tight.n_iter_
+    np.testing.assert_array_equal(tight.labels_, pixelkm.KMeans(6, init=tight.cluster_centers_, max_iter=1)
+                                  .fit(X).labels_)
+
+
+def test_outputs_follow_input():
+    X = make_blobs(200, 3, 3, seed=14)
+    km = pixelkm.KMeans(3, random_state=0).fit(torch.from_numpy(X).float())
+    assert isinstance(km.cluster_centers_, torch.Tensor) and km.cluster_centers_.dtype == torch.float32
+    assert isinstance(km.labels_, torch.Tensor) and km.labels_.dtype == torch.int64
+    assert isinstance(km.predict(X), np.ndarray)
+    assert isinstance(km.predict(torch.from_numpy(X)), torch.Tensor)
+    c, lab, inertia = pixelkm.kmeans(X, 3, random_state=0)
+    assert isinstance(c, np.ndarray) and c.dtype == np.float64 and isinstance(inertia, float)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_every_input_dtype(dtype):
+    X = torch.from_numpy(make_blobs(600, 3, 4, seed=15, scale=100) + 128).clamp(0, 255).to(dtype)
+    Xd = X.double()
+    init = Xd[:4]
+    ours = pixelkm.KMeans(4, init=init).fit(X)
+    ref = sk_fit(Xd.numpy(), 4, init.numpy())
+    assert ours.inertia_ == pytest.approx(ref.inertia_, rel=1e-4)
+    want = torch.float64 if dtype == torch.float64 else torch.float32
+    assert ours.cluster_centers_.dtype == want
+
+
+def test_predict_transform_score_match_sklearn():
+    X = make_blobs(800, 3, 4, seed=16)
+    Y = make_blobs(100, 3, 4, seed=17)
+    init = X[:4]
+    ours = pixelkm.KMeans(4, init=init).fit(X)
+    ref = sk_fit(X, 4, init)
+    np.testing.assert_array_equal(ours.predict(Y), ref.predict(Y))
+    np.testing.assert_allclose(ours.transform(Y), ref.transform(Y), rtol=1e-9)
+    assert ours.score(Y) == pytest.approx(ref.score(Y), rel=1e-9)
+    np.testing.assert_array_equal(ours.fit_predict(X), ref.labels_)
+    np.testing.assert_allclose(ours.fit_transform(X), ref.transform(X), rtol=1e-9)
+
+
+def test_batched_kmeans_equals_loop():
+    Xs = np.stack([make_blobs(300, 3, 4, seed=s) for s in range(3)])
+    inits = Xs[:, :4].copy()
+    c, lab, inertia = pixelkm.kmeans(Xs, 4, init=inits)
+    assert c.shape == (3, 4, 3) and lab.shape == (3, 300) and inertia.shape == (3,)
+    for b in range(3):
+        cb, lb, ib = pixelkm.kmeans(Xs[b], 4, init=inits[b])
+        np.testing.assert_allclose(c[b], cb, rtol=1e-12)
+        np.testing.assert_array_equal(lab[b], lb)
+        assert inertia[b] == pytest.approx(ib, rel=1e-12)
+
+
+@pytest.mark.parametrize(
+    "kwargs, X, match, exc",
+    [
+        (dict(n_clusters=0), np.zeros((5, 2)), "n_clusters must be >= 1", ValueError),
+        (dict(n_clusters=6), np.zeros((5, 2)), "n_clusters=6 must be <= n_samples=5", ValueError),
+        (dict(n_clusters=2.5), np.zeros((5, 2)), "n_clusters must be an int", TypeError),
+        (dict(n_clusters=2, init="kmeans"), np.zeros((5, 2)), "init must be one of", ValueError),
+        (dict(n_clusters=2, init=np.zeros((3, 2))), np.zeros((5, 2)), r"init array must have shape \(2, 2\)", ValueError),
+        (dict(n_clusters=2, max_iter=0), np.zeros((5, 2)), "max_iter must be >= 1", ValueError),
+        (dict(n_clusters=2, tol=-1), np.zeros((5, 2)), "tol must be", ValueError),
+        (dict(n_clusters=2, backend="nope"), np.zeros((5, 2)), "unknown backend", ValueError),
+        (dict(n_clusters=2), np.zeros((5,)), "Reshape your data", ValueError),
+        (dict(n_clusters=2), np.zeros((2, 5, 2)), "2-D", ValueError),
+        (dict(n_clusters=2), np.array([[1.0, np.nan]] * 3), "NaN", ValueError),
+        (dict(n_clusters=2), np.array([[1.0, np.inf]] * 3), "inf", ValueError),
+        (dict(n_clusters=2), np.array([["a", "b"]] * 3), "numeric", TypeError),
+    ],
+)
+def test_bad_parameters_and_input(kwargs, X, match, exc):
+    with pytest.raises(exc, match=match):
+        pixelkm.KMeans(**kwargs).fit(X)
+
+
+def test_bad_weights_and_predict_features():
+    X = np.zeros((5, 2))
+    with pytest.raises(ValueError, match="sample_weight must have shape"):
+        pixelkm.KMeans(2).fit(X, sample_weight=np.ones(4))
+    with pytest.raises(ValueError, match="non-negative"):
+        pixelkm.KMeans(2).fit(X, sample_weight=-np.ones(5))
+    with pytest.raises(pixelkm.NotFittedError):
+        pixelkm.KMeans(2).predict(X)
+    km = pixelkm.KMeans(2, random_state=0).fit(make_blobs(20, 2, 2, seed=0))
+    with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 2 features"):
+        km.predict(np.zeros((4, 3)))
+
+
+def test_sklearn_citizen():
+    from sklearn.base import clone
+    from sklearn.model_selection import GridSearchCV
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X = make_blobs(300, 3, 3, seed=18)
+    km = pixelkm.KMeans(3, random_state=0, tol=1e-3)
+    assert clone(km).get_params() == km.get_params()
+    pipe = Pipeline([("scale", StandardScaler()), ("km", km)]).fit(X)
+    assert pipe.predict(X).shape == (300,)
+    gs = GridSearchCV(pixelkm.KMeans(random_state=0), {"n_clusters": [2, 3, 4]}, cv=3).fit(X)
+    assert gs.best_params_["n_clusters"] == 4  # score = -inertia, which always prefers more clusters
+
+
+def test_check_estimator():
+    from sklearn.utils.estimator_checks import check_estimator
+
+    check_estimator(
+        pixelkm.KMeans(random_state=0),
+        expected_failed_checks={
+            # Weighted k-means++ draws from the cumulative weights; repeated rows give a different cumulative
+            # array, so the same seed picks different (equally valid) initial centers. The equivalence itself
+            # holds for a fixed init: see test_integer_weights_equal_repeated_rows.
+            "check_sample_weight_equivalence_on_dense_data": "random init differs between weights and repeats",
+        },
+    )
