@@ -13,9 +13,13 @@ from .._validation import SUPPORTED_DTYPES
 from ._base import Backend
 
 #: bytes of one distance block on the CPU: small enough to stay in cache
-_CPU_BLOCK_BYTES = 1 << 20
+_CPU_BLOCK_BYTES = 4 << 20
 #: bytes of one distance block on an accelerator: large enough to keep it busy
 _GPU_BLOCK_BYTES = 256 << 20
+#: up to this many centers, distances are laid out (k, rows) and reduced across rows of k: faster for small k
+_COLUMN_LAYOUT_MAX_K = 16
+#: up to this many features, sums are accumulated with one bincount per feature (float64, no scatter)
+_BINCOUNT_MAX_D = 8
 
 
 def default_chunk_rows(b: int, k: int, itemsize: int, device: torch.device, n: int) -> int:
@@ -23,8 +27,21 @@ def default_chunk_rows(b: int, k: int, itemsize: int, device: torch.device, n: i
     budget = _CPU_BLOCK_BYTES if device.type == "cpu" else _GPU_BLOCK_BYTES
     rows = budget // max(1, b * k * itemsize)
     if device.type == "cpu":
-        rows = max(rows, 256)  # below this, per-chunk overhead dominates
+        rows = min(max(rows, 256), 1 << 16)  # below 256 rows per-chunk overhead dominates
     return int(max(1, min(n, rows)))
+
+
+def _argmin(dist: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Minimum and first index of the minimum along ``dim``.
+
+    For float32 the search runs on the int32 bit patterns, which order non-negative floats exactly as the
+    floats do and which torch reduces about twice as fast on the CPU. Squared distances are non-negative
+    up to rounding; two tiny negative values (points on a center) may then tie the other way round.
+    """
+    if dist.dtype == torch.float32:
+        v, i = dist.view(torch.int32).min(dim)
+        return v.view(torch.float32), i
+    return dist.min(dim)
 
 
 class TorchBackend(Backend):
@@ -57,31 +74,44 @@ class TorchBackend(Backend):
         # the origin does not lose its digits in ||x||^2 - 2 x.c + ||c||^2.
         shift = centers.mean(1, keepdim=True)
         c = centers - shift
-        c_sq = (c * c).sum(-1).unsqueeze(1)  # (b, 1, k)
-        c_m2t = (-2.0 * c).transpose(1, 2)  # (b, d, k)
+        # One matmul gives ||x - c||^2 = [x, ||x||^2, 1] . [-2c, 1, ||c||^2]
+        c_aug = torch.cat([-2.0 * c, torch.ones_like(c[..., :1]), (c * c).sum(-1, keepdim=True)], -1)  # (b, k, d+2)
+        columns = k <= _COLUMN_LAYOUT_MAX_K
+        c_aug = c_aug if columns else c_aug.transpose(1, 2)
         sums = torch.zeros(b * k, d, dtype=acc, device=dev)
         counts = torch.zeros(b * k, dtype=acc, device=dev)
         labels = torch.empty(b, n, dtype=torch.int64, device=dev) if compute_labels else None
         min_sq = torch.empty(b, n, dtype=cdt, device=dev) if compute_labels else None
         offsets = (torch.arange(b, device=dev) * k).unsqueeze(1)
         rows = chunk_size or default_chunk_rows(b, k, c.element_size(), dev, n)
-        part = torch.empty(b * k, d, dtype=cdt, device=dev)
+        x_aug = torch.empty(b, min(rows, n), d + 2, dtype=cdt, device=dev)
+        x_aug[..., d + 1] = 1.0
+        by_column = d <= _BINCOUNT_MAX_D and dev.type == "cpu"
+        part = None if by_column else torch.empty(b * k, d, dtype=cdt, device=dev)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
-            xc = X[:, start:stop].to(cdt) - shift  # (b, r, d): one chunk, never the whole X
-            dist = torch.baddbmm(c_sq, xc, c_m2t)  # ||c||^2 - 2 x.c, shape (b, r, k)
-            m, lab = dist.min(-1)
+            xa = x_aug[:, : stop - start]
+            xc = xa[..., :d]
+            torch.sub(X[:, start:stop], shift, out=xc)  # one chunk in the compute dtype, never the whole X
+            torch.sum(xc * xc, -1, out=xa[..., d])
+            if columns:  # (b, k, r), reduced over centers (dim 1)
+                m, lab = _argmin(torch.bmm(c_aug, xa.transpose(1, 2)), 1)
+            else:  # (b, r, k), reduced over centers (dim 2)
+                m, lab = _argmin(torch.bmm(xa, c_aug), 2)
             if compute_labels:
                 labels[:, start:stop] = lab
-                torch.clamp_min(m + (xc * xc).sum(-1), 0.0, out=min_sq[:, start:stop])
+                torch.clamp_min(m, 0.0, out=min_sq[:, start:stop])
             flat = (lab + offsets).reshape(-1)
-            if sample_weight is None:
-                xw, cw = xc, None
+            wc = None if sample_weight is None else sample_weight[:, start:stop].reshape(-1)
+            if by_column:
+                xf = xc.reshape(-1, d)
+                for j in range(d):
+                    col = xf[:, j] if wc is None else xf[:, j] * wc
+                    sums[:, j] += torch.bincount(flat, weights=col, minlength=b * k)
             else:
-                wc = sample_weight[:, start:stop]
-                xw, cw = xc * wc.unsqueeze(-1), wc.reshape(-1)
-            part.zero_().index_add_(0, flat, xw.reshape(-1, d))
-            sums += part
-            counts += torch.bincount(flat, weights=cw, minlength=b * k)
+                xw = xc if wc is None else xc * wc.view(b, -1, 1)
+                part.zero_().index_add_(0, flat, xw.reshape(-1, d))
+                sums += part
+            counts += torch.bincount(flat, weights=wc, minlength=b * k)
         sums = sums.view(b, k, d) + counts.view(b, k, 1) * shift.to(acc)
         return AssignUpdateResult(labels, min_sq, sums.to(cdt), counts.view(b, k).to(cdt))
