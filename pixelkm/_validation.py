@@ -6,6 +6,7 @@ so that ``assign_update``, ``KMeans`` and ``kmeans`` give the same errors for th
 
 from __future__ import annotations
 
+import math
 import numbers
 import sys
 import warnings
@@ -107,9 +108,32 @@ def check_data(X: torch.Tensor, name: str = "X", *, ndims: tuple[int, ...] = (2,
         raise ValueError(f"{name} has 0 sample(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
     if X.shape[-1] == 0:
         raise ValueError(f"{name} has 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
-    if finite and X.dtype.is_floating_point and not bool(torch.isfinite(X).all()):
-        kind = "NaN" if bool(torch.isnan(X).any()) else "inf"
-        raise ValueError(f"Input {name} contains {kind}; remove or impute non-finite values (NaN or inf) first")
+    if finite and X.dtype.is_floating_point:
+        if not bool(torch.isfinite(X).all()):
+            kind = "NaN" if bool(torch.isnan(X).any()) else "inf"
+            raise ValueError(f"Input {name} contains {kind}; remove or impute non-finite values (NaN or inf) first")
+        check_magnitude(X, name)
+
+
+#: largest and smallest non-zero magnitude whose squared distances stay normal numbers, per compute dtype
+_MAGNITUDE_LIMITS = {torch.float32: (1e18, 1e-18), torch.float64: (1e150, 1e-150)}
+
+
+def check_magnitude(X: torch.Tensor, name: str = "X") -> None:
+    """Refuse data whose squared distances would overflow or underflow the compute dtype (a silent wrong answer)."""
+    cdt = compute_dtype(X.dtype)
+    high, low = _MAGNITUDE_LIMITS[cdt]
+    amax = float(X.abs().max()) * math.sqrt(X.shape[-1])
+    if amax > high:
+        hint = "pass float64 data or rescale it" if cdt == torch.float32 else "rescale it"
+        raise ValueError(
+            f"{name} has values of magnitude {amax:.3g}: their squared distances overflow {cdt}; {hint}"
+        )
+    if 0 < amax < low:
+        hint = "pass float64 data or rescale it" if cdt == torch.float32 else "rescale it"
+        raise ValueError(
+            f"{name} has values of magnitude {amax:.3g} at most: their squared distances underflow {cdt}; {hint}"
+        )
 
 
 def check_sample_weight(

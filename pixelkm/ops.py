@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import torch
@@ -20,6 +21,10 @@ def prepare_batched(
     return X, centers, sample_weight
 
 
+#: rows per chunk that fitted in device memory after an out-of-memory retry, per (backend, device, dtype, shape)
+_FITTING_ROWS: dict[tuple, int] = {}
+
+
 def run_assign_update(
     X: torch.Tensor,
     centers: torch.Tensor,
@@ -29,9 +34,36 @@ def run_assign_update(
     compute_labels: bool = True,
     chunk_size: int | None = None,
 ) -> AssignUpdateResult:
-    """Unchecked batched entry point for internal callers: X (b, n, d), centers (b, k, d) in the compute dtype."""
+    """Unchecked batched entry point for internal callers: X (b, n, d), centers (b, k, d) in the compute dtype.
+
+    When the device runs out of memory, the pass is retried with half as many rows per chunk (with a
+    warning) until it fits; only a single row that does not fit is an error.
+    """
     impl = select_backend(backend, X, centers)
-    return impl.assign_update(X, centers, sample_weight, compute_labels=compute_labels, chunk_size=chunk_size)
+    key = (impl.name, str(X.device), X.dtype, tuple(centers.shape))
+    rows = chunk_size or _FITTING_ROWS.get(key)
+    while True:
+        try:
+            result = impl.assign_update(X, centers, sample_weight, compute_labels=compute_labels, chunk_size=rows)
+            if rows is not None and chunk_size is None:
+                _FITTING_ROWS[key] = rows  # the next pass of the same fit starts from what fitted
+            return result
+        except torch.cuda.OutOfMemoryError as err:
+            current = rows or impl.chunk_rows(X, centers)
+            if current <= 1:
+                raise MemoryError(
+                    f"backend {impl.name!r} ran out of device memory even with 1 row per chunk "
+                    f"(k={centers.shape[1]}, d={centers.shape[2]}): {err}"
+                ) from err
+            rows = max(1, current // 2)
+            if X.device.type == "cuda":
+                torch.cuda.empty_cache()
+            warnings.warn(
+                f"out of device memory in assign_update ({impl.name}, {current} rows per chunk); "
+                f"retrying with {rows} rows per chunk",
+                ResourceWarning,
+                stacklevel=2,
+            )
 
 
 def assign_update(

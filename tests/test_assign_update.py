@@ -160,3 +160,40 @@ def test_bad_input(X, C, w, match):
 def test_unknown_backend_error_lists_choices():
     with pytest.raises(ValueError, match=r"unknown backend .*available: auto"):
         pixelkm.assign_update(np.zeros((3, 2)), np.zeros((1, 2)), backend="cuda-magic")
+
+
+def test_out_of_memory_retries_with_smaller_chunks():
+    """A backend that runs out of memory above 64 rows per chunk: the pass is retried with halved chunks."""
+    from pixelkm.backends import _REGISTRY, PRIORITY, register_backend
+    from pixelkm.backends.torch_backend import TorchBackend
+
+    class Tight(TorchBackend):
+        name = "tight-memory"
+        seen: list = []
+
+        def assign_update(self, X, centers, w, *, compute_labels=True, chunk_size=None):
+            rows = chunk_size or self.chunk_rows(X, centers)
+            self.seen.append(rows)
+            if rows > 64:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+            return super().assign_update(X, centers, w, compute_labels=compute_labels, chunk_size=rows)
+
+    register_backend(Tight())
+    try:
+        X, C = random_data(torch.float64, 1000, 3, 5, seed=1)
+        with pytest.warns(ResourceWarning, match="retrying with"):
+            res = pixelkm.assign_update(X, C, backend="tight-memory")
+        ref = pixelkm.assign_update(X, C, backend="torch")
+        assert torch.equal(res.labels, ref.labels)
+        torch.testing.assert_close(res.sums, ref.sums)
+        assert Tight.seen[-1] <= 64 and Tight.seen == sorted(Tight.seen, reverse=True)
+        km = pixelkm.KMeans(5, init=C, backend="tight-memory")
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the fit starts from the chunk size that fitted: no new warning
+            km.fit(X)
+        assert km.inertia_ == pytest.approx(pixelkm.KMeans(5, init=C).fit(X).inertia_, rel=1e-12)
+    finally:
+        _REGISTRY.pop("tight-memory")
+        PRIORITY.remove("tight-memory")

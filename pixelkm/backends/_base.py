@@ -33,6 +33,10 @@ class Backend:
             reasons.append(f"{self.name}: dtype {X.dtype} not supported")
         return reasons
 
+    def chunk_rows(self, X: torch.Tensor, centers: torch.Tensor) -> int:
+        """Rows per chunk used when no ``chunk_size`` is given (the whole of n unless a backend chunks)."""
+        return X.shape[1]
+
     def assign_update(
         self,
         X: torch.Tensor,

@@ -56,6 +56,10 @@ class TorchBackend(Backend):
         torch.float64: (1e-12, 1e-10),
     }
 
+    def chunk_rows(self, X: torch.Tensor, centers: torch.Tensor) -> int:
+        b, k = centers.shape[:2]
+        return default_chunk_rows(b, k, centers.element_size(), X.device, X.shape[1])
+
     def assign_update(
         self,
         X: torch.Tensor,
@@ -83,7 +87,7 @@ class TorchBackend(Backend):
         labels = torch.empty(b, n, dtype=torch.int64, device=dev) if compute_labels else None
         min_sq = torch.empty(b, n, dtype=cdt, device=dev) if compute_labels else None
         offsets = (torch.arange(b, device=dev) * k).unsqueeze(1)
-        rows = chunk_size or default_chunk_rows(b, k, c.element_size(), dev, n)
+        rows = chunk_size or self.chunk_rows(X, centers)
         x_aug = torch.empty(b, min(rows, n), d + 2, dtype=cdt, device=dev)
         x_aug[..., d + 1] = 1.0
         by_column = d <= _BINCOUNT_MAX_D and dev.type == "cpu"
