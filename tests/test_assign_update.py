@@ -197,3 +197,26 @@ def test_out_of_memory_retries_with_smaller_chunks():
     finally:
         _REGISTRY.pop("tight-memory")
         PRIORITY.remove("tight-memory")
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_bit_identical_across_chunk_sizes_and_runs(photo_pixels, dtype):
+    """Deterministic on one device: the same input gives the same bits run after run and, for uint8 and
+    float32 data, whatever the chunk size (sums are accumulated in float64: exact for integer pixels, and
+    rounded back to float32 otherwise). float64 distances and sums may differ in the last bits across chunk
+    sizes; labels and counts never do."""
+    X = torch.from_numpy(photo_pixels("kodim23.png", step=4))
+    if dtype != torch.uint8:
+        X = X.to(dtype) / 255 + 0.01 * torch.randn(X.shape, generator=torch.Generator().manual_seed(0), dtype=dtype)
+    C = X[::997][:70].to(torch.float64 if dtype == torch.float64 else torch.float32) + 0.25
+    runs = [pixelkm.assign_update(X, C, chunk_size=cs) for cs in (500, 4096, None, None)]
+    assert torch.equal(runs[-1].sums, runs[-2].sums)
+    for r in runs[:-1]:
+        assert torch.equal(r.labels, runs[-1].labels)
+        assert torch.equal(r.counts, runs[-1].counts)
+        if dtype == torch.float64:  # the float64 matmul blocks differently with the number of rows
+            torch.testing.assert_close(r.min_sq_dist, runs[-1].min_sq_dist, rtol=1e-13, atol=1e-15)
+            torch.testing.assert_close(r.sums, runs[-1].sums, rtol=1e-13, atol=0)
+        else:
+            assert torch.equal(r.min_sq_dist, runs[-1].min_sq_dist)
+            assert torch.equal(r.sums, runs[-1].sums)

@@ -91,7 +91,6 @@ class TorchBackend(Backend):
         x_aug = torch.empty(b, min(rows, n), d + 2, dtype=cdt, device=dev)
         x_aug[..., d + 1] = 1.0
         by_column = d <= _BINCOUNT_MAX_D and dev.type == "cpu"
-        part = None if by_column else torch.empty(b * k, d, dtype=cdt, device=dev)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             xa = x_aug[:, : stop - start]
@@ -105,17 +104,17 @@ class TorchBackend(Backend):
             if compute_labels:
                 labels[:, start:stop] = lab
                 torch.clamp_min(m, 0.0, out=min_sq[:, start:stop])
+            # Sums of the raw values in float64: exact for integer data such as uint8 pixels, so that they
+            # do not depend on the chunk size or the order of accumulation.
             flat = (lab + offsets).reshape(-1)
-            wc = None if sample_weight is None else sample_weight[:, start:stop].reshape(-1)
+            xf = X[:, start:stop].reshape(-1, d).to(acc)
+            wc = None if sample_weight is None else sample_weight[:, start:stop].reshape(-1).to(acc)
+            if wc is not None:
+                xf = xf * wc.unsqueeze(1)
             if by_column:
-                xf = xc.reshape(-1, d)
                 for j in range(d):
-                    col = xf[:, j] if wc is None else xf[:, j] * wc
-                    sums[:, j] += torch.bincount(flat, weights=col, minlength=b * k)
+                    sums[:, j] += torch.bincount(flat, weights=xf[:, j], minlength=b * k)
             else:
-                xw = xc if wc is None else xc * wc.view(b, -1, 1)
-                part.zero_().index_add_(0, flat, xw.reshape(-1, d))
-                sums += part
+                sums.index_add_(0, flat, xf)
             counts += torch.bincount(flat, weights=wc, minlength=b * k)
-        sums = sums.view(b, k, d) + counts.view(b, k, 1) * shift.to(acc)
-        return AssignUpdateResult(labels, min_sq, sums.to(cdt), counts.view(b, k).to(cdt))
+        return AssignUpdateResult(labels, min_sq, sums.view(b, k, d).to(cdt), counts.view(b, k).to(cdt))
