@@ -31,17 +31,16 @@ def default_chunk_rows(b: int, k: int, itemsize: int, device: torch.device, n: i
     return int(max(1, min(n, rows)))
 
 
-def _argmin(dist: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Minimum and first index of the minimum along ``dim``.
+def _argmin(dist: torch.Tensor, dim: int) -> torch.Tensor:
+    """First index of the minimum along ``dim``, as torch.argmin.
 
     For float32 the search runs on the int32 bit patterns, which order non-negative floats exactly as the
     floats do and which torch reduces about twice as fast on the CPU. Squared distances are non-negative
     up to rounding; two tiny negative values (points on a center) may then tie the other way round.
     """
     if dist.dtype == torch.float32:
-        v, i = dist.view(torch.int32).min(dim)
-        return v.view(torch.float32), i
-    return dist.min(dim)
+        return dist.view(torch.int32).argmin(dim)
+    return dist.argmin(dim)
 
 
 class TorchBackend(Backend):
@@ -98,12 +97,15 @@ class TorchBackend(Backend):
             torch.sub(X[:, start:stop], shift, out=xc)  # one chunk in the compute dtype, never the whole X
             torch.sum(xc * xc, -1, out=xa[..., d])
             if columns:  # (b, k, r), reduced over centers (dim 1)
-                m, lab = _argmin(torch.bmm(c_aug, xa.transpose(1, 2)), 1)
+                lab = _argmin(torch.bmm(c_aug, xa.transpose(1, 2)), 1)
             else:  # (b, r, k), reduced over centers (dim 2)
-                m, lab = _argmin(torch.bmm(xa, c_aug), 2)
+                lab = _argmin(torch.bmm(xa, c_aug), 2)
             if compute_labels:
                 labels[:, start:stop] = lab
-                torch.clamp_min(m, 0.0, out=min_sq[:, start:stop])
+                # The expansion above has an absolute error of about eps * ||x||^2: recompute the distance
+                # to the chosen center directly, which costs d (not k) operations per point.
+                diff = xc - torch.gather(c, 1, lab.unsqueeze(-1).expand(-1, -1, d))
+                torch.sum(diff * diff, -1, out=min_sq[:, start:stop])
             # Sums of the raw values in float64: exact for integer data such as uint8 pixels, so that they
             # do not depend on the chunk size or the order of accumulation.
             flat = (lab + offsets).reshape(-1)
