@@ -33,6 +33,7 @@ def run_assign_update(
     backend: str = "auto",
     compute_labels: bool = True,
     chunk_size: int | None = None,
+    deterministic: bool | None = None,
 ) -> AssignUpdateResult:
     """Unchecked batched entry point for internal callers: X (b, n, d), centers (b, k, d) in the compute dtype.
 
@@ -44,12 +45,19 @@ def run_assign_update(
     rows = chunk_size or _FITTING_ROWS.get(key)
     while True:
         try:
-            result = impl.assign_update(X, centers, sample_weight, compute_labels=compute_labels, chunk_size=rows)
+            result = impl.assign_update(
+                X, centers, sample_weight, compute_labels=compute_labels, chunk_size=rows, deterministic=deterministic
+            )
             if rows is not None and chunk_size is None:
                 _FITTING_ROWS[key] = rows  # the next pass of the same fit starts from what fitted
             return result
         except torch.cuda.OutOfMemoryError as err:
             current = rows or impl.chunk_rows(X, centers)
+            if not impl.chunks:
+                raise MemoryError(
+                    f"backend {impl.name!r} ran out of device memory and does not work in chunks; stream the data "
+                    f"in smaller pieces or use backend='torch': {err}"
+                ) from err
             if current <= 1:
                 raise MemoryError(
                     f"backend {impl.name!r} ran out of device memory even with 1 row per chunk "
@@ -74,6 +82,7 @@ def assign_update(
     backend: str = "auto",
     compute_labels: bool = True,
     chunk_size: int | None = None,
+    deterministic: bool | None = None,
 ) -> AssignUpdateResult:
     """One pass over the data: nearest center of every point, and per-cluster sums and counts.
 
@@ -90,6 +99,9 @@ def assign_update(
         When False, only ``sums`` and ``counts`` are produced (``labels`` and ``min_sq_dist`` are None).
     chunk_size : int, optional
         Rows per chunk; by default chosen from a memory budget.
+    deterministic : bool, optional
+        True asks for bit-identical results run after run (the torch backend always is, on the CPU); None uses
+        the backend's default, which follows ``torch.are_deterministic_algorithms_enabled()``.
 
     Returns
     -------
@@ -114,6 +126,6 @@ def assign_update(
     batched = Xt.ndim == 3
     Xb, Cb, wb = prepare_batched(Xt, C, w)
     result = run_assign_update(
-        Xb, Cb, wb, backend=backend, compute_labels=compute_labels, chunk_size=chunk_size
+        Xb, Cb, wb, backend=backend, compute_labels=compute_labels, chunk_size=chunk_size, deterministic=deterministic
     )
     return result if batched else result.squeeze_batch()

@@ -171,7 +171,7 @@ def test_out_of_memory_retries_with_smaller_chunks():
         name = "tight-memory"
         seen: list = []
 
-        def assign_update(self, X, centers, w, *, compute_labels=True, chunk_size=None):
+        def assign_update(self, X, centers, w, *, compute_labels=True, chunk_size=None, deterministic=None):
             rows = chunk_size or self.chunk_rows(X, centers)
             self.seen.append(rows)
             if rows > 64:

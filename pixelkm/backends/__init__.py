@@ -13,6 +13,7 @@ import torch
 
 from ._base import Backend
 from .torch_backend import TorchBackend
+from .triton_backend import TRITON_AVAILABLE, TritonBackend  # imports triton only if it can
 
 _REGISTRY: dict[str, Backend] = {}
 #: the order in which ``"auto"`` tries backends
@@ -58,7 +59,8 @@ def select_backend(name: str, X: torch.Tensor, centers: torch.Tensor) -> Backend
     all_reasons = []
     for candidate in PRIORITY:
         backend = _REGISTRY[candidate]
-        reasons = backend.not_supported_reasons(X, centers)
+        # auto_reasons hold for auto only (e.g. triton's CPU interpreter serves explicit requests, never auto)
+        reasons = backend.not_supported_reasons(X, centers) or backend.auto_reasons(X, centers)
         if not reasons:
             return backend
         all_reasons.extend(reasons)
@@ -66,5 +68,7 @@ def select_backend(name: str, X: torch.Tensor, centers: torch.Tensor) -> Backend
 
 
 register_backend(TorchBackend())
+if TRITON_AVAILABLE:
+    register_backend(TritonBackend(), priority=0)  # before torch: auto takes it on CUDA
 
 __all__ = ["Backend", "PRIORITY", "available_backends", "get_backend", "register_backend", "select_backend"]

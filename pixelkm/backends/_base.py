@@ -33,6 +33,13 @@ class Backend:
             reasons.append(f"{self.name}: dtype {X.dtype} not supported")
         return reasons
 
+    #: whether ``chunk_size`` bounds this backend's memory (an out-of-memory retry with smaller chunks helps)
+    chunks: bool = True
+
+    def auto_reasons(self, X: torch.Tensor, centers: torch.Tensor) -> list[str]:
+        """Reasons that keep ``backend="auto"`` (but not an explicit request) from taking this backend."""
+        return []
+
     def chunk_rows(self, X: torch.Tensor, centers: torch.Tensor) -> int:
         """Rows per chunk used when no ``chunk_size`` is given (the whole of n unless a backend chunks)."""
         return X.shape[1]
@@ -45,7 +52,10 @@ class Backend:
         *,
         compute_labels: bool = True,
         chunk_size: int | None = None,
+        deterministic: bool | None = None,
     ) -> AssignUpdateResult:
+        """The fused pass. ``deterministic=True`` asks for bit-identical results run after run; None means
+        the backend's default (deterministic when ``torch.are_deterministic_algorithms_enabled()``)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -67,7 +67,11 @@ class TorchBackend(Backend):
         *,
         compute_labels: bool = True,
         chunk_size: int | None = None,
+        deterministic: bool | None = None,
     ) -> AssignUpdateResult:
+        # On the CPU every step is sequential and deterministic. On CUDA, bincount/index_add_ add in float64
+        # with atomics: exact (so bit-identical) for integer data such as pixels, and within float64 rounding
+        # otherwise; torch.use_deterministic_algorithms(True) makes index_add_ deterministic there too.
         b, n, d = X.shape
         k = centers.shape[1]
         cdt = centers.dtype
@@ -116,7 +120,8 @@ class TorchBackend(Backend):
             if by_column:
                 for j in range(d):
                     sums[:, j] += torch.bincount(flat, weights=xf[:, j], minlength=b * k)
-            else:
+                counts += torch.bincount(flat, weights=wc, minlength=b * k)
+            else:  # index_add_ has a deterministic CUDA implementation; bincount with weights has none
                 sums.index_add_(0, flat, xf)
-            counts += torch.bincount(flat, weights=wc, minlength=b * k)
+                counts.index_add_(0, flat, torch.ones_like(flat, dtype=acc) if wc is None else wc)
         return AssignUpdateResult(labels, min_sq, sums.view(b, k, d).to(cdt), counts.view(b, k).to(cdt))

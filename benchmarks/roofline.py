@@ -1,0 +1,247 @@
+"""Milliseconds per Lloyd iteration beside the floor of the hardware it runs on.
+
+    python benchmarks/roofline.py            # full sizes, on CUDA when there is a GPU
+    python benchmarks/roofline.py --quick    # small sizes: a smoke check that runs on the CPU too
+
+Per case it times, in the same run and on the same device: the fused Triton kernel (``backend="triton"``,
+both reduction modes), the torch reference (``backend="torch"``), a naive ``torch.cdist`` + ``argmin`` +
+``index_add_`` step, and ``flash_kmeans.batch_kmeans_Euclid`` where that package is importable (same initial
+centers, tol=0 so that it runs the fixed number of iterations). One iteration = labels and squared distances
+of every point, per-cluster sums and counts, new centers.
+
+Beside the times it prints two floors: bytes moved (X read once in its own dtype, int64 labels and the
+distances written) over the measured copy bandwidth of the device, and operations (2 n k d for the
+distances) over the measured arithmetic rate (a float32 GEMM for small d; for d > 8 the rate of the
+``tl.dot`` precision the kernel uses, 3-pass TF32 = TF32 GEMM rate / 3). ``x floor`` = time / max(floors).
+
+On the CPU, triton runs under its interpreter (TRITON_INTERPRET=1, set here before triton is imported):
+its times there say nothing about speed. GPU figures are recorded in benchmarks/GPU_NOTES.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE = ROOT.parent / "shared" / "images" / "kodim23.png"
+
+
+# ----------------------------------------------------------------------------------------------- data
+
+
+def photo(side: int, device: torch.device) -> torch.Tensor:
+    """A (side * side, 3) uint8 RGB image: a Kodak photograph resized (bicubic), or noise if it is missing."""
+    try:
+        from PIL import Image
+
+        with Image.open(IMAGE) as im:
+            arr = torch.from_numpy(np.array(im.convert("RGB").resize((side, side), Image.BICUBIC)))
+        return arr.reshape(-1, 3).contiguous().to(device)
+    except (ImportError, OSError):
+        g = torch.Generator().manual_seed(0)
+        return torch.randint(0, 256, (side * side, 3), generator=g, dtype=torch.uint8).to(device)
+
+
+def xy_rgb(pixels: torch.Tensor, side: int) -> torch.Tensor:
+    """(side * side, 5) float32 features: x and y scaled to 0..255, then R, G, B."""
+    yy, xx = torch.meshgrid(
+        torch.arange(side, device=pixels.device), torch.arange(side, device=pixels.device), indexing="ij"
+    )
+    pos = torch.stack([xx, yy], -1).reshape(-1, 2).float() * (255.0 / max(1, side - 1))
+    return torch.cat([pos, pixels.float()], 1).contiguous()
+
+
+def embeddings(n: int, d: int, k: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """Gaussian mixture of k components in d dimensions: (n, d) in ``dtype``."""
+    g = torch.Generator(device="cpu").manual_seed(1)
+    means = torch.randn(k, d, generator=g) * 2
+    lab = torch.randint(0, k, (n,), generator=g)
+    return (means[lab] + torch.randn(n, d, generator=g)).to(device=device, dtype=dtype)
+
+
+def cases(quick: bool, device: torch.device):
+    """(name, X (n, d), k, iterations) per case."""
+    side = 64 if quick else 4096
+    n_emb, k_emb = (4096, 64) if quick else (1 << 20, 1024)
+    pixels = photo(side, device)
+    yield f"image {side}x{side} uint8 RGB K=8", pixels, 8
+    yield f"image {side}x{side} uint8 RGB K=64", pixels, 64
+    yield f"image {side}x{side} uint8 RGB K=256", pixels, 256
+    yield f"x,y,R,G,B {side}x{side} float32 K=64", xy_rgb(pixels, side), 64
+    for dtype in (torch.float32, torch.bfloat16):
+        name = str(dtype).replace("torch.", "")
+        yield f"embeddings n={n_emb} d=128 {name} K={k_emb}", embeddings(n_emb, 128, k_emb, dtype, device), k_emb
+
+
+# --------------------------------------------------------------------------------------------- timing
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def time_ms(fn, device: torch.device, iters: int, warmup: int = 2) -> float:
+    """Median milliseconds of one call of ``fn`` (after ``warmup`` calls), device-synchronized."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(iters):
+        t0 = time.perf_counter()
+        fn()
+        sync(device)
+        times.append((time.perf_counter() - t0) * 1e3)
+    times.sort()
+    return times[len(times) // 2]
+
+
+def copy_bandwidth(device: torch.device, quick: bool) -> float:
+    """Bytes per second of a device-to-device copy (read + write counted)."""
+    n = (1 << 24) if quick else (1 << 28)
+    src = torch.empty(n, dtype=torch.uint8, device=device).fill_(1)
+    dst = torch.empty_like(src)
+    ms = time_ms(lambda: dst.copy_(src), device, 5 if quick else 20)
+    return 2 * n / (ms * 1e-3)
+
+
+def gemm_rate(device: torch.device, dtype: torch.dtype, tf32: bool, quick: bool) -> float:
+    """Floating-point operations per second of a square GEMM (2 m n k per product)."""
+    m = 512 if quick else 8192
+    a = torch.randn(m, m, device=device).to(dtype)
+    b = torch.randn(m, m, device=device).to(dtype)
+    old = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32
+    try:
+        ms = time_ms(lambda: a @ b, device, 3 if quick else 10)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old
+    return 2 * m**3 / (ms * 1e-3)
+
+
+# ------------------------------------------------------------------------------------------ iterations
+
+
+def pixelkm_step(backend: str, X: torch.Tensor, C: torch.Tensor, **kw):
+    """One Lloyd iteration through the backend: the fused pass (with labels and distances), then sums / counts."""
+    from pixelkm.backends import get_backend
+
+    res = get_backend(backend).assign_update(X, C, None, **kw)
+    counts = res.counts.unsqueeze(-1)
+    return torch.where(counts > 0, res.sums / counts.clamp_min(1e-30), C), res.labels
+
+
+def naive_step(X: torch.Tensor, C: torch.Tensor):
+    """The textbook step: a float copy of X, the full n x k distance matrix, argmin, index_add_."""
+    x = X[0].float()
+    labels = torch.cdist(x, C[0]).argmin(1)
+    k, d = C.shape[1:]
+    sums = torch.zeros(k, d, device=X.device).index_add_(0, labels, x)
+    counts = torch.zeros(k, device=X.device).index_add_(0, labels, torch.ones_like(labels, dtype=torch.float32))
+    return torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], C[0]), labels
+
+
+def flash_kmeans_ms(X: torch.Tensor, C: torch.Tensor, iters: int) -> float | None:
+    """ms per iteration of flash-kmeans' batch_kmeans_Euclid from the same centers, or None without it."""
+    try:
+        from flash_kmeans import batch_kmeans_Euclid
+    except ImportError:
+        return None
+    if X.device.type != "cuda" or X.dtype == torch.uint8:
+        return None  # it runs on CUDA float data only
+    x = X.contiguous()
+    init = C.to(X.dtype)
+    k = C.shape[1]
+
+    def run():
+        batch_kmeans_Euclid(x, k, max_iters=iters, tol=0.0, init_centroids=init.clone())
+
+    return time_ms(run, X.device, 3) / iters
+
+
+# ----------------------------------------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="small sizes (a smoke check; runs on the CPU too)")
+    p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--iters", type=int, default=None, help="timed repetitions per row (median is reported)")
+    p.add_argument("--only", default=None, help="run only cases whose name contains this text")
+    args = p.parse_args(argv)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if device.type == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")  # must precede the first import of triton
+    import pixelkm
+
+    iters = args.iters or (1 if args.quick else 20)
+    backends = pixelkm.available_backends()
+    on_gpu = device.type == "cuda"
+
+    bw = copy_bandwidth(device, args.quick)
+    fp32 = gemm_rate(device, torch.float32, False, args.quick)
+    tf32 = gemm_rate(device, torch.float32, True, args.quick) if on_gpu else fp32
+    name = torch.cuda.get_device_name(device) if on_gpu else "CPU"
+    print(
+        f"device: {name}; torch {torch.__version__}; copy {bw / 1e9:.0f} GB/s; "
+        f"float32 GEMM {fp32 / 1e12:.3g} TFLOP/s; TF32 GEMM {tf32 / 1e12:.3g} TFLOP/s"
+    )
+    if not on_gpu:
+        print("(CPU: triton runs under its interpreter; its times are not speed figures)")
+
+    rows = []
+    for case, X2, k in cases(args.quick, device):
+        if args.only and args.only not in case:
+            continue
+        X = X2.unsqueeze(0)
+        n, d = X2.shape
+        g = torch.Generator().manual_seed(0)
+        C = X2[torch.randperm(n, generator=g)[:k].to(device)].float().unsqueeze(0) + 0.25
+        bytes_moved = n * d * X.element_size() + n * (8 + 4)
+        ops = 2 * n * k * d
+        rate = fp32 if d <= 8 else tf32 / 3
+        floor_mem = bytes_moved / bw * 1e3
+        floor_ops = ops / rate * 1e3
+        floor = max(floor_mem, floor_ops)
+        impls = []
+        if "triton" in backends and (on_gpu or os.environ.get("TRITON_INTERPRET") == "1"):
+            impls.append(("triton (fast)", lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=False)))
+            impls.append(("triton (deterministic)", lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=True)))
+            if d > 8:  # the faster, less exact tl.dot precisions of the large-d path
+                for prec in ("tf32", "fp16"):
+                    label = f"triton (fast, precision={prec})"
+                    impls.append((label, lambda X=X, C=C, p=prec: pixelkm_step("triton", X, C, precision=p)))
+        impls.append(("torch reference", lambda X=X, C=C: pixelkm_step("torch", X, C)))
+        impls.append(("naive cdist+argmin+index_add_", lambda X=X, C=C: naive_step(X, C)))
+        agree = None
+        if impls[0][0].startswith("triton"):
+            agree = float((pixelkm_step("triton", X, C)[1] == pixelkm_step("torch", X, C)[1]).float().mean())
+        for label, fn in impls:
+            try:
+                ms = time_ms(fn, device, iters, warmup=1 if args.quick else 3)
+            except torch.OutOfMemoryError:
+                ms = float("nan")
+                torch.cuda.empty_cache()
+            rows.append((case, label, ms, floor_mem, floor_ops, ms / floor))
+        fk = flash_kmeans_ms(X, C, 10) if on_gpu else None
+        if fk is not None:
+            rows.append((case, "flash-kmeans batch_kmeans_Euclid", fk, floor_mem, floor_ops, fk / floor))
+        if agree is not None:
+            print(f"{case}: triton labels equal to torch's for {100 * agree:.4f}% of points")
+
+    print()
+    print(f"{'case':<42} {'implementation':<32} {'ms/iter':>10} {'mem floor':>10} {'ops floor':>10} {'x floor':>8}")
+    for case, label, ms, fm, fo, ratio in rows:
+        print(f"{case:<42} {label:<32} {ms:>10.3f} {fm:>10.4f} {fo:>10.4f} {ratio:>8.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

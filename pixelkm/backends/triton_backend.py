@@ -1,0 +1,149 @@
+"""The Triton backend: the fused assign-and-update kernel of ``kernels/assign_update.py`` as one custom op.
+
+One launch per Lloyd step reads every point once in its own dtype, finds its nearest center, writes its
+label and squared distance, and adds it into float64 per-cluster sums and counts; no n x k distance matrix
+is ever made, so ``chunk_size`` is accepted and ignored.
+
+Reduction modes: *fast* (the default) adds into float64 totals with atomics (float32 per-block partials for
+d <= 8 and k <= 256, each point otherwise); the only run-to-run difference is the order of float64 additions, far below the float32 results'
+rounding. *Deterministic* (``deterministic=True``, or whenever ``torch.use_deterministic_algorithms(True)``
+is on) stores per-program partials and reduces them in a fixed order: the same input gives the same bits.
+
+It runs on CUDA, and on the CPU only under ``TRITON_INTERPRET=1`` (the Triton interpreter: slow, for tests);
+``backend="auto"`` picks it on CUDA only.
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+
+from .._result import AssignUpdateResult
+from ._base import Backend
+
+try:
+    from .._kernels import assign_update as _kernel
+except ImportError as exc:  # triton missing or unusable here: the torch backend remains
+    _kernel = None
+    IMPORT_ERROR: str | None = f"{type(exc).__name__}: {exc}"
+else:
+    IMPORT_ERROR = None
+
+#: True when the kernels import (triton installed and importable)
+TRITON_AVAILABLE = _kernel is not None
+_DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+
+
+if TRITON_AVAILABLE:
+
+    @torch.library.custom_op("pixelkm::triton_assign_update", mutates_args=())
+    def triton_assign_update(
+        X: torch.Tensor,
+        centers: torch.Tensor,
+        sample_weight: torch.Tensor | None,
+        compute_labels: bool,
+        deterministic: bool,
+        precision: str,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The fused pass as one op: (labels (b, n) int64, min_sq (b, n), sums (b, k, d), counts (b, k)).
+
+        Without ``compute_labels`` the first two have n = 0. ``precision`` "" means the default.
+        """
+        labels, min_sq, sums, counts = _kernel.assign_update(
+            X,
+            centers,
+            sample_weight,
+            compute_labels=compute_labels,
+            deterministic=deterministic,
+            precision=precision or None,
+        )
+        if labels is None:
+            labels = torch.empty(X.shape[0], 0, dtype=torch.int64, device=X.device)
+            min_sq = centers.new_empty(X.shape[0], 0)
+        return labels, min_sq, sums, counts
+
+    @triton_assign_update.register_fake
+    def _triton_assign_update_fake(X, centers, sample_weight, compute_labels, deterministic, precision):
+        b, n, d = X.shape
+        m = n if compute_labels else 0
+        return (
+            X.new_empty(b, m, dtype=torch.int64),
+            centers.new_empty(b, m),
+            centers.new_empty(b, centers.shape[1], d),
+            centers.new_empty(b, centers.shape[1]),
+        )
+
+
+class TritonBackend(Backend):
+    name = "triton"
+    chunks = False  # it never builds a distance block: smaller chunks would not save memory
+    devices = ("cuda", "cpu")
+    dtypes = _DTYPES
+    # Against the torch reference: the sums are float64 totals of float32 block partials; the large-d
+    # distances use 3-pass TF32 on CUDA (about float32 accuracy) and IEEE float32 in the interpreter.
+    tolerances: ClassVar[dict[torch.dtype, tuple[float, float]]] = {
+        torch.uint8: (1e-5, 1e-3),
+        torch.float16: (1e-5, 1e-3),
+        torch.bfloat16: (1e-5, 1e-3),
+        torch.float32: (1e-5, 1e-4),
+        torch.float64: (1e-12, 1e-10),
+    }
+
+    def not_supported_reasons(self, X: torch.Tensor, centers: torch.Tensor) -> list[str]:
+        if not TRITON_AVAILABLE:
+            return [f"triton: the kernels cannot be imported ({IMPORT_ERROR})"]
+        reasons = []
+        dev = X.device.type
+        if dev == "cpu":
+            if not _kernel.is_interpreted():
+                reasons.append(
+                    "triton: CPU tensors need the Triton interpreter (set TRITON_INTERPRET=1 before triton is imported)"
+                )
+        elif dev != "cuda":
+            reasons.append(f"triton: device {dev!r} not supported (CUDA, or the CPU under TRITON_INTERPRET=1)")
+        if X.dtype not in self.dtypes:
+            reasons.append(f"triton: dtype {X.dtype} not supported (uint8, float16, bfloat16, float32, float64)")
+        if centers.dtype not in (torch.float32, torch.float64):
+            reasons.append(f"triton: centers dtype {centers.dtype} not supported (float32 or float64)")
+        if X.ndim == 3 and X.shape[0] > _kernel.MAX_BATCH:
+            reasons.append(f"triton: a batch of {X.shape[0]} problems exceeds {_kernel.MAX_BATCH} per launch")
+        if centers.device != X.device:
+            reasons.append(f"triton: centers on {centers.device} but X on {X.device}")
+        if dev == "cuda" and X.dtype == torch.float64 and torch.cuda.get_device_capability(X.device) < (8, 0):
+            reasons.append("triton: float64 needs a GPU of compute capability 8.0 or newer")
+        return reasons
+
+    def auto_reasons(self, X: torch.Tensor, centers: torch.Tensor) -> list[str]:
+        """Extra reasons for ``backend="auto"`` only: the CPU interpreter is never chosen automatically."""
+        if X.device.type != "cuda":
+            return ["triton: auto uses it on CUDA only (the CPU interpreter is for tests)"]
+        return []
+
+    def assign_update(
+        self,
+        X: torch.Tensor,
+        centers: torch.Tensor,
+        sample_weight: torch.Tensor | None,
+        *,
+        compute_labels: bool = True,
+        chunk_size: int | None = None,
+        deterministic: bool | None = None,
+        precision: str | None = None,
+    ) -> AssignUpdateResult:
+        """The fused pass; ``chunk_size`` is ignored (no distance block is made).
+
+        ``deterministic`` defaults to ``torch.are_deterministic_algorithms_enabled()``; ``precision`` is the
+        ``tl.dot`` input precision for d > 8 ("ieee", "tf32x3" or "tf32"; default "tf32x3" on CUDA).
+        """
+        reasons = self.not_supported_reasons(X, centers)
+        if reasons:
+            raise ValueError("backend 'triton' cannot run these inputs: " + "; ".join(reasons))
+        if deterministic is None:
+            deterministic = torch.are_deterministic_algorithms_enabled()
+        labels, min_sq, sums, counts = triton_assign_update(
+            X, centers, sample_weight, compute_labels, bool(deterministic), precision or ""
+        )
+        if not compute_labels:
+            labels = min_sq = None
+        return AssignUpdateResult(labels, min_sq, sums, counts)
