@@ -4,9 +4,9 @@ The Triton kernels live in the top-level ``kernels/`` folder of the repository a
 ``pixelkm._kernels`` so that they cannot clash with the unrelated PyPI package named ``kernels``.
 """
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
-PACKAGES = ["pixelkm", "pixelkm.backends", "pixelkm._kernels"]
+PACKAGES = [*find_packages(include=["pixelkm", "pixelkm.*"]), "pixelkm._kernels"]
 
 setup(
     name="pixelkm",
@@ -17,6 +17,8 @@ setup(
     python_requires=">=3.10",
     packages=PACKAGES,
     package_dir={"pixelkm._kernels": "kernels"},
+    package_data={"pixelkm": ["data/*.png", "data/*.md"]},
+    include_package_data=True,
     install_requires=[
         "torch>=2.1",
         "numpy>=1.23",

@@ -1,0 +1,354 @@
+"""Reading images into uint8 tensors, and writing every output file atomically.
+
+``load_image`` turns any file Pillow reads, in any mode, into a (H, W, 3) uint8 tensor plus an (H, W) alpha
+channel where the file has one. ``as_image`` does the same for arrays, tensors and PIL images, so that every
+application accepts the same inputs. ``atomic_write`` is the one helper behind every file the package writes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import secrets
+import threading
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+
+class ImageError(ValueError):
+    """An image that cannot be read or used: unknown format, truncated file, bad array."""
+
+
+class ImageTooLargeError(ImageError):
+    """An image above the pixel limit of Pillow's decompression-bomb guard (or of ``max_pixels``)."""
+
+
+@dataclass
+class LoadedImage:
+    """An image as the toolkit uses it.
+
+    Attributes
+    ----------
+    pixels : uint8 tensor of shape (H, W, 3)
+        sRGB colors, EXIF orientation applied.
+    alpha : uint8 tensor of shape (H, W), or None
+        The alpha channel when the image has one (0 = fully transparent).
+    path : Path or None
+        The file it came from.
+    file_size : int or None
+        Size of that file in bytes.
+    mode : str
+        Pillow's mode of the source ("RGB", "P", "I;16", "CMYK", ...), or "array" for arrays and tensors.
+    """
+
+    pixels: torch.Tensor
+    alpha: torch.Tensor | None = None
+    path: Path | None = None
+    file_size: int | None = None
+    mode: str = "RGB"
+
+    @property
+    def opaque(self) -> torch.Tensor | None:
+        """Bool (H, W): the pixels that take part in a fit (alpha > 0); None when there is no alpha."""
+        return None if self.alpha is None else self.alpha > 0
+
+    def to_pil(self) -> Image.Image:
+        rgb = self.pixels.cpu().numpy()
+        if self.alpha is None:
+            return Image.fromarray(rgb, "RGB")
+        return Image.fromarray(np.dstack([rgb, self.alpha.cpu().numpy()]), "RGBA")
+
+
+# Pillow's guard reads the module-global Image.MAX_IMAGE_PIXELS; raising it for one call is done under a lock.
+_LIMIT_LOCK = threading.Lock()
+_MAX_PIXELS_HINT = "pass max_pixels=N (command line: --max-pixels N) to read it if you trust the file"
+
+
+def _pixel_limit(max_pixels: int | None) -> int | None:
+    if max_pixels is None:
+        return Image.MAX_IMAGE_PIXELS
+    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
+        raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+    return max_pixels
+
+
+def _check_size(width: int, height: int, limit: int | None, what: str) -> None:
+    if limit is not None and width * height > limit:
+        raise ImageTooLargeError(
+            f"{what} has {width * height} pixels ({width}x{height}), above the limit of {limit} pixels "
+            f"(Pillow's decompression-bomb guard); {_MAX_PIXELS_HINT}"
+        )
+
+
+def _rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, 3) uint8 and (H, W) uint8 alpha or None, from a PIL image of any mode."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im)
+        if mode == "F":  # float images: values taken on the 0..255 scale
+            g = np.clip(np.nan_to_num(a), 0, 255).round()
+        else:  # 16-bit (and 32-bit integer) grayscale: 0..65535 scaled to 0..255
+            g = np.clip(a.astype(np.float64), 0, 65535) / 257.0
+        g = np.rint(g).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), None
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB", "1") and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"))
+        return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(rgba[:, :, 3])
+    if mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise ImageError(f"cannot convert an image of mode {mode!r} to RGB: {e}") from None
+    return np.asarray(im), None
+
+
+def _open_with_limit(path: Path, limit: int | None) -> Image.Image:
+    """``Image.open`` under Pillow's decompression-bomb guard, lifted only when the caller raised the limit."""
+    pillow_limit = Image.MAX_IMAGE_PIXELS
+    try:
+        if pillow_limit is not None and limit is not None and limit > pillow_limit:
+            with _LIMIT_LOCK:  # Pillow reads a module global: raise it for this one call only
+                Image.MAX_IMAGE_PIXELS = limit
+                try:
+                    return Image.open(path)
+                finally:
+                    Image.MAX_IMAGE_PIXELS = pillow_limit
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked by the caller, with our message
+            return Image.open(path)
+    except Image.DecompressionBombError as e:
+        raise ImageTooLargeError(f"{path}: {e}; {_MAX_PIXELS_HINT}") from None
+
+
+def load_image(path: str | os.PathLike, *, max_pixels: int | None = None, device: Any = None) -> LoadedImage:
+    """Read an image file into a :class:`LoadedImage`: uint8 (H, W, 3) pixels and an alpha channel if any.
+
+    Any format and mode Pillow reads (PNG, JPEG, TIFF, WebP, BMP, GIF; RGB, RGBA, LA, L, P with or without
+    transparency, 16-bit I;16, CMYK, ...). EXIF orientation is applied; for animations the first frame is read.
+
+    Parameters
+    ----------
+    path : str or path-like
+    max_pixels : int, optional
+        Largest number of pixels accepted. By default Pillow's decompression-bomb limit
+        (``PIL.Image.MAX_IMAGE_PIXELS``, about 89 million) applies; a larger image raises
+        :class:`ImageTooLargeError` naming this option.
+    device : str or torch.device, optional
+        Where the tensors go (default: CPU).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
+    limit = _pixel_limit(max_pixels)
+    try:
+        im = _open_with_limit(path, limit)
+        with im:
+            _check_size(im.width, im.height, limit, str(path))
+            source_mode = im.mode
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
+                im.load()
+                im = ImageOps.exif_transpose(im)
+            rgb, alpha = _rgb_alpha_from_pil(im)
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot read {path}: not an image file Pillow recognizes") from None
+    except PermissionError:
+        raise PermissionError(f"cannot read {path}: permission denied") from None
+    except (ImageError, FileNotFoundError):
+        raise
+    except (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError) as e:  # Pillow's decoders raise these
+        raise ImageError(
+            f"cannot read {path}: {e or type(e).__name__} (the file may be truncated or corrupt)"
+        ) from None
+    device = None if device is None else check_device(device)
+    pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True))
+    a = None if alpha is None else torch.from_numpy(np.array(alpha, dtype=np.uint8, copy=True))
+    if device is not None:
+        pixels = pixels.to(device)
+        a = None if a is None else a.to(device)
+    return LoadedImage(pixels, a, path, path.stat().st_size, source_mode)
+
+
+def as_image(image: Any, *, max_pixels: int | None = None, device: Any = None) -> tuple[LoadedImage, bool]:
+    """Any supported image input -> (:class:`LoadedImage` on ``device``, whether outputs should be tensors).
+
+    Accepts a path, a PIL image, a :class:`LoadedImage`, or a uint8 NumPy array / torch tensor of shape
+    (H, W), (H, W, 3) or (H, W, 4) (the 4th channel is alpha). Tensors give tensor outputs on their device;
+    everything else gives NumPy outputs.
+    """
+    if isinstance(image, LoadedImage):
+        img, was_tensor = image, True
+    elif isinstance(image, (str, os.PathLike)):
+        img, was_tensor = load_image(image, max_pixels=max_pixels), False
+    elif isinstance(image, Image.Image):
+        _check_size(image.width, image.height, _pixel_limit(max_pixels), "the image")
+        rgb, alpha = _rgb_alpha_from_pil(ImageOps.exif_transpose(image))
+        img = LoadedImage(
+            torch.from_numpy(np.array(rgb, copy=True)),
+            None if alpha is None else torch.from_numpy(np.array(alpha, copy=True)),
+            mode=image.mode,
+        )
+        was_tensor = False
+    elif isinstance(image, (np.ndarray, torch.Tensor)):
+        was_tensor = isinstance(image, torch.Tensor)
+        if was_tensor:
+            t = image
+        else:
+            with warnings.catch_warnings():  # read-only arrays are fine: the toolkit never writes into its input
+                warnings.filterwarnings("ignore", message=".*non-writable.*")
+                t = torch.from_numpy(np.ascontiguousarray(image))
+        if t.dtype != torch.uint8:
+            raise ImageError(
+                f"image arrays must be uint8 (0..255), got {str(t.dtype).replace('torch.', '')}; "
+                "convert first, e.g. (img * 255).round().astype(np.uint8) for floats in 0..1"
+            )
+        if t.ndim == 2:
+            t = t.unsqueeze(-1).expand(-1, -1, 3)
+        if t.ndim != 3 or t.shape[2] not in (3, 4) or t.shape[0] == 0 or t.shape[1] == 0:
+            raise ImageError(f"image arrays must have shape (H, W), (H, W, 3) or (H, W, 4), got {tuple(image.shape)}")
+        _check_size(t.shape[1], t.shape[0], _pixel_limit(max_pixels), "the image")
+        alpha = t[:, :, 3] if t.shape[2] == 4 else None
+        img = LoadedImage(t[:, :, :3], alpha, mode="array")
+    else:
+        raise TypeError(
+            "image must be a path, a PIL image, or a uint8 NumPy array / torch tensor of shape (H, W, 3) or "
+            f"(H, W, 4); got {type(image).__name__}"
+        )
+    if device is not None:
+        device = check_device(device)
+        img = LoadedImage(
+            img.pixels.to(device),
+            None if img.alpha is None else img.alpha.to(device),
+            img.path,
+            img.file_size,
+            img.mode,
+        )
+    return img, was_tensor
+
+
+def check_device(device: Any) -> torch.device:
+    """``device`` as a torch.device, with a clear error when it does not exist on this machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be e.g. 'cpu', 'cuda' or 'cuda:1'; got {device!r} ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available: this torch has no usable CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: {torch.cuda.device_count()} CUDA GPU(s) found")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} is not available on this machine")
+    return dev
+
+
+def output(t: torch.Tensor, as_tensor: bool) -> Any:
+    """A result tensor in the caller's form: the tensor itself, or a NumPy array."""
+    return t if as_tensor else t.detach().cpu().numpy()
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], *, force: bool = False) -> Path:
+    """Write a file through ``write(fileobj)`` atomically: a temporary file in the same folder, then a rename.
+
+    An existing file is never replaced unless ``force`` (FileExistsError otherwise, checked again at the
+    rename so that a file that appears meanwhile is not lost). When ``write`` fails, nothing is left behind.
+    Returns the path written.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot write {path}: it is a folder")
+    if path.exists() and not force:
+        raise FileExistsError(f"{path} exists; pass force=True (command line: --force) to overwrite it")
+    tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        if force:
+            os.replace(tmp, path)
+        else:
+            _link_without_overwrite(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def _link_without_overwrite(tmp: Path, path: Path) -> None:
+    """Move ``tmp`` to ``path`` unless ``path`` exists (atomically where the file system has hard links)."""
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise FileExistsError(f"{path} exists; pass force=True (command line: --force) to overwrite it") from None
+    except OSError:  # no hard links here (some network and FAT file systems): check, then rename
+        if path.exists():
+            raise FileExistsError(f"{path} exists; pass force=True (command line: --force) to overwrite it") from None
+        os.replace(tmp, path)
+        return
+    os.unlink(tmp)
+
+
+_PALETTE_FORMATS = {"PNG", "GIF", "BMP", "TIFF"}
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """Pillow's format name for the suffix of ``path`` (".png" -> "PNG"); a clear error when unknown."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(
+            f"cannot tell which image format to write from {str(path)!r}: use a suffix such as .png, .jpg, "
+            ".webp, .tif, .bmp or .gif"
+        )
+    return fmt
+
+
+def save_pil(im: Image.Image, path: str | os.PathLike, *, force: bool = False, **options: Any) -> Path:
+    """Save a PIL image atomically in the format of the path's suffix; P and RGBA images are converted when
+    the format cannot hold them (JPEG gets RGB)."""
+    fmt = image_format(path)
+    if fmt == "JPEG" and im.mode not in ("RGB", "L", "CMYK"):
+        im = im.convert("RGB")
+    elif im.mode == "P" and fmt not in _PALETTE_FORMATS:
+        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    return atomic_write(path, lambda f: im.save(f, format=fmt, **options), force=force)
+
+
+def save_image(image: Any, path: str | os.PathLike, *, force: bool = False) -> Path:
+    """Save a uint8 array or tensor of shape (H, W), (H, W, 3) or (H, W, 4), or a PIL image, atomically."""
+    if isinstance(image, Image.Image):
+        return save_pil(image, path, force=force)
+    t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
+    if t.dtype == torch.bool:
+        t = t.to(torch.uint8) * 255
+    img, _ = as_image(t.cpu(), max_pixels=2**62)
+    return save_pil(img.to_pil(), path, force=force)
+
+
+def encoded_size(im: Image.Image, fmt: str = "PNG", **options: Any) -> int:
+    """Bytes that ``im`` takes once encoded (used to compare outputs with inputs that have no file)."""
+    buf = io.BytesIO()
+    im.save(buf, format=fmt, **options)
+    return buf.tell()

@@ -1,0 +1,215 @@
+"""The ``pixelkm`` command end to end in temporary folders: outputs, refusals, bad input, the demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import photo_path
+from PIL import Image
+
+from pixelkm import cli
+from pixelkm.image import load_image
+
+
+@pytest.fixture(scope="module")
+def small_photo(tmp_path_factory):
+    """kodim23 at a quarter of its size, as a PNG file."""
+    path = tmp_path_factory.mktemp("img") / "photo.png"
+    with Image.open(photo_path("kodim23.png")) as im:
+        Image.fromarray(np.asarray(im.convert("RGB"))[::4, ::4]).save(path)
+    return path
+
+
+def run(capsys, *argv):
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, pattern):
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("pixelkm: error: "), err
+    assert pattern in lines[0], lines[0]
+
+
+def test_quantize_writes_and_refuses_to_overwrite(capsys, small_photo, tmp_path):
+    out = tmp_path / "q.png"
+    code, text, _ = run(capsys, "quantize", small_photo, "-o", out, "-k", "8", "--seed", "3")
+    assert code == 0 and out.exists()
+    assert "8 colors" in text and "x the original" in text and "PSNR" in text
+    with Image.open(out) as im:
+        assert im.mode == "P" and len(im.getcolors()) == 8
+    before = out.read_bytes()
+    code, _, err = run(capsys, "quantize", small_photo, "-o", out, "-k", "4")
+    one_line_error(code, err, "exists; pass --force")
+    assert out.read_bytes() == before
+    code, _, _ = run(capsys, "quantize", small_photo, "-o", out, "-k", "4", "--force", "--dither")
+    assert code == 0
+    with Image.open(out) as im:
+        assert len(im.getcolors()) == 4
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q.png"]  # no temporary files left
+
+
+def test_quantize_plot_and_clean(capsys, small_photo, tmp_path):
+    pytest.importorskip("matplotlib")
+    code, text, _ = run(
+        capsys,
+        "quantize",
+        small_photo,
+        "-o",
+        tmp_path / "q.png",
+        "--plot",
+        tmp_path / "plot.png",
+        "--clean",
+        "remove",
+        "--features",
+        "oklab",
+        "-k",
+        "6",
+    )
+    assert code == 0 and (tmp_path / "plot.png").exists() and "outlier pixels removed" in text
+
+
+def test_bad_inputs(capsys, small_photo, tmp_path):
+    code, _, err = run(capsys, "quantize", tmp_path / "missing.png", "-o", tmp_path / "o.png")
+    one_line_error(code, err, "no such file")
+    (tmp_path / "text.png").write_text("hello")
+    code, _, err = run(capsys, "palette", tmp_path / "text.png")
+    one_line_error(code, err, "not an image")
+    data = small_photo.read_bytes()
+    (tmp_path / "cut.png").write_bytes(data[: len(data) // 2])
+    code, _, err = run(capsys, "segment", tmp_path / "cut.png", "-o", tmp_path / "s.png")
+    one_line_error(code, err, "truncated")
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "nofolder" / "o.png")
+    one_line_error(code, err, "does not exist")
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.xyz")
+    one_line_error(code, err, "suffix")
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--max-pixels", "100")
+    one_line_error(code, err, "--max-pixels")
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "-k", "300")
+    one_line_error(code, err, "n_colors must be <= 256")
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--device", "cuda:7")
+    one_line_error(code, err, "not available")
+    if os.geteuid() != 0:  # root reads everything
+        locked = tmp_path / "locked.png"
+        shutil.copy(small_photo, locked)
+        locked.chmod(0)
+        code, _, err = run(capsys, "palette", locked)
+        one_line_error(code, err, "permission denied")
+    assert not (tmp_path / "o.png").exists() and not (tmp_path / "s.png").exists()
+
+
+def test_usage_errors_exit_2(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["quantize"])
+    assert e.value.code == 2
+    with pytest.raises(SystemExit) as e:
+        cli.main(["choose-k", "x.png", "--ks", "a-b"])
+    assert e.value.code == 2
+    assert "--ks takes" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("command", [None, "quantize", "segment", "palette", "remove-bg", "choose-k", "demo"])
+def test_help(capsys, command):
+    with pytest.raises(SystemExit) as e:
+        cli.main(([command] if command else []) + ["--help"])
+    assert e.value.code == 0
+    assert "usage: pixelkm" in capsys.readouterr().out
+
+
+def test_palette_json(capsys, small_photo, tmp_path):
+    code, out, _ = run(capsys, "palette", small_photo, "-k", "5", "--json", "-o", tmp_path / "sw.png")
+    assert code == 0
+    data = json.loads(out)
+    assert len(data["colors"]) == 5
+    assert sum(c["proportion"] for c in data["colors"]) == pytest.approx(1, abs=1e-5)
+    assert all(c["hex"] == "#" + "".join(f"{v:02x}" for v in c["rgb"]) for c in data["colors"])
+    assert (tmp_path / "sw.png").exists()
+    code, out, _ = run(capsys, "palette", small_photo, "-k", "3")
+    assert code == 0 and len(out.strip().splitlines()) == 3 and out.startswith("#")
+
+
+def test_segment_remove_bg_choose_k(capsys, small_photo, tmp_path):
+    code, out, _ = run(
+        capsys,
+        "segment",
+        small_photo,
+        "-o",
+        tmp_path / "s.png",
+        "-k",
+        "4",
+        "--mean-image",
+        tmp_path / "m.png",
+    )
+    assert code == 0 and out.count("segment ") == 4
+    assert load_image(tmp_path / "m.png").pixels.shape == (128, 192, 3)
+    code, out, _ = run(capsys, "remove-bg", small_photo, "-o", tmp_path / "bg.png", "--mask", tmp_path / "mask.png")
+    assert code == 0
+    bg, mask = load_image(tmp_path / "bg.png"), load_image(tmp_path / "mask.png")
+    np.testing.assert_array_equal(bg.alpha.numpy() > 0, mask.pixels[:, :, 0].numpy() > 0)
+    code, out, _ = run(capsys, "choose-k", small_photo, "--ks", "2-4", "--json", "--sample-size", "300")
+    assert code == 0
+    data = json.loads(out)
+    assert data["ks"] == [2, 3, 4] and data["suggested_k"] in (2, 3, 4)
+
+
+def test_demo(capsys, tmp_path):
+    out = tmp_path / "demo"
+    code, text, _ = run(capsys, "demo", "--out", out)
+    assert code == 0, text
+    names = sorted(p.name for p in out.iterdir())
+    expected = [
+        "background-removed.png",
+        "choose-k.json",
+        "palette.json",
+        "palette.png",
+        "quantized-16colors-dithered.png",
+        "quantized-16colors.png",
+        "segments-mean.png",
+        "segments.png",
+    ]
+    try:
+        import matplotlib  # noqa: F401
+
+        expected += ["plot-choose-k.png", "plot-palette.png", "plot-quantize.png", "plot-segments.png"]
+    except ImportError:
+        assert "plots skipped" in text
+    assert names == sorted(expected)
+    for name in expected:
+        assert f"wrote {out / name}" in text
+    q = load_image(out / "quantized-16colors.png")
+    assert q.pixels.shape == (512, 768, 3) and len(np.unique(q.pixels.reshape(-1, 3), axis=0)) == 16
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    code, _, err = run(capsys, "demo", "--out", out)
+    one_line_error(code, err, "exists; pass --force")
+    assert {p.name: p.stat().st_mtime_ns for p in out.iterdir()} == stamps
+
+
+def test_console_script(small_photo, tmp_path):
+    """The installed entry point: exit codes and one-line errors from a real process."""
+    exe = shutil.which("pixelkm")
+    cmd = [exe] if exe else [sys.executable, "-m", "pixelkm.cli"]
+    ok = subprocess.run(
+        cmd + ["palette", str(small_photo), "-k", "2", "--json"], capture_output=True, text=True, check=False
+    )
+    assert ok.returncode == 0 and len(json.loads(ok.stdout)["colors"]) == 2
+    bad = subprocess.run(cmd + ["palette", str(tmp_path / "nope.png")], capture_output=True, text=True, check=False)
+    assert bad.returncode == 1 and bad.stderr.strip() == f"pixelkm: error: no such file: {tmp_path / 'nope.png'}"
+    assert "Traceback" not in bad.stderr
+
+
+def test_demo_without_matplotlib_or_tqdm(capsys, small_photo, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    out = tmp_path / "d"
+    code, text, _ = run(capsys, "demo", "--out", out, "--image", small_photo, "-k", "8")
+    assert code == 0 and "plots skipped: matplotlib is not installed" in text
+    names = sorted(p.name for p in out.iterdir())
+    assert "quantized-8colors.png" in names and not any(n.startswith("plot-") for n in names)
