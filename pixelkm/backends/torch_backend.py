@@ -16,8 +16,6 @@ from ._base import Backend
 _CPU_BLOCK_BYTES = 4 << 20
 #: bytes of one distance block on an accelerator: large enough to keep it busy
 _GPU_BLOCK_BYTES = 256 << 20
-#: up to this many centers, distances are laid out (k, rows) and reduced across rows of k: faster for small k
-_COLUMN_LAYOUT_MAX_K = 16
 #: up to this many features, sums are accumulated with one bincount per feature (float64, no scatter)
 _BINCOUNT_MAX_D = 8
 
@@ -35,7 +33,7 @@ def _argmin(dist: torch.Tensor, dim: int) -> torch.Tensor:
     """First index of the minimum along ``dim``, as torch.argmin.
 
     For float32 the search runs on the int32 bit patterns, which order non-negative floats exactly as the
-    floats do and which torch reduces about twice as fast on the CPU. Squared distances are non-negative
+    floats do and which torch reduces 1.5 to 3 times faster on the CPU (measured on (rows, k) blocks, one thread). Squared distances are non-negative
     up to rounding; two tiny negative values (points on a center) may then tie the other way round.
     """
     if dist.dtype == torch.float32:
@@ -83,8 +81,7 @@ class TorchBackend(Backend):
         c = centers - shift
         # One matmul gives ||x - c||^2 = [x, ||x||^2, 1] . [-2c, 1, ||c||^2]
         c_aug = torch.cat([-2.0 * c, torch.ones_like(c[..., :1]), (c * c).sum(-1, keepdim=True)], -1)  # (b, k, d+2)
-        columns = k <= _COLUMN_LAYOUT_MAX_K
-        c_aug = c_aug if columns else c_aug.transpose(1, 2)
+        c_aug = c_aug.transpose(1, 2)  # (b, d+2, k)
         sums = torch.zeros(b * k, d, dtype=acc, device=dev)
         counts = torch.zeros(b * k, dtype=acc, device=dev)
         labels = torch.empty(b, n, dtype=torch.int64, device=dev) if compute_labels else None
@@ -100,10 +97,7 @@ class TorchBackend(Backend):
             xc = xa[..., :d]
             torch.sub(X[:, start:stop], shift, out=xc)  # one chunk in the compute dtype, never the whole X
             torch.sum(xc * xc, -1, out=xa[..., d])
-            if columns:  # (b, k, r), reduced over centers (dim 1)
-                lab = _argmin(torch.bmm(c_aug, xa.transpose(1, 2)), 1)
-            else:  # (b, r, k), reduced over centers (dim 2)
-                lab = _argmin(torch.bmm(xa, c_aug), 2)
+            lab = _argmin(torch.bmm(xa, c_aug), 2)  # distances (b, r, k), reduced over the centers
             if compute_labels:
                 labels[:, start:stop] = lab
                 # The expansion above has an absolute error of about eps * ||x||^2: recompute the distance
