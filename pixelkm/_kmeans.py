@@ -9,9 +9,12 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import _init
+from ._histogram import reduce_colors
+from ._init_scalable import kmeans_parallel
 from ._lloyd import lloyd, mean_feature_variance
 from ._validation import (
     as_tensor,
@@ -25,7 +28,9 @@ from ._validation import (
 from .backends import get_backend
 from .ops import run_assign_update
 
-_PARAMS = ("n_clusters", "init", "n_init", "max_iter", "tol", "random_state", "backend", "device", "verbose")
+_PARAMS = (
+    "n_clusters", "init", "n_init", "max_iter", "tol", "random_state", "spherical", "backend", "device", "verbose",
+)
 
 
 def _check_int(value: Any, name: str, low: int) -> int:
@@ -49,7 +54,7 @@ def _check_params(params: dict[str, Any], n_samples: int) -> dict[str, Any]:
         raise TypeError("init must be 'k-means++', 'random' or an array of shape (n_clusters, n_features)")
     n_init = params["n_init"]
     if n_init == "auto":
-        n_init = 1 if (not isinstance(init, str) or init == "k-means++") else 10
+        n_init = 1 if (not isinstance(init, str) or init in ("k-means++", "k-means||")) else 10
     n_init = _check_int(n_init, "n_init", 1)
     if not isinstance(init, str):
         n_init = 1  # restarts from the same explicit centers would all give the same result
@@ -62,7 +67,46 @@ def _check_params(params: dict[str, Any], n_samples: int) -> dict[str, Any]:
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend != "auto":
         get_backend(backend)
-    return dict(n_clusters=n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=float(tol), backend=backend)
+    return {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": float(tol),
+            "backend": backend}
+
+
+def problem_rng(random_state: Any, b: int) -> _init.ProblemRNG:
+    """The random numbers of b problems, such that problem i of a batch draws what a single fit would draw.
+
+    An int seed ``s`` (or a seed drawn from None or a NumPy generator) gives problem i the seed ``s + i``; a
+    sequence of b seeds or generators gives one to each problem; one ``torch.Generator`` is shared by the batch
+    and drawn problem after problem.
+    """
+    if isinstance(random_state, (list, tuple)):
+        if len(random_state) != b:
+            raise ValueError(f"random_state holds {len(random_state)} seeds for a batch of {b} problems")
+        return _init.ProblemRNG([resolve_generator(r) for r in random_state])
+    gen = resolve_generator(random_state)
+    if isinstance(random_state, torch.Generator) or b == 1:
+        return _init.ProblemRNG([gen] * b)
+    seed = gen.initial_seed()
+    return _init.ProblemRNG([torch.Generator().manual_seed((seed + i) % 2**64) for i in range(b)])
+
+
+def initial_centers(
+    X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, init: Any, rng: _init.ProblemRNG,
+    spherical: bool, finite: bool = True,
+) -> torch.Tensor:
+    """Initial centers (b, k, d) in the compute dtype: k-means++, random points, or the given array.
+
+    ``finite=False`` skips the check that given centers are finite (a host synchronization).
+    """
+    cdt = compute_dtype(X.dtype)
+    if isinstance(init, str) and init == "k-means++":
+        centers, _ = _init.kmeans_plusplus(X, n_clusters, sample_weight, rng, cdt)
+    elif isinstance(init, str) and init == "k-means||":
+        centers = kmeans_parallel(X, n_clusters, sample_weight, rng, cdt)
+    elif isinstance(init, str):
+        centers = _init.random_init(X, n_clusters, sample_weight, rng, cdt)
+    else:
+        centers = _init.explicit_init(init, X, n_clusters, cdt, finite)
+    return torch.nn.functional.normalize(centers, dim=-1) if spherical else centers
 
 
 def fit_batched(
@@ -74,26 +118,34 @@ def fit_batched(
     n_init: int,
     max_iter: int,
     tol: float,
-    generator: torch.Generator,
+    generator: torch.Generator | _init.ProblemRNG,
     backend: str,
+    mask: torch.Tensor | None = None,
+    spherical: bool = False,
+    sync: bool = True,
     chunk_size: int | None = None,
     verbose: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fit b problems X (b, n, d): returns centers (b, k, d), labels (b, n), inertia (b,), n_iter (b,)."""
+    """Fit b problems X (b, n, d): returns centers (b, k, d), labels (b, n), inertia (b,), n_iter (b,).
+
+    ``mask`` (b, n) keeps only the points where it is True (the others get label -1); ``spherical`` fits unit
+    rows with unit centers (cosine k-means); ``sync=False`` runs exactly ``max_iter`` steps per initialization
+    with no host synchronization inside the loop. Problem i draws its random numbers from the i-th generator.
+    """
     b = X.shape[0]
-    cdt = compute_dtype(X.dtype)
-    abs_tol = mean_feature_variance(X) * tol if tol > 0 else torch.zeros(b, dtype=torch.float64, device=X.device)
+    rng = _init.as_problem_rng(generator, b)
+    if mask is not None:
+        m = mask.to(compute_dtype(X.dtype))
+        sample_weight = m if sample_weight is None else sample_weight * m
+    if spherical:
+        X = torch.nn.functional.normalize(X.to(compute_dtype(X.dtype)), dim=-1)
+    abs_tol = mean_feature_variance(X, mask) * tol if tol > 0 else torch.zeros(b, dtype=torch.float64, device=X.device)
     best = None
     for run in range(n_init):
-        if isinstance(init, str) and init == "k-means++":
-            centers, _ = _init.kmeans_plusplus(X, n_clusters, sample_weight, generator, cdt)
-        elif isinstance(init, str):
-            centers = _init.random_init(X, n_clusters, sample_weight, generator, cdt)
-        else:
-            centers = _init.explicit_init(init, X, n_clusters, cdt)
+        centers = initial_centers(X, sample_weight, n_clusters, init, rng, spherical, finite=sync)
         res = lloyd(
-            X, centers, sample_weight, max_iter=max_iter, tol=abs_tol, backend=backend,
-            chunk_size=chunk_size, verbose=verbose,
+            X, centers, sample_weight, max_iter=max_iter, tol=abs_tol, mask=mask, spherical=spherical, sync=sync,
+            backend=backend, chunk_size=chunk_size, verbose=verbose,
         )
         if verbose and n_init > 1:
             print(f"Initialization {run}: inertia {', '.join(f'{v:.6g}' for v in res.inertia.tolist())}")
@@ -127,6 +179,10 @@ class KMeans:
         ``tol`` times the mean variance of the features, or when the labels stop changing.
     random_state : None, int, numpy RandomState/Generator or torch.Generator
         Seed of every random choice. The same seed gives the same result on the same device and backend.
+    spherical : bool, default=False
+        Cosine (spherical) k-means: samples are scaled to unit norm, centers are the normalized means of their
+        samples, a sample goes to the center of highest cosine similarity, and the inertia is the sum of cosine
+        distances ``1 - cos(x, c)``. For embeddings. Rows of zeros stay zero.
     backend : str, default="auto"
         Implementation of the assign-and-update pass (see :func:`pixelkm.available_backends`).
     device : str or torch.device, optional
@@ -157,6 +213,7 @@ class KMeans:
         max_iter: int = 300,
         tol: float = 1e-4,
         random_state: Any = None,
+        spherical: bool = False,
         backend: str = "auto",
         device: str | torch.device | None = None,
         verbose: bool = False,
@@ -167,6 +224,7 @@ class KMeans:
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.spherical = spherical
         self.backend = backend
         self.device = device
         self.verbose = verbose
@@ -212,18 +270,24 @@ class KMeans:
         p = _check_params(self.get_params(), Xt.shape[0])
         w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
         gen = resolve_generator(self.random_state)
+        # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
+        red = None if self.spherical else reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose))
+        Xf, wf, tol = (Xt, w, p["tol"]) if red is None else (red.colors, red.weights, red.rescaled_tol(p["tol"]))
         centers, labels, inertia, n_iter = fit_batched(
-            Xt.unsqueeze(0),
-            None if w is None else w.unsqueeze(0),
+            Xf.unsqueeze(0),
+            None if wf is None else wf.unsqueeze(0),
             n_clusters=p["n_clusters"],
             init=p["init"],
             n_init=p["n_init"],
             max_iter=p["max_iter"],
-            tol=p["tol"],
+            tol=tol,
             generator=gen,
             backend=p["backend"],
+            spherical=bool(self.spherical),
             verbose=bool(self.verbose),
         )
+        if red is not None:
+            labels = labels[:, red.inverse]
         self._centers = centers[0]
         self._as_tensor = was_tensor
         self.cluster_centers_ = to_output(centers[0], was_tensor)
@@ -255,6 +319,8 @@ class KMeans:
                 f"{self.n_features_in_} features as input"
             )
         cdt = compute_dtype(Xt.dtype)
+        if self.spherical:
+            Xt = torch.nn.functional.normalize(Xt.to(cdt), dim=-1)
         return Xt, self._centers.to(device=Xt.device, dtype=cdt), was_tensor
 
     def predict(self, X: Any) -> Any:
@@ -264,10 +330,13 @@ class KMeans:
         return to_output(res.labels[0], was_tensor)
 
     def transform(self, X: Any) -> Any:
-        """Euclidean distances of each sample to each center, shape (n_samples, n_clusters)."""
+        """Distances of each sample to each center, shape (n_samples, n_clusters).
+
+        Euclidean distances; with ``spherical``, cosine distances ``1 - cos(x, c)``.
+        """
         Xt, C, was_tensor = self._check_fitted_input(X)
-        sq = _init._sq_dist_to_points(Xt.unsqueeze(0), C.unsqueeze(0))[0]  # (k, n)
-        return to_output(sq.t().sqrt(), was_tensor)
+        sq = _init._sq_dist_to_points(Xt.unsqueeze(0), C.unsqueeze(0))[0].t()  # (n, k)
+        return to_output(sq / 2 if self.spherical else sq.sqrt(), was_tensor)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Opposite of the (weighted) inertia of X against the fitted centers."""
@@ -276,7 +345,8 @@ class KMeans:
         res = run_assign_update(
             Xt.unsqueeze(0), C.unsqueeze(0), None if w is None else w.unsqueeze(0), backend=self.backend
         )
-        return -float(res.inertia(None if w is None else w.unsqueeze(0))[0])
+        inertia = float(res.inertia(None if w is None else w.unsqueeze(0))[0])
+        return -inertia / 2 if self.spherical else -inertia
 
 
 def kmeans(
@@ -284,11 +354,13 @@ def kmeans(
     n_clusters: int,
     *,
     sample_weight: Any = None,
+    mask: Any = None,
     init: Any = "k-means++",
     n_init: int | str = 1,
     max_iter: int = 300,
     tol: float = 1e-4,
     random_state: Any = None,
+    spherical: bool = False,
     backend: str = "auto",
     device: str | torch.device | None = None,
     verbose: bool = False,
@@ -296,24 +368,52 @@ def kmeans(
     """K-means clustering of X; returns ``(centers, labels, inertia)``.
 
     X of shape (n_samples, n_features) gives centers (k, d), labels (n,) and a float inertia. X of shape
-    (batch, n_samples, n_features) solves ``batch`` independent problems together and gives centers
-    (batch, k, d), labels (batch, n) and inertia (batch,). Parameters are those of :class:`KMeans`;
-    ``init`` may then be an array of shape (batch, k, d).
+    (batch, n_samples, n_features) solves ``batch`` independent problems together, one assign-and-update pass
+    per Lloyd step for the whole batch, and gives centers (batch, k, d), labels (batch, n) and inertia (batch,).
+    Parameters are those of :class:`KMeans`, and for a batch:
+
+    - ``init`` may be an array of shape (batch, k, d);
+    - ``mask`` of shape (batch, n_samples), bool, keeps the samples where it is True: problem i is then the fit
+      of ``X[i][mask[i]]`` (padding values are ignored but must be finite); masked-out samples get label -1;
+    - problem i draws its random numbers as a single fit with ``random_state=s + i`` would, for an int ``s``
+      (a seed drawn from the global torch RNG when None); a list of b seeds or generators gives problem i the
+      i-th; one ``torch.Generator`` is drawn problem after problem, as a loop of single fits sharing it would
+      be with ``n_init=1``.
     """
     Xt, was_tensor = as_tensor(X, "X", device)
     check_data(Xt, "X", ndims=(2, 3))
     if Xt.ndim == 2:
+        if mask is not None:
+            raise ValueError("mask is for batched X of shape (batch, n_samples, n_features); for one problem pass X[mask]")
+        if isinstance(random_state, (list, tuple)):
+            raise TypeError("a list of seeds is for batched X; pass one seed")
         est = KMeans(
             n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
-            backend=backend, device=device, verbose=verbose,
+            spherical=spherical, backend=backend, device=device, verbose=verbose,
         ).fit(X, sample_weight=sample_weight)
         return est.cluster_centers_, est.labels_, est.inertia_
-    params = dict(n_clusters=n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, backend=backend)
-    p = _check_params(params, Xt.shape[1])
+    m = check_mask(mask, Xt, n_clusters)
+    n_min = Xt.shape[1] if m is None else int(m.sum(1).min())
+    params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": tol}
+    params["backend"] = backend
+    p = _check_params(params, n_min)
     w = check_sample_weight(sample_weight, tuple(Xt.shape[:2]), compute_dtype(Xt.dtype), Xt.device)
+    if w is not None and m is not None and bool(((w * m).sum(1) <= 0).any()):
+        raise ValueError("sample_weight sums to zero over the masked-in samples of a problem")
     centers, labels, inertia, _ = fit_batched(
-        Xt, w, generator=resolve_generator(random_state), verbose=verbose, **p
+        Xt, w, mask=m, spherical=bool(spherical), generator=problem_rng(random_state, Xt.shape[0]),
+        verbose=verbose, **p,
     )
     return to_output(centers, was_tensor), to_output(labels, was_tensor), to_output(inertia, was_tensor)
 
 
+def check_mask(mask: Any, X: torch.Tensor, n_clusters: Any) -> torch.Tensor | None:
+    """Validate a (b, n) boolean mask for batched X; None stays None."""
+    if mask is None:
+        return None
+    m = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(np.asarray(mask))
+    if m.dtype != torch.bool:
+        raise TypeError(f"mask must be boolean, got {m.dtype}")
+    if tuple(m.shape) != tuple(X.shape[:2]):
+        raise ValueError(f"mask must have shape {tuple(X.shape[:2])} (batch, n_samples), got {tuple(m.shape)}")
+    return m.to(X.device)

@@ -109,9 +109,6 @@ def check_data(X: torch.Tensor, name: str = "X", *, ndims: tuple[int, ...] = (2,
     if X.shape[-1] == 0:
         raise ValueError(f"{name} has 0 feature(s) (shape={tuple(X.shape)}) while a minimum of 1 is required.")
     if finite and X.dtype.is_floating_point:
-        if not bool(torch.isfinite(X).all()):
-            kind = "NaN" if bool(torch.isnan(X).any()) else "inf"
-            raise ValueError(f"Input {name} contains {kind}; remove or impute non-finite values (NaN or inf) first")
         check_magnitude(X, name)
 
 
@@ -120,17 +117,22 @@ _MAGNITUDE_LIMITS = {torch.float32: (1e18, 1e-18), torch.float64: (1e150, 1e-150
 
 
 def check_magnitude(X: torch.Tensor, name: str = "X") -> None:
-    """Refuse data whose squared distances would overflow or underflow the compute dtype (a silent wrong answer)."""
+    """Refuse NaN, inf, and data whose squared distances would overflow or underflow the compute dtype.
+
+    One pass over X (its largest magnitude, which is NaN or inf when any value is); the finer checks run
+    only when that pass finds a problem.
+    """
+    amax = float(X.abs().amax())
+    if not math.isfinite(amax):
+        kind = "NaN" if bool(torch.isnan(X).any()) else "inf"
+        raise ValueError(f"Input {name} contains {kind}; remove or impute non-finite values (NaN or inf) first")
     cdt = compute_dtype(X.dtype)
     high, low = _MAGNITUDE_LIMITS[cdt]
-    amax = float(X.abs().max()) * math.sqrt(X.shape[-1])
+    amax *= math.sqrt(X.shape[-1])
+    hint = "pass float64 data or rescale it" if cdt == torch.float32 else "rescale it"
     if amax > high:
-        hint = "pass float64 data or rescale it" if cdt == torch.float32 else "rescale it"
-        raise ValueError(
-            f"{name} has values of magnitude {amax:.3g}: their squared distances overflow {cdt}; {hint}"
-        )
+        raise ValueError(f"{name} has values of magnitude {amax:.3g}: their squared distances overflow {cdt}; {hint}")
     if 0 < amax < low:
-        hint = "pass float64 data or rescale it" if cdt == torch.float32 else "rescale it"
         raise ValueError(
             f"{name} has values of magnitude {amax:.3g} at most: their squared distances underflow {cdt}; {hint}"
         )

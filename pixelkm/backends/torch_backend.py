@@ -16,8 +16,6 @@ from ._base import Backend
 _CPU_BLOCK_BYTES = 4 << 20
 #: bytes of one distance block on an accelerator: large enough to keep it busy
 _GPU_BLOCK_BYTES = 256 << 20
-#: up to this many features, sums are accumulated with one bincount per feature (float64, no scatter)
-_BINCOUNT_MAX_D = 8
 
 
 def default_chunk_rows(b: int, k: int, itemsize: int, device: torch.device, n: int) -> int:
@@ -81,7 +79,8 @@ class TorchBackend(Backend):
         c = centers - shift
         # One matmul gives ||x - c||^2 = [x, ||x||^2, 1] . [-2c, 1, ||c||^2]
         c_aug = torch.cat([-2.0 * c, torch.ones_like(c[..., :1]), (c * c).sum(-1, keepdim=True)], -1)  # (b, k, d+2)
-        c_aug = c_aug.transpose(1, 2)  # (b, d+2, k)
+        c_aug = c_aug.transpose(1, 2).contiguous()  # (b, d+2, k): a transposed operand halves bmm's speed
+        c_flat = c.reshape(b * k, d)
         sums = torch.zeros(b * k, d, dtype=acc, device=dev)
         counts = torch.zeros(b * k, dtype=acc, device=dev)
         labels = torch.empty(b, n, dtype=torch.int64, device=dev) if compute_labels else None
@@ -90,7 +89,7 @@ class TorchBackend(Backend):
         rows = chunk_size or self.chunk_rows(X, centers)
         x_aug = torch.empty(b, min(rows, n), d + 2, dtype=cdt, device=dev)
         x_aug[..., d + 1] = 1.0
-        by_column = d <= _BINCOUNT_MAX_D and dev.type == "cpu"
+        ones = torch.ones(d, 1, dtype=cdt, device=dev)
         for start in range(0, n, rows):
             stop = min(n, start + rows)
             xa = x_aug[:, : stop - start]
@@ -98,24 +97,22 @@ class TorchBackend(Backend):
             torch.sub(X[:, start:stop], shift, out=xc)  # one chunk in the compute dtype, never the whole X
             torch.sum(xc * xc, -1, out=xa[..., d])
             lab = _argmin(torch.bmm(xa, c_aug), 2)  # distances (b, r, k), reduced over the centers
+            flat = (lab + offsets).reshape(-1)
             if compute_labels:
                 labels[:, start:stop] = lab
                 # The expansion above has an absolute error of about eps * ||x||^2: recompute the distance
                 # to the chosen center directly, which costs d (not k) operations per point.
-                diff = xc - torch.gather(c, 1, lab.unsqueeze(-1).expand(-1, -1, d))
-                torch.sum(diff * diff, -1, out=min_sq[:, start:stop])
+                diff = xc.reshape(-1, d) - c_flat.index_select(0, flat)
+                min_sq[:, start:stop] = (diff.square_() @ ones).view(b, stop - start)
             # Sums of the raw values in float64: exact for integer data such as uint8 pixels, so that they
             # do not depend on the chunk size or the order of accumulation.
-            flat = (lab + offsets).reshape(-1)
             xf = X[:, start:stop].reshape(-1, d).to(acc)
             wc = None if sample_weight is None else sample_weight[:, start:stop].reshape(-1).to(acc)
             if wc is not None:
                 xf = xf * wc.unsqueeze(1)
-            if by_column:
-                for j in range(d):
-                    sums[:, j] += torch.bincount(flat, weights=xf[:, j], minlength=b * k)
+            sums.index_add_(0, flat, xf)
+            if dev.type == "cpu":
                 counts += torch.bincount(flat, weights=wc, minlength=b * k)
-            else:  # index_add_ has a deterministic CUDA implementation; bincount with weights has none
-                sums.index_add_(0, flat, xf)
+            else:  # index_add_ has a deterministic CUDA implementation and no host sync; bincount has neither
                 counts.index_add_(0, flat, torch.ones_like(flat, dtype=acc) if wc is None else wc)
         return AssignUpdateResult(labels, min_sq, sums.view(b, k, d).to(cdt), counts.view(b, k).to(cdt))

@@ -1,0 +1,150 @@
+"""Exact histogram reduction of uint8 data: fit on (distinct row, count) instead of every row.
+
+A uint8 image has at most 2^24 distinct RGB colors and a photo far fewer. Lloyd's iterates on the pixels and on
+the distinct colors weighted by their counts are the same (the sums and counts of every cluster are equal), so a
+fit on the histogram gives the pixel-level centers at a fraction of the cost; every pixel's label comes back
+through the inverse index. Everything runs on the data's device.
+
+Rows of up to 4 uint8 features are packed into one integer key; keys are counted either with a dense
+``bincount`` over all 2^(8 d) possible keys (when that table is small against n) or with ``torch.unique``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+#: below this many rows the reduction never pays (its fixed costs dominate)
+MIN_ROWS = 4096
+#: the reduction is used only when distinct rows are at most this fraction of the rows
+MAX_DISTINCT_FRACTION = 0.5
+#: largest dense key table (entries) for the bincount path
+_DENSE_KEYS = 1 << 24
+
+
+class ColorHistogram(NamedTuple):
+    """Distinct rows of X and what a weighted fit on them needs.
+
+    colors : uint8 tensor of shape (m, d), the distinct rows in increasing key order
+    weights : tensor of shape (m,) in the compute dtype: per distinct row, its count (or its summed sample weight)
+    inverse : int64 tensor of shape (n,): ``colors[inverse]`` equals X
+    counts : float64 tensor of shape (m,): how many rows of X each distinct row stands for
+    variance : float64 tensor of shape (): mean over features of each feature's variance over the rows of X
+        (unweighted, as scikit-learn's ``tol`` uses it), computed from the histogram
+    """
+
+    colors: torch.Tensor
+    weights: torch.Tensor
+    inverse: torch.Tensor | None
+    counts: torch.Tensor
+    variance: torch.Tensor
+
+    def rescaled_tol(self, tol: float) -> float:
+        """The ``tol`` that, given to a fit on ``colors`` (which measures the unweighted variance of the distinct
+        rows), gives the absolute tolerance ``tol * variance`` of the fit on every row."""
+        return rescaled_tol(tol, self.colors, self.counts)
+
+
+def pack_keys(X: torch.Tensor) -> torch.Tensor:
+    """One integer key per row of uint8 X (n, d), d <= 4: int32 for d <= 3, int64 for d = 4 (big-endian order)."""
+    d = X.shape[1]
+    if X.dtype != torch.uint8 or not 1 <= d <= 4:
+        raise ValueError(f"pack_keys needs uint8 rows of 1 to 4 features, got {X.dtype} of shape {tuple(X.shape)}")
+    key = X[:, 0].to(torch.int64 if d == 4 else torch.int32)
+    for j in range(1, d):
+        key.mul_(256).add_(X[:, j])  # in place: one key tensor, no temporaries of size n per feature
+    return key
+
+
+def unpack_keys(keys: torch.Tensor, d: int) -> torch.Tensor:
+    """Inverse of :func:`pack_keys`: uint8 rows of shape (m, d)."""
+    shifts = torch.arange(8 * (d - 1), -1, -8, device=keys.device, dtype=keys.dtype)
+    return ((keys.unsqueeze(1) >> shifts) & 255).to(torch.uint8)
+
+
+def _use_dense(n: int, d: int) -> bool:
+    # The dense table costs ~2^(8d) operations, the sort ~n log n: bincount when the table is not much larger
+    # than the data (measured on 2 CPU cores: at 393k rows unique is 5x faster, at 12M bincount 2x faster).
+    return 8 * d <= 24 and (1 << (8 * d)) <= 4 * n
+
+
+def histogram_keys(keys: torch.Tensor, d: int, weights: torch.Tensor | None = None, *, inverse: bool = True):
+    """Distinct keys with counts (and summed weights, and the inverse index when asked).
+
+    Returns ``(unique_keys, counts float64, weight_sums or None, inverse or None)``.
+    """
+    n = keys.numel()
+    if _use_dense(n, d):
+        table = torch.bincount(keys, minlength=1 << (8 * d))
+        present = torch.nonzero(table).squeeze(1)
+        counts = table[present].double()
+        wsum = (
+            None
+            if weights is None
+            else torch.bincount(keys, weights=weights.double(), minlength=table.numel())[present]
+        )
+        inv = None
+        if inverse:
+            lut = torch.empty(table.numel(), dtype=torch.int64, device=keys.device)
+            lut[present] = torch.arange(present.numel(), device=keys.device)
+            inv = lut[keys.long()]
+        return present.to(keys.dtype), counts, wsum, inv
+    uniq, inv, cnt = torch.unique(keys, sorted=True, return_inverse=True, return_counts=True)
+    wsum = None
+    if weights is not None:
+        wsum = torch.zeros(uniq.numel(), dtype=torch.float64, device=keys.device).index_add_(0, inv, weights.double())
+    return uniq, cnt.double(), wsum, (inv if inverse else None)
+
+
+def weighted_variance(colors: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Mean over features of the variance of the rows that ``colors`` (m, d) with ``counts`` (m,) stand for."""
+    x = colors.double()
+    c = counts.double().unsqueeze(1)
+    total = c.sum()
+    mean = (x * c).sum(0) / total
+    return (((x - mean) ** 2) * c).sum(0).div(total).mean()
+
+
+def rescaled_tol(tol: float, colors: torch.Tensor, counts: torch.Tensor) -> float:
+    """See :meth:`ColorHistogram.rescaled_tol`."""
+    if tol <= 0:
+        return float(tol)
+    var_rows = float(weighted_variance(colors, counts))
+    var_colors = float(weighted_variance(colors, torch.ones_like(counts)))
+    return float(tol) * var_rows / var_colors if var_colors > 0 else float(tol)
+
+
+def color_histogram(X: torch.Tensor, sample_weight: torch.Tensor | None = None) -> ColorHistogram:
+    """The exact histogram of uint8 X of shape (n, d), d <= 4, on X's device (always computed)."""
+    d = X.shape[1]
+    keys = pack_keys(X)
+    uniq, counts, wsum, inv = histogram_keys(keys, d, sample_weight)
+    colors = unpack_keys(uniq, d)
+    cdt = torch.float32 if sample_weight is None else sample_weight.dtype
+    weights = (counts if wsum is None else wsum).to(cdt)
+    return ColorHistogram(colors, weights, inv, counts, weighted_variance(colors, counts))
+
+
+def reduce_colors(
+    X: torch.Tensor,
+    sample_weight: torch.Tensor | None = None,
+    *,
+    n_clusters: int = 1,
+    verbose: bool = False,
+) -> ColorHistogram | None:
+    """The histogram of X when fitting on it pays, else None.
+
+    It pays for uint8 X of shape (n, d) with d <= 4, at least :data:`MIN_ROWS` rows, at most
+    :data:`MAX_DISTINCT_FRACTION` * n distinct rows and at least ``n_clusters`` distinct rows (fewer distinct rows
+    than clusters is left to the pixel-level fit, which handles duplicate centers its own way).
+    """
+    if X.ndim != 2 or X.dtype != torch.uint8 or X.shape[1] > 4 or X.shape[0] < MIN_ROWS:
+        return None
+    hist = color_histogram(X, sample_weight)
+    m, n = hist.colors.shape[0], X.shape[0]
+    pays = n_clusters <= m <= MAX_DISTINCT_FRACTION * n
+    if verbose:
+        verdict = "fitting on the histogram" if pays else "not worth it, fitting on every row"
+        print(f"Histogram reduction: {n} rows, {m} distinct ({m / n:.1%}): {verdict}")
+    return hist if pays else None

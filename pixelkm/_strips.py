@@ -1,0 +1,196 @@
+"""Read images far larger than RAM in horizontal strips, and write .npy files row block by row block.
+
+Strip reading works without decoding the whole image for every format whose pixels are stored raw at known
+file offsets: ``.npy`` (C order, shape (H, W), (H, W, C) or (n, d)), binary PPM/PGM, uncompressed TIFF (any
+strip layout) and uncompressed BMP (bottom-up rows, BGR). The offsets come from Pillow's tile descriptors, so no
+format is parsed by hand except .npy. Compressed formats (PNG, JPEG, compressed TIFF) are decoded whole by Pillow
+and then cut into strips; :func:`strip_readable` tells which case a file is. Reads use plain file I/O into a
+buffer (not mmap), so the pages read count in the page cache, not in the process's resident memory.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+#: Pillow raw modes read directly: rawmode -> (channels, reverse channel order)
+_RAW_MODES = {"L": (1, False), "RGB": (3, False), "RGBA": (4, False), "BGR": (3, True)}
+
+
+@dataclass(frozen=True)
+class _Tile:
+    y0: int
+    y1: int
+    offset: int
+    stride: int
+    bottom_up: bool
+
+
+@dataclass(frozen=True)
+class ImageLayout:
+    """Where the pixels of an image file are: shape (H, W, C), dtype, and raw tiles (None: decode whole)."""
+
+    path: str
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    tiles: tuple[_Tile, ...] | None
+    reverse_channels: bool = False
+
+    @property
+    def strip_readable(self) -> bool:
+        return self.tiles is not None
+
+
+def _npy_layout(path: str) -> ImageLayout:
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
+    if fortran and len(shape) > 1:
+        raise ValueError(f"{path}: Fortran-ordered .npy cannot be read in row strips; save it in C order")
+    if len(shape) == 1:
+        shape = (shape[0], 1)
+    row_bytes = int(np.prod(shape[1:])) * dtype.itemsize
+    return ImageLayout(path, tuple(shape), dtype, (_Tile(0, shape[0], offset, row_bytes, False),))
+
+
+def _pillow_layout(path: str) -> ImageLayout:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        w, h = im.size
+        tiles, reverse, channels = [], False, None
+        for t in im.tile:
+            args = t.args if isinstance(t.args, tuple) else (t.args, 0, 1)
+            rawmode, stride, orient = (tuple(args) + (0, 1))[:3]
+            x0, y0, x1, y1 = t.extents
+            if t.codec_name != "raw" or rawmode not in _RAW_MODES or (x0, x1) != (0, w) or orient not in (1, -1):
+                tiles = None
+                break
+            channels, reverse = _RAW_MODES[rawmode]
+            tiles.append(_Tile(y0, y1, t.offset, stride or w * channels, orient == -1))
+        mode_channels = {"L": 1, "RGB": 3, "RGBA": 4}.get(im.mode)
+        if mode_channels is None:
+            raise ValueError(f"{path}: image mode {im.mode!r} is not supported (L, RGB or RGBA)")
+        if tiles is not None and channels != mode_channels:
+            tiles = None
+        shape = (h, w) if mode_channels == 1 else (h, w, mode_channels)
+    return ImageLayout(path, shape, np.dtype(np.uint8), None if tiles is None else tuple(tiles), reverse)
+
+
+def image_layout(path: str | os.PathLike) -> ImageLayout:
+    """Shape, dtype and raw pixel offsets of an image file (.npy or any format Pillow opens)."""
+    path = os.fspath(path)
+    if path.endswith(".npy"):
+        return _npy_layout(path)
+    return _pillow_layout(path)
+
+
+def strip_readable(path: str | os.PathLike) -> bool:
+    """True when :func:`read_strips` reads ``path`` strip by strip (raw pixels), False when it decodes it whole."""
+    return image_layout(path).strip_readable
+
+
+def _read_rows(f, layout: ImageLayout, y0: int, y1: int, out: np.ndarray) -> None:
+    """Rows [y0, y1) of a raw-tiled image into ``out`` (y1 - y0, row elements), by file reads only."""
+    row_bytes = out.shape[1] * out.dtype.itemsize
+    view = out.view(np.uint8).reshape(out.shape[0], row_bytes)
+    for t in layout.tiles:
+        a, b = max(y0, t.y0), min(y1, t.y1)
+        if a >= b:
+            continue
+        if t.stride == row_bytes and not t.bottom_up:
+            f.seek(t.offset + (a - t.y0) * t.stride)
+            _readinto_exact(f, view[a - y0 : b - y0])
+            continue
+        # padded rows (BMP) or bottom-up storage: read the covering block, then place each row
+        if t.bottom_up:  # file row r holds image row t.y1 - 1 - r
+            first = t.y1 - b
+        else:
+            first = a - t.y0
+        block = np.empty((b - a, t.stride), dtype=np.uint8)
+        f.seek(t.offset + first * t.stride)
+        _readinto_exact(f, block)
+        rows = block[::-1] if t.bottom_up else block
+        view[a - y0 : b - y0] = rows[:, :row_bytes]
+
+
+def _readinto_exact(f, arr: np.ndarray) -> None:
+    mv = memoryview(arr.reshape(-1))
+    got = 0
+    while got < mv.nbytes:
+        r = f.readinto(mv[got:])
+        if not r:
+            raise OSError(f"{f.name}: file ends before the image data does")
+        got += r
+
+
+def read_strips(
+    path: str | os.PathLike, rows: int = 256, *, layout: ImageLayout | None = None
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield ``(y0, strip)`` over an image file, strips of ``rows`` rows of shape (h, W) or (h, W, C).
+
+    Raw formats (see :func:`strip_readable`) are read with file reads of exactly those rows; others are decoded
+    whole by Pillow first. Each strip is a fresh array.
+    """
+    layout = layout or image_layout(path)
+    h = layout.shape[0]
+    row_elems = int(np.prod(layout.shape[1:]))
+    if layout.tiles is None:
+        from PIL import Image
+
+        with Image.open(path) as im:
+            whole = np.asarray(im)
+        for y in range(0, h, rows):
+            yield y, whole[y : y + rows].copy()
+        return
+    with open(layout.path, "rb", buffering=0) as f:
+        for y in range(0, h, rows):
+            y1 = min(h, y + rows)
+            out = np.empty((y1 - y, row_elems), dtype=layout.dtype)
+            _read_rows(f, layout, y, y1, out)
+            strip = out.reshape((y1 - y, *layout.shape[1:]))
+            if layout.reverse_channels:
+                strip = np.ascontiguousarray(strip[..., ::-1])
+            yield y, strip
+
+
+class NpyWriter:
+    """Write a C-order .npy file of known shape block by block (plain writes, no mmap), e.g. a quantized image."""
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype) -> None:
+        self.path = Path(path)
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self._f = open(self.path, "wb")  # noqa: SIM115 (kept open across write calls)
+        header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
+        try:
+            np.lib.format.write_array_header_1_0(self._f, header)
+        except ValueError:  # header too long for format 1.0
+            np.lib.format.write_array_header_2_0(self._f, header)
+        self._left = int(np.prod(self.shape)) * self.dtype.itemsize
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=self.dtype)
+        if block.nbytes > self._left:
+            raise ValueError(f"{self.path}: more data written than its shape {self.shape} holds")
+        self._f.write(memoryview(block.reshape(-1)).cast("B"))
+        self._left -= block.nbytes
+
+    def close(self) -> None:
+        self._f.close()
+        if self._left:
+            raise ValueError(f"{self.path}: {self._left} bytes of the array were never written")
+
+    def __enter__(self) -> NpyWriter:  # noqa: PYI034 (typing.Self needs Python 3.11)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._f.close()

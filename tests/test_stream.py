@@ -1,0 +1,185 @@
+"""Out-of-core fit: every source gives the in-memory fit; strip reading gives the whole read."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_blobs
+from PIL import Image
+
+import pixelkm
+from pixelkm._stream import as_source, fit_stream, plan_rows, predict_stream
+from pixelkm._strips import NpyWriter, read_strips, strip_readable
+
+
+@pytest.fixture(scope="module")
+def blobs():
+    X = make_blobs(8000, 3, 6, seed=0)
+    init = X[np.random.default_rng(0).choice(len(X), 6, replace=False)]
+    return X, init
+
+
+def _sources(X, tmp_path):
+    np.save(tmp_path / "x.npy", X)
+    mm = np.load(tmp_path / "x.npy", mmap_mode="r")
+    chunks = [X[i : i + 1700] for i in range(0, len(X), 1700)]
+    return {
+        "array": X,
+        "memmap": mm,
+        "npy-path": str(tmp_path / "x.npy"),
+        "list": chunks,
+        "callable": lambda: (X[i : i + 999] for i in range(0, len(X), 999)),
+        "tensor": torch.from_numpy(X),
+    }
+
+
+@pytest.mark.parametrize("kind", ["array", "memmap", "npy-path", "list", "callable", "tensor"])
+@pytest.mark.parametrize("tol", [0.0, 1e-4])
+def test_streamed_fit_equals_in_memory_fit(blobs, tmp_path, kind, tol):
+    X, init = blobs
+    ref = pixelkm.KMeans(6, init=init, tol=tol).fit(X)
+    src = _sources(X, tmp_path)[kind]
+    got = fit_stream(src, 6, init=init, tol=tol, chunk_rows=2500)
+    assert got.n_iter == ref.n_iter_
+    np.testing.assert_allclose(got.centers, ref.cluster_centers_, rtol=1e-10, atol=1e-10)
+    assert got.inertia == pytest.approx(ref.inertia_, rel=1e-10)
+    labels, inertia = predict_stream(src, got.centers, chunk_rows=3000)
+    np.testing.assert_array_equal(labels, ref.labels_)
+    assert inertia == pytest.approx(ref.inertia_, rel=1e-10)
+
+
+def test_memmap_view_is_read_at_its_own_offset(blobs, tmp_path):
+    X, _ = blobs
+    np.save(tmp_path / "x.npy", X)
+    view = np.load(tmp_path / "x.npy", mmap_mode="r")[1000:]
+    src = as_source(view)
+    np.testing.assert_array_equal(np.concatenate(list(src.chunks(777))), X[1000:])
+
+
+def test_streamed_empty_clusters_relocate_like_in_memory():
+    X = make_blobs(3000, 2, 4, seed=3)
+    init = np.vstack([X[:3], [[1e4, 1e4]], [[-1e4, 1e4]]])  # two centers far from everything: empty at step 1
+    ref = pixelkm.KMeans(5, init=init, tol=0).fit(X)
+    got = fit_stream(X, 5, init=init, tol=0, chunk_rows=400)
+    np.testing.assert_allclose(got.centers, ref.cluster_centers_, rtol=1e-10, atol=1e-10)
+    assert got.n_iter == ref.n_iter_
+
+
+def test_streamed_string_init_quality(blobs):
+    X, _ = blobs
+    ours = np.mean([fit_stream(X, 6, random_state=s, chunk_rows=3000).inertia for s in range(3)])
+    ref = np.mean([pixelkm.KMeans(6, random_state=s).fit(X).inertia_ for s in range(3)])
+    assert ours <= 1.01 * ref
+
+
+@pytest.fixture(scope="module")
+def photo_u8():
+    with Image.open(pixelkm_photo()) as im:
+        return np.asarray(im.convert("RGB"))[::3, ::3].copy()
+
+
+def pixelkm_photo():
+    from conftest import photo_path
+
+    return photo_path("kodim05.png")
+
+
+@pytest.mark.parametrize("fmt", ["npy", "tif", "png"])
+def test_image_file_histogram_fit_equals_pixel_fit(photo_u8, tmp_path, fmt):
+    path = tmp_path / f"img.{fmt}"
+    if fmt == "npy":
+        np.save(path, photo_u8)
+    else:
+        Image.fromarray(photo_u8).save(path)
+    pixels = photo_u8.reshape(-1, 3)
+    colors = np.unique(pixels, axis=0)
+    init = colors[np.random.default_rng(4).choice(len(colors), 8, replace=False)].astype(np.float64)
+    ref = pixelkm.KMeans(8, init=init, tol=1e-4).fit(pixels.astype(np.float64))
+    got = fit_stream(path, 8, init=init, tol=1e-4, chunk_rows=20000)
+    assert got.n_distinct == len(colors)
+    assert got.n_iter == ref.n_iter_
+    np.testing.assert_allclose(got.centers, ref.cluster_centers_, rtol=1e-5, atol=1e-4)  # float32 on colors
+    assert got.inertia == pytest.approx(ref.inertia_, rel=1e-5)
+    # the quantized image, written as a .npy by strips, is the palette of the pixel-level labels
+    out = tmp_path / "quantized.npy"
+    _, inertia = predict_stream(path, got.centers, out, quantize=True, chunk_rows=7000)
+    q = np.load(out)
+    assert q.shape == photo_u8.shape and q.dtype == np.uint8
+    palette = np.clip(np.round(got.centers), 0, 255).astype(np.uint8)
+    labels = pixelkm.assign_update(pixels, got.centers).labels  # per pixel, float32 as the stream computes
+    np.testing.assert_array_equal(q.reshape(-1, 3), palette[labels.numpy()])
+    assert inertia == pytest.approx(got.inertia, rel=1e-5)
+
+
+@pytest.mark.parametrize("lut", [True, False], ids=["color-table", "per-chunk-histogram"])
+@pytest.mark.parametrize("quantize", [True, False])
+def test_predict_uint8_by_color_equals_per_pixel(photo_u8, monkeypatch, lut, quantize):
+    from pixelkm import _stream
+
+    monkeypatch.setattr(_stream, "_use_lut", lambda n, d: lut)
+    d = 2 if lut else 3  # a table of 2^16 colors keeps the test fast; 2^24 works the same way
+    pixels = np.ascontiguousarray(photo_u8.reshape(-1, 3)[:, :d])
+    centers = np.random.default_rng(5).uniform(0, 255, (7, d)).astype(np.float32)
+    ref = pixelkm.assign_update(pixels, centers)
+    got, inertia = predict_stream(pixels, centers, quantize=quantize, chunk_rows=5000)
+    want = ref.labels.numpy()
+    if quantize:
+        want = np.clip(np.round(centers), 0, 255).astype(np.uint8)[want]
+    np.testing.assert_array_equal(got, want)
+    assert inertia == pytest.approx(float(ref.min_sq_dist.double().sum()), rel=1e-6)
+
+
+def test_one_shot_iterator_histogram_only(photo_u8):
+    pixels = photo_u8.reshape(-1, 3)
+    one_shot = iter([pixels[:20000], pixels[20000:]])
+    got = fit_stream(one_shot, 4, random_state=0)
+    assert got.n_passes == 1 and got.n_distinct == len(np.unique(pixels, axis=0))
+    with pytest.raises(ValueError, match="one-shot"):
+        fit_stream(iter([pixels.astype(np.float32)]), 4, random_state=0)
+
+
+@pytest.mark.parametrize("fmt", ["npy", "ppm", "pgm", "tif", "bmp", "png"])
+def test_strips_equal_whole_read(photo_u8, tmp_path, fmt):
+    img = photo_u8[:, :-1]  # odd width: BMP rows are padded to 4 bytes
+    path = tmp_path / f"img.{fmt}"
+    if fmt == "npy":
+        np.save(path, img)
+        whole = img
+    else:
+        Image.fromarray(img).convert("L" if fmt == "pgm" else "RGB").save(path)
+        with Image.open(path) as im:
+            whole = np.asarray(im)
+    assert strip_readable(path) == (fmt != "png")
+    strips = list(read_strips(path, rows=37))
+    assert [y for y, _ in strips] == list(range(0, img.shape[0], 37))
+    np.testing.assert_array_equal(np.concatenate([s for _, s in strips]), whole)
+
+
+def test_multi_strip_tiff(photo_u8, tmp_path):
+    path = tmp_path / "strips.tif"
+    Image.fromarray(photo_u8).save(path, strip_size=3 * photo_u8.shape[1] * 10)  # 10 rows per strip
+    np.testing.assert_array_equal(np.concatenate([s for _, s in read_strips(path, rows=23)]), photo_u8)
+
+
+def test_npy_writer_checks_size(tmp_path):
+    with pytest.raises(ValueError, match="never written"), NpyWriter(tmp_path / "a.npy", (4, 3), np.uint8) as w:
+        w.write(np.zeros((3, 3), np.uint8))
+    with NpyWriter(tmp_path / "b.npy", (4, 3), np.uint8) as w:
+        w.write(np.arange(12, dtype=np.uint8).reshape(4, 3))
+    np.testing.assert_array_equal(np.load(tmp_path / "b.npy"), np.arange(12).reshape(4, 3))
+
+
+def test_device_memory_cap_plans_small_chunks():
+    rows, block = plan_rows(3, 1, 16, torch.device("cuda"), 2 << 30)
+    assert 2 * rows * 3 + rows * 12 + block * 12 * (3 + 16) <= 2 << 30
+    with pytest.raises(ValueError, match="max_device_memory"):
+        plan_rows(3, 1, 16, torch.device("cuda"), 1000)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_streamed_fit_on_cuda_with_memory_cap(blobs):
+    X, init = blobs
+    ref = pixelkm.KMeans(6, init=init, tol=0).fit(X)
+    got = fit_stream(X, 6, init=init, tol=0, device="cuda", max_device_memory=1 << 20)
+    np.testing.assert_allclose(got.centers, ref.cluster_centers_, rtol=1e-10, atol=1e-10)
