@@ -115,7 +115,8 @@ def main() -> None:
         t_fit = time.perf_counter() - t0
         print(
             f"fit: {t_fit:.1f} s, {fit.n_passes} pass(es), {fit.n_distinct} distinct colors, {fit.n_iter} "
-            f"iterations, inertia {fit.inertia:.6g}, PSNR {10 * np.log10(255**2 * 3 * args.side**2 / fit.inertia):.3f} dB",
+            f"iterations, inertia {fit.inertia:.6g}, "
+            f"PSNR {10 * np.log10(255**2 * 3 * args.side**2 / fit.inertia):.3f} dB",
             flush=True,
         )
         t0 = time.perf_counter()

@@ -5,7 +5,8 @@ end to end (init + Lloyd iterations + the label of every pixel), ``n_init=1``, k
 same process on the same threads; scikit-learn gets float32 pixels (what it computes in), pixelkm the uint8
 pixels. pixelkm runs what ``KMeans.fit`` does for uint8 input with the histogram hook: the exact color
 histogram on the device, the fit on (distinct color, count) with ``tol`` relative to the pixels' variance, and
-every pixel's label through the inverse index. PSNR is that of the pixels against their (float) centers, computed in float64 from the returned labels and centers.
+every pixel's label through the inverse index. PSNR is that of the pixels against their (float) centers,
+computed in float64 from the returned labels and centers.
 
     python benchmarks/photo_12mp.py [--photo kodim05.png] [--seeds 3] [--threads N]
 """

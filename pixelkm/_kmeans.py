@@ -29,7 +29,16 @@ from .backends import get_backend
 from .ops import run_assign_update
 
 _PARAMS = (
-    "n_clusters", "init", "n_init", "max_iter", "tol", "random_state", "spherical", "backend", "device", "verbose",
+    "n_clusters",
+    "init",
+    "n_init",
+    "max_iter",
+    "tol",
+    "random_state",
+    "spherical",
+    "backend",
+    "device",
+    "verbose",
 )
 
 
@@ -67,8 +76,14 @@ def _check_params(params: dict[str, Any], n_samples: int) -> dict[str, Any]:
         raise TypeError(f"backend must be a string, got {type(backend).__name__}")
     if backend != "auto":
         get_backend(backend)
-    return {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": float(tol),
-            "backend": backend}
+    return {
+        "n_clusters": n_clusters,
+        "init": init,
+        "n_init": n_init,
+        "max_iter": max_iter,
+        "tol": float(tol),
+        "backend": backend,
+    }
 
 
 def problem_rng(random_state: Any, b: int) -> _init.ProblemRNG:
@@ -90,8 +105,13 @@ def problem_rng(random_state: Any, b: int) -> _init.ProblemRNG:
 
 
 def initial_centers(
-    X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, init: Any, rng: _init.ProblemRNG,
-    spherical: bool, finite: bool = True,
+    X: torch.Tensor,
+    sample_weight: torch.Tensor | None,
+    n_clusters: int,
+    init: Any,
+    rng: _init.ProblemRNG,
+    spherical: bool,
+    finite: bool = True,
 ) -> torch.Tensor:
     """Initial centers (b, k, d) in the compute dtype: k-means++, random points, or the given array.
 
@@ -144,8 +164,17 @@ def fit_batched(
     for run in range(n_init):
         centers = initial_centers(X, sample_weight, n_clusters, init, rng, spherical, finite=sync)
         res = lloyd(
-            X, centers, sample_weight, max_iter=max_iter, tol=abs_tol, mask=mask, spherical=spherical, sync=sync,
-            backend=backend, chunk_size=chunk_size, verbose=verbose,
+            X,
+            centers,
+            sample_weight,
+            max_iter=max_iter,
+            tol=abs_tol,
+            mask=mask,
+            spherical=spherical,
+            sync=sync,
+            backend=backend,
+            chunk_size=chunk_size,
+            verbose=verbose,
         )
         if verbose and n_init > 1:
             print(f"Initialization {run}: inertia {', '.join(f'{v:.6g}' for v in res.inertia.tolist())}")
@@ -384,12 +413,22 @@ def kmeans(
     check_data(Xt, "X", ndims=(2, 3))
     if Xt.ndim == 2:
         if mask is not None:
-            raise ValueError("mask is for batched X of shape (batch, n_samples, n_features); for one problem pass X[mask]")
+            raise ValueError(
+                "mask is for batched X of shape (batch, n_samples, n_features); for one problem pass X[mask]"
+            )
         if isinstance(random_state, (list, tuple)):
             raise TypeError("a list of seeds is for batched X; pass one seed")
         est = KMeans(
-            n_clusters, init=init, n_init=n_init, max_iter=max_iter, tol=tol, random_state=random_state,
-            spherical=spherical, backend=backend, device=device, verbose=verbose,
+            n_clusters,
+            init=init,
+            n_init=n_init,
+            max_iter=max_iter,
+            tol=tol,
+            random_state=random_state,
+            spherical=spherical,
+            backend=backend,
+            device=device,
+            verbose=verbose,
         ).fit(X, sample_weight=sample_weight)
         return est.cluster_centers_, est.labels_, est.inertia_
     m = check_mask(mask, Xt, n_clusters)
@@ -401,8 +440,13 @@ def kmeans(
     if w is not None and m is not None and bool(((w * m).sum(1) <= 0).any()):
         raise ValueError("sample_weight sums to zero over the masked-in samples of a problem")
     centers, labels, inertia, _ = fit_batched(
-        Xt, w, mask=m, spherical=bool(spherical), generator=problem_rng(random_state, Xt.shape[0]),
-        verbose=verbose, **p,
+        Xt,
+        w,
+        mask=m,
+        spherical=bool(spherical),
+        generator=problem_rng(random_state, Xt.shape[0]),
+        verbose=verbose,
+        **p,
     )
     return to_output(centers, was_tensor), to_output(labels, was_tensor), to_output(inertia, was_tensor)
 

@@ -156,7 +156,9 @@ def check_sample_weight(
     if bool((w < 0).any()):
         raise ValueError("sample_weight must be non-negative; got negative values")
     if bool((w.sum(-1) <= 0).any()):
-        raise ValueError("sample_weight sums to zero: at least one weight must be positive (in every problem of a batch)")
+        raise ValueError(
+            "sample_weight sums to zero: at least one weight must be positive (in every problem of a batch)"
+        )
     return w
 
 

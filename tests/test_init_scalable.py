@@ -7,7 +7,6 @@ import pytest
 import torch
 from conftest import make_blobs
 
-from pixelkm import _init
 from pixelkm._init import kmeans_plusplus
 from pixelkm._init_scalable import _tensor_chunks, kmeans_parallel, lightweight_coreset
 from pixelkm._lloyd import lloyd, mean_feature_variance

@@ -180,8 +180,9 @@ def test_tol_stops_early_and_tol_zero_runs_to_labels_fixed_point():
     ref_loose = sk_fit(X, 6, init, tol=1e-1)
     assert loose.n_iter_ == ref_loose.n_iter_
     assert loose.n_iter_ < tight.n_iter_
-    np.testing.assert_array_equal(tight.labels_, pixelkm.KMeans(6, init=tight.cluster_centers_, max_iter=1)
-                                  .fit(X).labels_)
+    np.testing.assert_array_equal(
+        tight.labels_, pixelkm.KMeans(6, init=tight.cluster_centers_, max_iter=1).fit(X).labels_
+    )
 
 
 def test_outputs_follow_input():
@@ -239,7 +240,12 @@ def test_batched_kmeans_equals_loop():
         (dict(n_clusters=6), np.zeros((5, 2)), "n_clusters=6 must be <= n_samples=5", ValueError),
         (dict(n_clusters=2.5), np.zeros((5, 2)), "n_clusters must be an int", TypeError),
         (dict(n_clusters=2, init="kmeans"), np.zeros((5, 2)), "init must be one of", ValueError),
-        (dict(n_clusters=2, init=np.zeros((3, 2))), np.zeros((5, 2)), r"init array must have shape \(2, 2\)", ValueError),
+        (
+            dict(n_clusters=2, init=np.zeros((3, 2))),
+            np.zeros((5, 2)),
+            r"init array must have shape \(2, 2\)",
+            ValueError,
+        ),
         (dict(n_clusters=2, max_iter=0), np.zeros((5, 2)), "max_iter must be >= 1", ValueError),
         (dict(n_clusters=2, tol=-1), np.zeros((5, 2)), "tol must be", ValueError),
         (dict(n_clusters=2, backend="nope"), np.zeros((5, 2)), "unknown backend", ValueError),

@@ -31,8 +31,9 @@ def _argmin(dist: torch.Tensor, dim: int) -> torch.Tensor:
     """First index of the minimum along ``dim``, as torch.argmin.
 
     For float32 the search runs on the int32 bit patterns, which order non-negative floats exactly as the
-    floats do and which torch reduces 1.5 to 3 times faster on the CPU (measured on (rows, k) blocks, one thread). Squared distances are non-negative
-    up to rounding; two tiny negative values (points on a center) may then tie the other way round.
+    floats do and which torch reduces 1.5 to 3 times faster on the CPU (measured on (rows, k) blocks, one
+    thread). Squared distances are non-negative up to rounding; two tiny negative values (points on a
+    center) may then tie the other way round.
     """
     if dist.dtype == torch.float32:
         return dist.view(torch.int32).argmin(dim)

@@ -5,7 +5,8 @@ label and squared distance, and adds it into float64 per-cluster sums and counts
 is ever made, so ``chunk_size`` is accepted and ignored.
 
 Reduction modes: *fast* (the default) adds into float64 totals with atomics (float32 per-block partials for
-d <= 8 and k <= 256, each point otherwise); the only run-to-run difference is the order of float64 additions, far below the float32 results'
+d <= 8 and k <= 256, each point otherwise); the only run-to-run difference is the order of float64 additions,
+far below the float32 results'
 rounding. *Deterministic* (``deterministic=True``, or whenever ``torch.use_deterministic_algorithms(True)``
 is on) stores per-program partials and reduces them in a fixed order: the same input gives the same bits.
 

@@ -1,0 +1,1 @@
+"""The asv benchmark suite of pixelkm (see ../asv.conf.json and docs/benchmarks.md)."""
