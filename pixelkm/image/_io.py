@@ -278,6 +278,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], N
         raise IsADirectoryError(f"cannot write {path}: it is a folder")
     if path.exists() and not force:
         raise FileExistsError(f"{path} exists; pass force=True (command line: --force) to overwrite it")
+    if path.exists() and not path.is_file():  # a device (/dev/full), a pipe, a socket: never replaced
+        raise FileExistsError(f"cannot write {path}: it exists and is not a regular file")
     tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
