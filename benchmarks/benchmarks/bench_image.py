@@ -4,7 +4,7 @@ PIXELKM_BENCH_LARGE) to ``n_colors`` colors.
 pixelkm: ``pixelkm.image.quantize(image, n_colors)`` on a uint8 (H, W, 3) array (defaults: RGB features, seeded
 k-means++, n_init=1). Baseline: what a scikit-learn user writes: ``KMeans(n_colors, n_init=1)`` on all pixels as
 float32, then the rounded centers painted by label. ``track_psnr`` is the quality of the result (dB, higher is
-better), computed the same way for both. Skipped while ``pixelkm.image`` is not importable.
+better), computed the same way for both.
 """
 
 from __future__ import annotations
@@ -45,10 +45,7 @@ class ImageQuantize:
         if name == "sklearn":
             self.quantize = lambda: sklearn_quantize(self.image, n_colors)
         else:
-            try:
-                from pixelkm.image import quantize
-            except ImportError as exc:
-                raise NotImplementedError(f"pixelkm.image is not importable yet: {exc}") from None
+            from pixelkm.image import quantize
 
             def run():
                 out = np.asarray(quantize(self.image, n_colors, backend=name, device=device).image)

@@ -4,7 +4,6 @@
 the same fit in memory (``pixelkm.KMeans``) and scikit-learn's ``KMeans`` in memory as the baseline: same explicit
 init, ``tol=0``, ``N_ITER`` iterations checked to have run. ``MiniBatch`` is one epoch of ``partial_fit`` over
 chunks, pixelkm's ``MiniBatchKMeans`` against scikit-learn's, and the inertia after ``EPOCHS`` epochs.
-Both skip (asv's NotImplementedError) while the API is not importable.
 """
 
 from __future__ import annotations
@@ -42,7 +41,8 @@ class StreamedFit:
         elif name == "sklearn":
             raise NotImplementedError("scikit-learn's KMeans needs its data in memory")
         else:
-            fit_stream = common.optional_api("pixelkm.fit_stream", "pixelkm._stream.fit_stream")
+            from pixelkm import fit_stream
+
             self.tmp = Path(tempfile.mkdtemp(prefix="pixelkm-bench-"))
             np.save(self.tmp / "x.npy", X)
             self.data = np.load(self.tmp / "x.npy", mmap_mode="r")
@@ -95,8 +95,9 @@ class MiniBatch:
 
             self.make = lambda: MiniBatchKMeans(k, **opts)
         else:
-            cls = common.optional_api("pixelkm.MiniBatchKMeans", "pixelkm._minibatch.MiniBatchKMeans")
-            self.make = lambda: cls(k, backend=name, device=device, **opts)
+            from pixelkm import MiniBatchKMeans
+
+            self.make = lambda: MiniBatchKMeans(k, backend=name, device=device, **opts)
         self.impl = impl
         self.model = self.make()
         for _ in range(EPOCHS):  # warm-up, and the model that track_inertia scores

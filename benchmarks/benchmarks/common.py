@@ -117,20 +117,6 @@ def initial_centers(X: np.ndarray, k: int, seed: int = 0, sample: int = 1 << 16)
     return centers.astype(X.dtype if X.dtype in (np.float32, np.float64) else np.float32)
 
 
-def optional_api(*paths: str):
-    """The first of ``"module.attr"`` paths that imports (a public name first, then where it is being written);
-    NotImplementedError (asv's skip) when none does yet."""
-    import importlib
-
-    for path in paths:
-        module, _, attr = path.rpartition(".")
-        try:
-            return getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError):
-            continue
-    raise NotImplementedError(f"not available yet: {' or '.join(paths)}")
-
-
 # -- implementations --------------------------------------------------------------------------------------------
 
 
