@@ -43,7 +43,7 @@ class ColorHistogram(NamedTuple):
     def rescaled_tol(self, tol: float) -> float:
         """The ``tol`` that, given to a fit on ``colors`` (which measures the unweighted variance of the distinct
         rows), gives the absolute tolerance ``tol * variance`` of the fit on every row."""
-        return rescaled_tol(tol, self.colors, self.counts)
+        return rescaled_tol(tol, self.colors, self.variance)
 
 
 def pack_keys(X: torch.Tensor) -> torch.Tensor:
@@ -106,12 +106,12 @@ def weighted_variance(colors: torch.Tensor, counts: torch.Tensor) -> torch.Tenso
     return (((x - mean) ** 2) * c).sum(0).div(total).mean()
 
 
-def rescaled_tol(tol: float, colors: torch.Tensor, counts: torch.Tensor) -> float:
-    """See :meth:`ColorHistogram.rescaled_tol`."""
+def rescaled_tol(tol: float, colors: torch.Tensor, row_variance: torch.Tensor) -> float:
+    """See :meth:`ColorHistogram.rescaled_tol`; ``row_variance`` is :func:`weighted_variance` with the counts."""
     if tol <= 0:
         return float(tol)
-    var_rows = float(weighted_variance(colors, counts))
-    var_colors = float(weighted_variance(colors, torch.ones_like(counts)))
+    var_rows = float(row_variance)
+    var_colors = float(weighted_variance(colors, colors.new_ones(colors.shape[0], dtype=torch.float64)))
     return float(tol) * var_rows / var_colors if var_colors > 0 else float(tol)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from . import _init
-from ._histogram import color_histogram, histogram_keys, pack_keys, rescaled_tol, unpack_keys
+from ._histogram import color_histogram, histogram_keys, pack_keys, rescaled_tol, unpack_keys, weighted_variance
 from ._init_scalable import Moments, default_coreset_size, lightweight_coreset, resolve_init
 from ._kmeans import _check_int, fit_batched
 from ._lloyd import centers_from, ordered_farthest, relocate_empty_clusters
@@ -525,7 +525,7 @@ def fit_stream(
                 raise ValueError(f"n_clusters={k} is more than the {colors.shape[0]} distinct rows of the data")
             if verbose:
                 print(f"Histogram: {int(counts.sum())} rows, {colors.shape[0]} distinct")
-            tol_h = rescaled_tol(tol, colors, counts)
+            tol_h = rescaled_tol(tol, colors, weighted_variance(colors, counts))
             init_c = init
             if not isinstance(init, str) or init == "k-means||":  # fit_batched takes k-means|| as explicit centers
                 init_c = resolve_init(init, colors, counts.to(cdt), k, gen, cdt).unsqueeze(0)
