@@ -184,9 +184,15 @@ def lloyd(
     Xc, wc, mc, tolc = X, sample_weight, mask, tol
     active = torch.ones(b, dtype=torch.bool, device=dev)
     labels_old = None
+    cache: dict = {}  # what the backend prepared from X in the first pass, for the next ones
+    # Distances are needed only to refill empty clusters (rare: a pass without them, and again with them when
+    # a cluster came out empty) and to print the inertia; without host syncs there is no second chance.
+    distances = verbose or not sync
     for it in range(max_iter):
         bc = Xc.shape[0]
-        res = _assign(Xc, centers, wc, comm, backend, chunk_size)
+        res = _assign(Xc, centers, wc, comm, backend, chunk_size, cache, distances)
+        if res.min_sq_dist is None and bool((res.counts <= 0).any()):
+            res = _assign(Xc, centers, wc, comm, backend, chunk_size, cache, True)
         res = relocate_empty_clusters(res, Xc, wc, sync=sync, comm=comm)
         new_centers = centers_from(res, centers, spherical)
         shift = (new_centers - centers).double().square().sum((1, 2))
@@ -198,7 +204,8 @@ def lloyd(
             same = (labels == labels_old).all(1)
             if comm is not None:
                 same = comm.all(same)
-            labels_old = torch.where(active.unsqueeze(1), labels, labels_old)
+            # with host syncs every problem in the loop is active until it drops out: no select needed
+            labels_old = labels if sync and bc == 1 else torch.where(active.unsqueeze(1), labels, labels_old)
         n_iter.index_add_(0, rows, active.to(torch.int64))
         centers = torch.where(active.view(bc, 1, 1), new_centers, centers)
         if verbose:
@@ -216,8 +223,11 @@ def lloyd(
             rows, Xc, centers, tolc, labels_old = rows[keep], Xc[keep], centers[keep], tolc[keep], labels_old[keep]
             wc = None if wc is None else wc[keep]
             mc = None if mc is None else mc[keep]
+            cache = {name: prepared.select(keep, Xc, wc) for name, prepared in cache.items()}
             active = active[keep]
     centers = out_centers.index_copy(0, rows, centers)
+    # The last pass does not reuse the prepared data: its rounding must not depend on the batch-mates (a
+    # problem's final labels and inertia are the same alone as in a batch, and an n_init pick with it).
     final = run_assign_update(X, centers, sample_weight, backend=backend, chunk_size=chunk_size)
     labels = final.labels if mask is None else final.labels.masked_fill(~mask, -1)
     return LloydResult(centers, labels, _inertia(final, sample_weight, spherical, comm), n_iter)
@@ -230,9 +240,13 @@ def _assign(
     comm: Any,
     backend: str,
     chunk_size: int | None,
+    cache: dict,
+    distances: bool,
 ) -> AssignUpdateResult:
     """One assign-and-update pass; with ``comm``, sums and counts are summed over every process."""
-    res = run_assign_update(X, centers, sample_weight, backend=backend, chunk_size=chunk_size)
+    res = run_assign_update(
+        X, centers, sample_weight, backend=backend, chunk_size=chunk_size, compute_distances=distances, cache=cache
+    )
     if comm is not None:
         sums, counts = res.sums.double(), res.counts.double()
         comm.sum_(sums)

@@ -32,10 +32,16 @@ def run_assign_update(
     *,
     backend: str = "auto",
     compute_labels: bool = True,
+    compute_distances: bool | None = None,
     chunk_size: int | None = None,
     deterministic: bool | None = None,
+    cache: dict | None = None,
 ) -> AssignUpdateResult:
     """Unchecked batched entry point for internal callers: X (b, n, d), centers (b, k, d) in the compute dtype.
+
+    ``compute_distances=False`` (with labels) tells the backend that ``min_sq_dist`` is not needed: a backend
+    may then leave it None. ``cache`` is a dict that lives as long as one fit over the same X: a backend may keep
+    data prepared in the first pass there for the next ones.
 
     When the device runs out of memory, the pass is retried with half as many rows per chunk (with a
     warning) until it fits; only a single row that does not fit is an error.
@@ -46,7 +52,14 @@ def run_assign_update(
     while True:
         try:
             result = impl.assign_update(
-                X, centers, sample_weight, compute_labels=compute_labels, chunk_size=rows, deterministic=deterministic
+                X,
+                centers,
+                sample_weight,
+                compute_labels=compute_labels,
+                compute_distances=compute_distances,
+                chunk_size=rows,
+                deterministic=deterministic,
+                cache=cache,
             )
             if rows is not None and chunk_size is None:
                 _FITTING_ROWS[key] = rows  # the next pass of the same fit starts from what fitted

@@ -171,12 +171,12 @@ def test_out_of_memory_retries_with_smaller_chunks():
         name = "tight-memory"
         seen: list = []
 
-        def assign_update(self, X, centers, w, *, compute_labels=True, chunk_size=None, deterministic=None):
+        def assign_update(self, X, centers, w, *, chunk_size=None, **options):
             rows = chunk_size or self.chunk_rows(X, centers)
             self.seen.append(rows)
             if rows > 64:
                 raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
-            return super().assign_update(X, centers, w, compute_labels=compute_labels, chunk_size=rows)
+            return super().assign_update(X, centers, w, chunk_size=rows, **options)
 
     register_backend(Tight())
     try:
@@ -220,3 +220,47 @@ def test_bit_identical_across_chunk_sizes_and_runs(photo_pixels, dtype):
         else:
             assert torch.equal(r.min_sq_dist, runs[-1].min_sq_dist)
             assert torch.equal(r.sums, runs[-1].sums)
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64], ids=str)
+@pytest.mark.parametrize("whole", [True, False], ids=["cached", "per-chunk"])
+def test_cache_of_a_fit_gives_the_passes_of_a_fresh_call(monkeypatch, dtype, whole):
+    """Passes that reuse the data prepared by the first pass (the Lloyd loop's cache) against fresh calls and the
+    float64 oracle; with the cache over its byte budget each chunk is prepared afresh into the cached buffers."""
+    from pixelkm.backends import torch_backend
+
+    if not whole:
+        monkeypatch.setattr(torch_backend, "CACHE_BYTES", 0)
+    be = get_backend("torch")
+    g = torch.Generator().manual_seed(3)
+    X, C = random_data(dtype, 3000, 3, 9, seed=5)
+    Xb = X.unsqueeze(0).expand(2, -1, -1).contiguous()
+    w = torch.rand(2, 3000, generator=g, dtype=C.dtype)
+    cache: dict = {}
+    for step in range(3):  # different centers each pass, as in a fit
+        Cb = torch.stack([C + step, C - 2.0 * step])
+        got = be.assign_update(Xb, Cb, w, chunk_size=700, cache=cache)
+        assert cache["torch"].whole == whole
+        fresh = be.assign_update(Xb, Cb, w, chunk_size=700)
+        for i in range(2):
+            lab, dist, sums, counts, _ = direct(X, Cb[i], w[i])
+            assert torch.equal(got.labels[i], lab) and torch.equal(fresh.labels[i], lab)
+            torch.testing.assert_close(got.min_sq_dist[i].double(), dist, rtol=1e-5, atol=1e-3)
+            torch.testing.assert_close(got.sums[i].double(), sums, rtol=1e-6, atol=0)
+            torch.testing.assert_close(got.counts[i].double(), counts, rtol=1e-6, atol=0)
+    first = cache["torch"]
+    be.assign_update(Xb[:1], C.unsqueeze(0), None, chunk_size=700, cache=cache)  # other data: prepared again
+    assert cache["torch"] is not first and cache["torch"].key[1] == (1, 3000, 3)
+    # the problems kept by a batched fit keep their prepared data (the same numbers, the same shift)
+    kept = first.select(torch.tensor([1]), Xb[1:].clone(), w[1:].clone())
+    assert torch.equal(kept.chunk(0, 700)[0], first.chunk(0, 700)[0][1:]) or not whole
+    assert torch.equal(kept.shift, first.shift[1:])
+
+
+def test_labels_without_distances():
+    X, C = random_data(torch.float32, 2000, 4, 6, seed=8)
+    full = pixelkm.assign_update(X, C)
+    res = get_backend("torch").assign_update(X.unsqueeze(0), C.unsqueeze(0), None, compute_distances=False)
+    assert res.min_sq_dist is None
+    assert torch.equal(res.labels[0], full.labels)
+    assert torch.equal(res.sums[0], full.sums) and torch.equal(res.counts[0], full.counts)

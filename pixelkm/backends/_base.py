@@ -51,11 +51,19 @@ class Backend:
         sample_weight: torch.Tensor | None,
         *,
         compute_labels: bool = True,
+        compute_distances: bool | None = None,
         chunk_size: int | None = None,
         deterministic: bool | None = None,
+        cache: dict | None = None,
     ) -> AssignUpdateResult:
         """The fused pass. ``deterministic=True`` asks for bit-identical results run after run; None means
-        the backend's default (deterministic when ``torch.are_deterministic_algorithms_enabled()``)."""
+        the backend's default (deterministic when ``torch.are_deterministic_algorithms_enabled()``).
+
+        ``compute_distances=False`` means the caller does not need ``min_sq_dist`` (a backend may still return
+        it); None means the same as ``compute_labels``. ``cache`` is a dict private to one fit over the same X,
+        where a backend may keep what it prepared in one pass for the next (or ignore it); what it keeps there
+        must have a method ``select(keep, X, sample_weight)`` giving the same for the problems ``keep`` only,
+        when the fit goes on with those (held in a new ``X``)."""
         raise NotImplementedError
 
     def __repr__(self) -> str:

@@ -128,11 +128,14 @@ class TritonBackend(Backend):
         sample_weight: torch.Tensor | None,
         *,
         compute_labels: bool = True,
+        compute_distances: bool | None = None,
         chunk_size: int | None = None,
         deterministic: bool | None = None,
+        cache: dict | None = None,
         precision: str | None = None,
     ) -> AssignUpdateResult:
-        """The fused pass; ``chunk_size`` is ignored (no distance block is made).
+        """The fused pass; ``chunk_size`` and ``cache`` are ignored (no distance block is made, the data is read
+        in its own dtype), and so is ``compute_distances`` (the kernel writes them with the labels for free).
 
         ``deterministic`` defaults to ``torch.are_deterministic_algorithms_enabled()``; ``precision`` is the
         ``tl.dot`` input precision for d > 8 ("ieee", "tf32x3" or "tf32"; default "tf32x3" on CUDA).
