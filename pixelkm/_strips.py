@@ -4,8 +4,12 @@ Strip reading works without decoding the whole image for every format whose pixe
 file offsets: ``.npy`` (C order, shape (H, W), (H, W, C) or (n, d)), binary PPM/PGM, uncompressed TIFF (any
 strip layout) and uncompressed BMP (bottom-up rows, BGR). The offsets come from Pillow's tile descriptors, so no
 format is parsed by hand except .npy. Compressed formats (PNG, JPEG, compressed TIFF) are decoded whole by Pillow
-and then cut into strips; :func:`strip_readable` tells which case a file is. Reads use plain file I/O into a
-buffer (not mmap), so the pages read count in the page cache, not in the process's resident memory.
+and then cut into strips (Pillow decodes a tile only whole, and a PNG or JPEG is one tile); :func:`strip_readable`
+tells which case a file is. Such a file is refused with :class:`~pixelkm.image.ImageTooLargeError` before it is
+decoded when it is above Pillow's pixel limit (or ``max_pixels``) or when its pixels would not fit in the memory
+available; a raw file of any size is read (only its header is parsed, so Pillow's decompression-bomb guard,
+which is about decoding, does not apply). Reads use plain file I/O into a buffer (not mmap), so the pages read
+count in the page cache, not in the process's resident memory.
 """
 
 from __future__ import annotations
@@ -59,10 +63,10 @@ def _npy_layout(path: str) -> ImageLayout:
     return ImageLayout(path, tuple(shape), dtype, (_Tile(0, shape[0], offset, row_bytes, False),))
 
 
-def _pillow_layout(path: str) -> ImageLayout:
-    from PIL import Image
+def _pillow_layout(path: str, max_pixels: int | None, check: bool) -> ImageLayout:
+    from .image._io import _open_with_limit
 
-    with Image.open(path) as im:
+    with _open_with_limit(Path(path), None) as im:  # the header only: sizes are checked below
         w, h = im.size
         tiles, reverse, channels = [], False, None
         for t in im.tile:
@@ -80,20 +84,61 @@ def _pillow_layout(path: str) -> ImageLayout:
         if tiles is not None and channels != mode_channels:
             tiles = None
         shape = (h, w) if mode_channels == 1 else (h, w, mode_channels)
+        if tiles is None and check:
+            _check_decodable(path, im.format, w, h, mode_channels, max_pixels)
     return ImageLayout(path, shape, np.dtype(np.uint8), None if tiles is None else tuple(tiles), reverse)
 
 
-def image_layout(path: str | os.PathLike) -> ImageLayout:
-    """Shape, dtype and raw pixel offsets of an image file (.npy or any format Pillow opens)."""
+def _available_memory() -> int | None:
+    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
+    except (OSError, StopIteration, ValueError):
+        return None
+
+
+def _check_decodable(path: str, fmt: str | None, w: int, h: int, channels: int, max_pixels: int | None) -> None:
+    """Refuse, before decoding, a compressed image that is above the pixel limit or larger than free memory."""
+    from PIL import Image
+
+    from .image._io import _MAX_PIXELS_HINT, ImageTooLargeError
+
+    hint = (
+        "convert it to an uncompressed TIFF, binary PPM or .npy (for example `vips copy in.png out.tif`), "
+        "which are read in strips"
+    )
+    limit = Image.MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if limit is not None and w * h > limit:
+        raise ImageTooLargeError(
+            f"{path}: a {fmt or 'compressed'} image of {w}x{h} = {w * h} pixels, above the limit of {limit} pixels "
+            f"(Pillow's decompression-bomb guard); it cannot be read in strips and would be decoded whole: {hint}, "
+            f"or {_MAX_PIXELS_HINT}"
+        )
+    need, free = w * h * channels, _available_memory()
+    if free is not None and need > free:
+        raise ImageTooLargeError(
+            f"{path}: a {fmt or 'compressed'} image of {w}x{h} pixels cannot be read in strips and decoding it whole "
+            f"needs {need / 2**20:,.1f} MiB, more than the {free / 2**20:,.1f} MiB of memory available: {hint}"
+        )
+
+
+def image_layout(path: str | os.PathLike, *, max_pixels: int | None = None, check: bool = True) -> ImageLayout:
+    """Shape, dtype and raw pixel offsets of an image file (.npy or any format Pillow opens).
+
+    With ``check``, a file that must be decoded whole is refused above ``max_pixels`` (default: Pillow's
+    ``Image.MAX_IMAGE_PIXELS``) or when it would not fit in the memory available; files read in strips have no
+    limit.
+    """
     path = os.fspath(path)
     if path.endswith(".npy"):
         return _npy_layout(path)
-    return _pillow_layout(path)
+    return _pillow_layout(path, max_pixels, check)
 
 
 def strip_readable(path: str | os.PathLike) -> bool:
     """True when :func:`read_strips` reads ``path`` strip by strip (raw pixels), False when it decodes it whole."""
-    return image_layout(path).strip_readable
+    return image_layout(path, check=False).strip_readable
 
 
 def _read_rows(f, layout: ImageLayout, y0: int, y1: int, out: np.ndarray) -> None:
@@ -131,20 +176,25 @@ def _readinto_exact(f, arr: np.ndarray) -> None:
 
 
 def read_strips(
-    path: str | os.PathLike, rows: int = 256, *, layout: ImageLayout | None = None
+    path: str | os.PathLike,
+    rows: int = 256,
+    *,
+    layout: ImageLayout | None = None,
+    max_pixels: int | None = None,
 ) -> Iterator[tuple[int, np.ndarray]]:
     """Yield ``(y0, strip)`` over an image file, strips of ``rows`` rows of shape (h, W) or (h, W, C).
 
     Raw formats (see :func:`strip_readable`) are read with file reads of exactly those rows; others are decoded
-    whole by Pillow first. Each strip is a fresh array.
+    whole by Pillow first, when they are within ``max_pixels`` (default: Pillow's limit) and fit in the memory
+    available (else :class:`~pixelkm.image.ImageTooLargeError`). Each strip is a fresh array.
     """
-    layout = layout or image_layout(path)
+    layout = layout or image_layout(path, max_pixels=max_pixels)
     h = layout.shape[0]
     row_elems = int(np.prod(layout.shape[1:]))
     if layout.tiles is None:
-        from PIL import Image
+        from .image._io import _open_with_limit
 
-        with Image.open(path) as im:
+        with _open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
             whole = np.asarray(im)
         for y in range(0, h, rows):
             yield y, whole[y : y + rows].copy()

@@ -162,6 +162,32 @@ def test_multi_strip_tiff(photo_u8, tmp_path):
     np.testing.assert_array_equal(np.concatenate([s for _, s in read_strips(path, rows=23)]), photo_u8)
 
 
+@pytest.mark.parametrize("fmt", ["png", "jpg"])
+def test_compressed_image_over_the_limits_is_refused_before_decoding(photo_u8, tmp_path, monkeypatch, fmt):
+    """A PNG or JPEG is decoded whole: above the pixel limit or the free memory it is refused with a clear error
+    (before any decoding), while a raw file of the same size is still read in strips."""
+    from pixelkm import _strips
+    from pixelkm.image import ImageTooLargeError
+
+    path, raw = tmp_path / f"img.{fmt}", tmp_path / "img.tif"
+    Image.fromarray(photo_u8).save(path)
+    Image.fromarray(photo_u8).save(raw)
+    h, w = photo_u8.shape[:2]
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", h * w - 1)
+    with pytest.raises(ImageTooLargeError, match=r"cannot be read in strips.*uncompressed TIFF.*max_pixels"):
+        next(read_strips(path))
+    assert sum(s.shape[0] for _, s in read_strips(path, max_pixels=h * w)) == h  # a raised limit lets it through
+    np.testing.assert_array_equal(np.concatenate([s for _, s in read_strips(raw, rows=100)]), photo_u8)
+    with pytest.raises(ImageTooLargeError, match=r"img\.(png|jpg)"):
+        fit_stream(str(path), 4, random_state=0)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    monkeypatch.setattr(_strips, "_available_memory", lambda: 1 << 16)
+    need = f"{h * w * 3 / 2**20:.1f}"
+    with pytest.raises(ImageTooLargeError, match=rf"needs {need} MiB, more than the 0\.1 MiB of memory available"):
+        next(read_strips(path))
+    assert strip_readable(raw) and not strip_readable(path)
+
+
 def test_npy_writer_checks_size(tmp_path):
     with pytest.raises(ValueError, match="never written"), NpyWriter(tmp_path / "a.npy", (4, 3), np.uint8) as w:
         w.write(np.zeros((3, 3), np.uint8))

@@ -114,10 +114,11 @@ def _rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]
 
 
 def _open_with_limit(path: Path, limit: int | None) -> Image.Image:
-    """``Image.open`` under Pillow's decompression-bomb guard, lifted only when the caller raised the limit."""
+    """``Image.open`` under Pillow's decompression-bomb guard, lifted only when the caller raised the limit
+    (``limit=None``: no limit, for a caller that checks the size itself before decoding)."""
     pillow_limit = Image.MAX_IMAGE_PIXELS
     try:
-        if pillow_limit is not None and limit is not None and limit > pillow_limit:
+        if pillow_limit is not None and (limit is None or limit > pillow_limit):
             with _LIMIT_LOCK:  # Pillow reads a module global: raise it for this one call only
                 Image.MAX_IMAGE_PIXELS = limit
                 try:
