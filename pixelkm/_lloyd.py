@@ -159,8 +159,13 @@ def lloyd(
     backend: str = "auto",
     chunk_size: int | None = None,
     verbose: bool = False,
+    algorithm: str = "lloyd",
 ) -> LloydResult:
     """Run Lloyd iterations until each problem converges or ``max_iter`` is reached.
+
+    ``algorithm`` is "lloyd" (every pass computes every distance), "hamerly" (bounds skip most of them: see
+    :mod:`pixelkm._hamerly`; one problem on the torch backend, host syncs, no mask, not spherical, not verbose) or
+    "auto" (Hamerly where it applies and pays: on the CPU from :data:`pixelkm._hamerly.MIN_ROWS` rows).
 
     A problem converges when its labels stop changing, or when the squared shift of its centers summed
     over clusters is at most its ``tol`` (an absolute tolerance, shape (b,)). The final labels and inertia
@@ -176,6 +181,12 @@ def lloyd(
     """
     if verbose and not sync:
         raise ValueError("verbose printing reads values on the host: it needs sync=True")
+    if use_bounds(
+        algorithm, X, centers, mask=mask, spherical=spherical, sync=sync, comm=comm, backend=backend, verbose=verbose
+    ):
+        from ._hamerly import hamerly
+
+        return hamerly(X, centers, sample_weight, max_iter=max_iter, tol=tol, backend=backend, chunk_size=chunk_size)
     b = X.shape[0]
     dev = X.device
     n_iter = torch.zeros(b, dtype=torch.int64, device=dev)
@@ -231,6 +242,35 @@ def lloyd(
     final = run_assign_update(X, centers, sample_weight, backend=backend, chunk_size=chunk_size)
     labels = final.labels if mask is None else final.labels.masked_fill(~mask, -1)
     return LloydResult(centers, labels, _inertia(final, sample_weight, spherical, comm), n_iter)
+
+
+ALGORITHMS = ("auto", "lloyd", "hamerly")
+
+
+def use_bounds(
+    algorithm: str, X: torch.Tensor, centers: torch.Tensor, *, mask, spherical, sync, comm, backend, verbose
+) -> bool:
+    """Whether the Lloyd loop runs with Hamerly's bounds: "hamerly" asks for it (an error where it cannot run),
+    "auto" takes it where it can run and pays, "lloyd" never."""
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "lloyd":
+        return False
+    from ._hamerly import MIN_ROWS
+    from .backends import select_backend
+
+    why = []
+    if X.shape[0] != 1:
+        why.append("it runs one problem at a time (not a batch)")
+    if mask is not None or spherical or not sync or comm is not None or verbose:
+        why.append("it needs no mask, no spherical k-means, host syncs, one process and verbose=False")
+    if not why and select_backend(backend, X, centers).name != "torch":
+        why.append("it runs on the torch backend (the auto choice here is another one)")
+    if algorithm == "hamerly":
+        if why:
+            raise ValueError("algorithm='hamerly' cannot run here: " + "; ".join(why))
+        return True
+    return not why and X.device.type == "cpu" and X.shape[1] >= MIN_ROWS and centers.shape[1] > 1
 
 
 def _assign(

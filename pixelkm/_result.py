@@ -23,12 +23,17 @@ class AssignUpdateResult:
         Per-cluster sum of the points (times their weight) nearest to it.
     counts : tensor of shape (b, k)
         Per-cluster number (or total weight) of the points nearest to it.
+    min_sq_upper, second_sq_lower : tensors of shape (b, n), or None (only when asked for, by internal callers)
+        An upper bound of each point's squared distance to its nearest center, and a lower bound of that to its
+        second-nearest.
     """
 
     labels: torch.Tensor | None
     min_sq_dist: torch.Tensor | None
     sums: torch.Tensor
     counts: torch.Tensor
+    min_sq_upper: torch.Tensor | None = None
+    second_sq_lower: torch.Tensor | None = None
 
     def squeeze_batch(self) -> AssignUpdateResult:
         """Drop a leading batch dimension of size 1 (used for 2-D inputs)."""

@@ -20,6 +20,8 @@ from ._base import Backend
 _CPU_BLOCK_BYTES = 2 << 20
 #: bytes of one distance block on an accelerator: large enough to keep it busy
 _GPU_BLOCK_BYTES = 256 << 20
+#: up to this many features the distance to the chosen center is gathered feature by feature
+_COLUMNWISE_D = 8
 #: the most bytes a fit's cache of prepared data may hold (beyond it every pass prepares each chunk afresh)
 CACHE_BYTES = 1 << 30
 
@@ -140,7 +142,12 @@ class TorchBackend(Backend):
         chunk_size: int | None = None,
         deterministic: bool | None = None,
         cache: dict | None = None,
+        compute_second: bool = False,
     ) -> AssignUpdateResult:
+        """See :meth:`Backend.assign_update`. ``compute_second`` also gives, per point, ``min_sq_upper`` and
+        ``second_sq_lower``: an upper bound of the squared distance to its nearest center and a lower bound of that
+        to its second-nearest, from the distance block itself (the rounding of the matmul accounted for); ``sums``
+        and ``counts`` then stay in their float64 accumulator. The bounds-based Lloyd loop needs these."""
         # On the CPU every step is sequential or owned by one thread per output, so deterministic. On CUDA,
         # index_add_ adds in float64 with atomics: exact (so bit-identical) for integer data such as pixels, and
         # within float64 rounding otherwise; torch.use_deterministic_algorithms(True) makes it deterministic.
@@ -162,12 +169,25 @@ class TorchBackend(Backend):
         c_aug = torch.cat([-2.0 * c, torch.ones_like(c[..., :1]), (c * c).sum(-1, keepdim=True)], -1)  # (b, k, d+2)
         c_aug = c_aug.transpose(1, 2).contiguous()  # (b, d+2, k): a transposed operand halves bmm's speed
         c_flat = c.reshape(b * k, d)
+        c_cols = c_flat.t().contiguous()  # (d, b * k)
         labels = torch.empty(b, n, dtype=torch.int64, device=dev) if compute_labels else None
         min_sq = torch.empty(b, n, dtype=cdt, device=dev) if compute_labels and compute_distances else None
+        upper = second = None
+        if compute_second:
+            upper, second = torch.empty(2, b, n, dtype=cdt, device=dev)
+            # The expansion's rounding error is at most about (d + 2) eps (|x|^2 + 2|x||c| + |c|^2) <= (d + 2) eps
+            # 2 (|x|^2 + max |c|^2), measured from the shift; the bounds move by twice that (and a little more for
+            # their own rounding), so that they hold whatever the rounding did.
+            slack = 4.0 * (d + 3) * torch.finfo(cdt).eps
+            c_sq_max = (c * c).sum(-1).amax(1, keepdim=True)  # (b, 1)
+            err = torch.empty(b, min(rows, n), dtype=cdt, device=dev)
+            lin = torch.arange(min(rows, n), device=dev) * k  # where each row of a (1, r, k) block starts
+            lin_buf = torch.empty_like(lin)
         r0 = min(rows, n)
         dist = torch.empty(b, r0, k, dtype=cdt, device=dev)
         lab_buf = torch.empty(b, r0, dtype=torch.int64, device=dev)
         diff = torch.empty(b * r0, d, dtype=cdt, device=dev) if min_sq is not None else None
+        sq_buf = torch.empty(b * r0, dtype=cdt, device=dev) if min_sq is not None and b > 1 else None
         ones = torch.ones(d, 1, dtype=cdt, device=dev)
         offsets = (torch.arange(b, device=dev) * k).unsqueeze(1)
         if cpu:  # scatter along the last dimension of (d, b, r) sources: one thread owns each output
@@ -183,17 +203,41 @@ class TorchBackend(Backend):
             lab = _argmin(D, 2, out=labels[:, start:stop] if b == 1 and labels is not None else lab_buf[:, :r])
             if labels is not None and b > 1:
                 labels[:, start:stop] = lab
+            if second is not None:
+                e = torch.add(xa[..., d], c_sq_max, out=err[:, :r]).mul_(slack)
+                if b == 1:  # linear indices into the block: index_select/index_fill_ beat gather/scatter 2-3x
+                    at = torch.add(lin[:r], lab[0], out=lin_buf[:r])
+                    nearest = D.view(-1).index_select(0, at).view(1, r)
+                    D.view(-1).index_fill_(0, at, torch.inf)  # the nearest out of the way: the minimum is the second
+                else:
+                    nearest = D.gather(2, lab.unsqueeze(-1)).squeeze(-1)
+                    D.scatter_(2, lab.unsqueeze(-1), torch.inf)
+                torch.add(nearest, e, out=upper[:, start:stop])
+                d2 = torch.amin(D.view(torch.int32), 2).view(cdt) if cdt == torch.float32 else torch.amin(D, 2)
+                torch.sub(d2, e, out=second[:, start:stop]).clamp_(min=0.0)
             flat = (lab + offsets).reshape(-1) if b > 1 else lab.reshape(-1)
             if min_sq is not None:
                 # The expansion above has an absolute error of about eps * ||x||^2: recompute the distance
                 # to the chosen center directly, which costs d (not k) operations per point.
-                g = torch.index_select(c_flat, 0, flat, out=diff[: b * r])
-                torch.sub(xa[..., :d].reshape(b * r, d), g, out=g)
                 out = min_sq[:, start:stop]
-                if b == 1:
-                    torch.mm(g.square_(), ones, out=out.view(r, 1))
+                if d <= _COLUMNWISE_D:  # one 1-D gather per feature: 10x faster than gathering rows
+                    acc_d = out.view(r) if b == 1 else sq_buf[: b * r]
+                    for j in range(d):
+                        g = torch.index_select(c_cols[j], 0, flat, out=diff[: b * r, j])
+                        torch.sub(xa[..., j].reshape(b * r), g, out=g)
+                        if j == 0:
+                            torch.mul(g, g, out=acc_d)
+                        else:
+                            acc_d.addcmul_(g, g)
+                    if b > 1:
+                        out.copy_(acc_d.view(b, r))
                 else:
-                    out.copy_((g.square_() @ ones).view(b, r))
+                    g = torch.index_select(c_flat, 0, flat, out=diff[: b * r])
+                    torch.sub(xa[..., :d].reshape(b * r, d), g, out=g)
+                    if b == 1:
+                        torch.mm(g.square_(), ones, out=out.view(r, 1))
+                    else:
+                        out.copy_((g.square_() @ ones).view(b, r))
             # Sums of the raw values in float64: exact for integer data such as uint8 pixels, so that they
             # do not depend on the chunk size or the order of accumulation.
             wc = None if sample_weight is None else sample_weight[:, start:stop].reshape(-1).to(acc)
@@ -204,6 +248,8 @@ class TorchBackend(Backend):
                 sums.index_add_(0, flat, src.permute(1, 2, 0).reshape(b * r, d))
                 counts.index_add_(0, flat, torch.ones_like(flat, dtype=acc) if wc is None else wc)
         sums = sums_t.permute(1, 2, 0) if cpu else sums.view(b, k, d)
+        if compute_second:  # for the bounds-based loop, which updates them point by point
+            return AssignUpdateResult(labels, min_sq, sums, counts.view(b, k), upper, second)
         return AssignUpdateResult(labels, min_sq, sums.to(cdt), counts.view(b, k).to(cdt))
 
     def _prepare(self, X, centers, sample_weight, rows, cache):
