@@ -3,9 +3,9 @@
 The photo (4000 x 3000) is a photo of ../shared/images resized with Pillow's bicubic filter. Both fits are
 end to end (init + Lloyd iterations + the label of every pixel), ``n_init=1``, k-means++, ``tol=1e-4``, in the
 same process on the same threads; scikit-learn gets float32 pixels (what it computes in), pixelkm the uint8
-pixels. pixelkm runs what ``KMeans.fit`` does for uint8 input with the histogram hook: the exact color
-histogram on the device, the fit on (distinct color, count) with ``tol`` relative to the pixels' variance, and
-every pixel's label through the inverse index. PSNR is that of the pixels against their (float) centers,
+pixels, through ``pixelkm.KMeans(...).fit``, which for uint8 input fits the exact color histogram: the distinct
+colors with their counts as weights, ``tol`` relative to the pixels' variance, every pixel's label through the
+inverse index. PSNR is that of the pixels against their (float) centers,
 computed in float64 from the returned labels and centers.
 
     python benchmarks/photo_12mp.py [--photo kodim05.png] [--seeds 3] [--threads N]
@@ -39,14 +39,13 @@ def fit_pixelkm(pixels: np.ndarray, k: int, seed: int, tol: float):
     import torch
 
     import pixelkm
-    from pixelkm._histogram import color_histogram
+    from pixelkm._histogram import reduce_colors
 
     t0 = time.perf_counter()
-    h = color_histogram(torch.from_numpy(pixels))
-    km = pixelkm.KMeans(k, random_state=seed, tol=h.rescaled_tol(tol), n_init=1).fit(h.colors, sample_weight=h.weights)
-    labels = km.labels_[h.inverse]  # every pixel's label
+    km = pixelkm.KMeans(k, random_state=seed, tol=tol, n_init=1).fit(pixels)  # the histogram fit, automatically
     seconds = time.perf_counter() - t0
-    return seconds, km.inertia_, km.n_iter_, labels.numpy(), km.cluster_centers_.numpy(), len(h.colors)
+    red = reduce_colors(torch.from_numpy(pixels), n_clusters=k)  # (outside the timing) how many distinct colors
+    return seconds, km.inertia_, km.n_iter_, km.labels_, km.cluster_centers_, len(red.colors)
 
 
 def fit_sklearn(pixels: np.ndarray, k: int, seed: int, tol: float):

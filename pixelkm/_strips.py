@@ -21,6 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ._sysinfo import available_memory
+
 #: Pillow raw modes read directly: rawmode -> (channels, reverse channel order)
 _RAW_MODES = {"L": (1, False), "RGB": (3, False), "RGBA": (4, False), "BGR": (3, True)}
 
@@ -89,15 +91,6 @@ def _pillow_layout(path: str, max_pixels: int | None, check: bool) -> ImageLayou
     return ImageLayout(path, shape, np.dtype(np.uint8), None if tiles is None else tuple(tiles), reverse)
 
 
-def _available_memory() -> int | None:
-    """Bytes of memory available to a new allocation (Linux's MemAvailable), or None where unknown."""
-    try:
-        with open("/proc/meminfo") as f:
-            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("MemAvailable:"))
-    except (OSError, StopIteration, ValueError):
-        return None
-
-
 def _check_decodable(path: str, fmt: str | None, w: int, h: int, channels: int, max_pixels: int | None) -> None:
     """Refuse, before decoding, a compressed image that is above the pixel limit or larger than free memory."""
     from PIL import Image
@@ -115,7 +108,7 @@ def _check_decodable(path: str, fmt: str | None, w: int, h: int, channels: int, 
             f"(Pillow's decompression-bomb guard); it cannot be read in strips and would be decoded whole: {hint}, "
             f"or {_MAX_PIXELS_HINT}"
         )
-    need, free = w * h * channels, _available_memory()
+    need, free = w * h * channels, available_memory()
     if free is not None and need > free:
         raise ImageTooLargeError(
             f"{path}: a {fmt or 'compressed'} image of {w}x{h} pixels cannot be read in strips and decoding it whole "

@@ -181,7 +181,7 @@ def test_compressed_image_over_the_limits_is_refused_before_decoding(photo_u8, t
     with pytest.raises(ImageTooLargeError, match=r"img\.(png|jpg)"):
         fit_stream(str(path), 4, random_state=0)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
-    monkeypatch.setattr(_strips, "_available_memory", lambda: 1 << 16)
+    monkeypatch.setattr(_strips, "available_memory", lambda: 1 << 16)
     need = f"{h * w * 3 / 2**20:.1f}"
     with pytest.raises(ImageTooLargeError, match=rf"needs {need} MiB, more than the 0\.1 MiB of memory available"):
         next(read_strips(path))

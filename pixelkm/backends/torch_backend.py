@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from .._result import AssignUpdateResult
+from .._sysinfo import available_memory
 from .._validation import SUPPORTED_DTYPES
 from ._base import Backend
 
@@ -22,7 +23,8 @@ _CPU_BLOCK_BYTES = 2 << 20
 _GPU_BLOCK_BYTES = 256 << 20
 #: up to this many features the distance to the chosen center is gathered feature by feature
 _COLUMNWISE_D = 8
-#: the most bytes a fit's cache of prepared data may hold (beyond it every pass prepares each chunk afresh)
+#: the most bytes a fit's cache of prepared data may hold, and never more than a quarter of the free memory
+#: (beyond it every pass prepares each chunk afresh)
 CACHE_BYTES = 1 << 30
 
 
@@ -265,7 +267,9 @@ class TorchBackend(Backend):
             and prep.rows == rows
         ):
             return prep
-        whole = _Prepared.nbytes(X, centers.element_size()) <= CACHE_BYTES
+        free = available_memory()
+        budget = CACHE_BYTES if free is None else min(CACHE_BYTES, free // 4)
+        whole = _Prepared.nbytes(X, centers.element_size()) <= budget
         prep = _Prepared(X, shift, sample_weight, rows, whole=whole)
         cache[self.name] = prep
         return prep
