@@ -32,14 +32,16 @@ def every_step_bounded(monkeypatch):
     monkeypatch.setattr(_hamerly, "FULL_PASS_FRACTION", 1.0)
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.uint8])
 @pytest.mark.parametrize("k", [2, 9, 40])  # 40: candidates first get the distance to their own center
 def test_same_iterates_as_full_passes_on_blobs(dtype, k):
-    X = make_blobs(3000, 3, 12, seed=k, spread=2.0).astype(dtype)
+    X = make_blobs(3000, 3, 12, seed=k, spread=2.0)
+    X = np.clip(X * 10 + 128, 0, 255).round().astype(dtype) if dtype == np.uint8 else X.astype(dtype)
     init = X[np.random.default_rng(k).choice(len(X), k, replace=False)]
     full = fit(X, k, "lloyd", init=init, tol=0, max_iter=200)
     bounds = fit(X, k, "hamerly", init=init, tol=0, max_iter=200)
     assert_same_fit(bounds, full, rtol=1e-12 if dtype == np.float64 else 1e-5)
+    assert bounds.n_iter_ > 2
     if dtype == np.float64:  # and scikit-learn's exact Lloyd
         ref = SKKMeans(k, init=init, n_init=1, tol=0, max_iter=200, algorithm="lloyd").fit(X)
         np.testing.assert_array_equal(bounds.labels_, ref.labels_)
