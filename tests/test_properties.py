@@ -100,10 +100,15 @@ def test_assign_update_properties(data):
 
 
 @SETTINGS
-@given(datasets(max_n=40, max_d=4), st.sampled_from(["k-means++", "random"]), st.integers(1, 3))
-def test_kmeans_properties(data, init, n_init):
+@given(
+    datasets(max_n=40, max_d=4),
+    st.sampled_from(["k-means++", "random"]),
+    st.integers(1, 3),
+    st.sampled_from(["lloyd", "hamerly"]),
+)
+def test_kmeans_properties(data, init, n_init, algorithm):
     X, k, w = data
-    km = pixelkm.KMeans(k, init=init, n_init=n_init, random_state=0, max_iter=50)
+    km = pixelkm.KMeans(k, init=init, n_init=n_init, random_state=0, max_iter=50, algorithm=algorithm)
     try:
         km.fit(X, sample_weight=w)
     except ValueError as e:  # only data out of the compute dtype's range may be refused
@@ -139,3 +144,24 @@ def test_negative_weights_are_rejected(n, seed):
     w[rng.integers(n)] = -0.5
     with pytest.raises(ValueError, match="non-negative"):
         pixelkm.KMeans(1).fit(rng.normal(size=(n, 2)), sample_weight=w)
+
+
+@SETTINGS
+@given(datasets(max_n=60, max_d=4), st.integers(0, 2**31 - 1))
+def test_bounds_give_the_iterates_of_full_passes(data, seed):
+    """Hamerly's bounds against full passes from the same start, in float64 (where ties are exact ties)."""
+    X, k, w = data
+    X = X.double()
+    init = X[torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:k]]
+    fits = []
+    for algorithm in ("lloyd", "hamerly"):
+        km = pixelkm.KMeans(k, init=init, tol=0.0, max_iter=30, algorithm=algorithm)
+        try:
+            fits.append(km.fit(X, sample_weight=w))
+        except ValueError as e:
+            assert "overflow" in str(e) or "underflow" in str(e)
+            return
+    full, bounds = fits
+    assert torch.equal(bounds.labels_, full.labels_)
+    assert bounds.n_iter_ == full.n_iter_
+    torch.testing.assert_close(bounds.cluster_centers_, full.cluster_centers_, rtol=1e-9, atol=1e-12)
