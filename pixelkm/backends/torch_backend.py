@@ -68,12 +68,12 @@ class _Prepared:
         self._xa = torch.empty(b, m, d + 2, dtype=shift.dtype, device=X.device)
         self._xa[..., d + 1] = 1.0
         self._src = torch.empty(d, b, m, dtype=torch.float64, device=X.device)
-        self._sq = torch.empty(b, min(rows, n), d, dtype=shift.dtype, device=X.device)
+        self._sq = None if d <= _COLUMNWISE_D else torch.empty(b, min(rows, n), d, dtype=shift.dtype, device=X.device)
         if whole:
             for start in range(0, n, rows):
                 stop = min(n, start + rows)
                 self._fill(start, stop, self._xa[:, start:stop], self._src[..., start:stop])
-            del self._sq
+            self._sq = None
 
     @staticmethod
     def key_of(X: torch.Tensor, sample_weight: torch.Tensor | None) -> tuple:
@@ -90,9 +90,15 @@ class _Prepared:
         d = self.X.shape[2]
         xc = xa[..., :d]
         torch.sub(self.X[:, start:stop], self.shift, out=xc)  # one chunk in the compute dtype, never the whole X
-        sq = self._sq[:, : stop - start]
-        torch.mul(xc, xc, out=sq)
-        torch.sum(sq, -1, out=xa[..., d])
+        if d <= _COLUMNWISE_D:  # |x|^2 column by column: a sum over a last dimension of 3 is a slow reduction
+            col = xa[..., d]
+            torch.mul(xc[..., 0], xc[..., 0], out=col)
+            for j in range(1, d):
+                col.addcmul_(xc[..., j], xc[..., j])
+        else:
+            sq = self._sq[:, : stop - start]
+            torch.mul(xc, xc, out=sq)
+            torch.sum(sq, -1, out=xa[..., d])
         src.copy_(self.X[:, start:stop].permute(2, 0, 1))  # raw values in float64: exact sums of integer data
         if self.w is not None:
             src.mul_(self.w[:, start:stop])
@@ -105,8 +111,7 @@ class _Prepared:
         new.shift = self.shift[keep]
         new.key = self.key_of(X, sample_weight)
         new._xa, new._src = self._xa[keep], self._src[:, keep]
-        if not self.whole:
-            new._sq = self._sq[keep]
+        new._sq = None if self._sq is None else self._sq[keep]
         return new
 
     def chunk(self, start, stop):
@@ -267,9 +272,9 @@ class TorchBackend(Backend):
             and prep.rows == rows
         ):
             return prep
-        free = available_memory()
-        budget = CACHE_BYTES if free is None else min(CACHE_BYTES, free // 4)
-        whole = _Prepared.nbytes(X, centers.element_size()) <= budget
+        nbytes = _Prepared.nbytes(X, centers.element_size())
+        free = available_memory() if nbytes > 1 << 26 else None  # (small data: no need to ask)
+        whole = nbytes <= (CACHE_BYTES if free is None else min(CACHE_BYTES, free // 4))
         prep = _Prepared(X, shift, sample_weight, rows, whole=whole)
         cache[self.name] = prep
         return prep
