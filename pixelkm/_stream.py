@@ -226,6 +226,60 @@ def as_source(data: Any) -> Source:
     return IterableSource(data)
 
 
+class StreamWeights:
+    """One non-negative weight per row of a source, read alongside its chunks (whatever their sizes).
+
+    ``weights``: a 1-D NumPy array or memmap, a tensor, or the path of a 1-D ``.npy`` (read with file reads, so
+    that a weights file as large as the data does not count in the resident memory).
+    """
+
+    def __init__(self, weights: Any, n_rows: int | None) -> None:
+        if isinstance(weights, (str, os.PathLike)):
+            weights = np.load(os.fspath(weights), mmap_mode="r")
+        if isinstance(weights, torch.Tensor):
+            weights = weights.detach().cpu().numpy()
+        if not isinstance(weights, np.ndarray):
+            weights = np.asarray(weights)
+        if weights.ndim != 1:
+            raise ValueError(f"sample_weight must be 1-D, one weight per row, got shape {weights.shape}")
+        if weights.dtype.kind not in "fiub":
+            raise TypeError(f"sample_weight must be numeric, got {weights.dtype}")
+        if n_rows is not None and len(weights) != n_rows:
+            raise ValueError(f"sample_weight has {len(weights)} values for {n_rows} rows")
+        if weights.dtype not in _NP_TO_TORCH:  # integers: converted once (a memmap of them is read whole)
+            weights = np.asarray(weights, dtype=np.float64)
+        self.n = len(weights)
+        self.source = ArraySource(weights.reshape(-1, 1) if not isinstance(weights, np.memmap) else weights)
+
+    def reader(self, device: torch.device, dtype: torch.dtype, rows: int) -> Callable[[int | None], Any]:
+        """``take(r)``: the next r weights as a tensor on ``device`` (checked); ``take(None)`` at the end of the pass
+        checks that no weight is left over."""
+        chunks = self.source.chunks(rows)
+        left = np.empty(0, dtype=self.source.dtype)
+
+        def take(r: int | None):
+            nonlocal left
+            if r is None:
+                if left.size or next(chunks, None) is not None:
+                    raise ValueError(f"sample_weight has {self.n} values, more than the data's rows")
+                return None
+            parts, have = [left], left.size
+            while have < r:
+                c = next(chunks, None)
+                if c is None:
+                    raise ValueError(f"sample_weight has {self.n} values, fewer than the data's rows")
+                parts.append(c.reshape(-1))
+                have += parts[-1].size
+            every = np.concatenate(parts) if len(parts) > 1 else parts[0]
+            out, left = every[:r], every[r:]
+            w = torch.from_numpy(np.ascontiguousarray(out)).to(device=device, dtype=dtype)
+            if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+                raise ValueError("sample_weight must be finite and non-negative")
+            return w
+
+        return take
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # the chunk pipeline: reader thread -> pinned host buffers -> device buffers
 # ---------------------------------------------------------------------------------------------------------------
@@ -379,10 +433,38 @@ class StreamFit:
 class _Runner:
     """Shared state of one streamed job: source, device, chunk plan, progress."""
 
-    def __init__(self, source: Source, device: torch.device, rows: int, block: int | None, progress: bool):
+    def __init__(
+        self,
+        source: Source,
+        device: torch.device,
+        rows: int,
+        block: int | None,
+        progress: bool,
+        weights: StreamWeights | None = None,
+        weight_dtype: torch.dtype = torch.float32,
+    ):
         self.source, self.device, self.rows, self.block = source, device, rows, block
         self.progress = _Progress(progress, source.n_samples)
         self.passes = 0
+        self.weights, self.weight_dtype = weights, weight_dtype
+        self.weight_total = None  # after a pass with weights: their sum
+
+    def pairs(self, what: str, rows: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
+        """(chunk, its weights or None) for every chunk of one pass."""
+        if self.weights is None:
+            for x in self.chunks(what, rows):
+                yield x, None
+            return
+        take = self.weights.reader(self.device, self.weight_dtype, rows or self.rows)
+        total = 0.0
+        for x in self.chunks(what, rows):
+            w = take(x.shape[0])
+            total += float(w.double().sum())
+            yield x, w
+        take(None)
+        if total <= 0:
+            raise ValueError("sample_weight sums to zero: at least one row must have a positive weight")
+        self.weight_total = total
 
     def chunks(self, what: str, rows: int | None = None) -> Iterator[torch.Tensor]:
         if self.passes and not self.source.reiterable:
@@ -399,29 +481,34 @@ class _Runner:
 
 
 def _lloyd_pass(run: _Runner, centers: torch.Tensor, backend: str, label: str, labels_out=None):
-    """One pass: float64 sums, counts and inertia, and the k farthest rows (value, distance, label, weight)."""
+    """One pass: float64 sums, counts and inertia (weighted when the run has weights), and the k farthest rows of
+    positive weight (value, distance, label, weight)."""
     k, d = centers.shape
     sums = torch.zeros(k, d, dtype=torch.float64, device=centers.device)
     counts = torch.zeros(k, dtype=torch.float64, device=centers.device)
     inertia = torch.zeros((), dtype=torch.float64, device=centers.device)
-    far_x = far_d = far_l = None
-    for x in run.chunks(label):
-        res = run_assign_update(x.unsqueeze(0), centers.unsqueeze(0), None, backend=backend, chunk_size=run.block)
+    far_x = far_d = far_l = far_w = None
+    for x, w in run.pairs(label) if labels_out is None else ((x, None) for x in run.chunks(label)):
+        wb = None if w is None else w.unsqueeze(0)
+        res = run_assign_update(x.unsqueeze(0), centers.unsqueeze(0), wb, backend=backend, chunk_size=run.block)
         sums += res.sums[0].double()
         counts += res.counts[0].double()
-        dist = res.min_sq_dist[0]
-        inertia += dist.double().sum()
+        dist = res.min_sq_dist[0].double()
+        inertia += dist.sum() if w is None else (dist * w.double()).sum()
         if labels_out is not None:
             labels_out(res.labels[0])
             continue
-        cd, idx = ordered_farthest(dist.double().unsqueeze(0), min(k, dist.numel()))
+        if w is not None:  # a row of zero weight never refills an empty cluster
+            dist = dist.masked_fill(w <= 0, -torch.inf)
+        cd, idx = ordered_farthest(dist.unsqueeze(0), min(k, dist.numel()))
         cd, idx = cd[0], idx[0]
         cx, cl = x[idx].to(centers.dtype), res.labels[0, idx]
+        cw = torch.ones_like(cd, dtype=centers.dtype) if w is None else w[idx].to(centers.dtype)
         if far_x is not None:
-            cx, cd, cl = torch.cat([far_x, cx]), torch.cat([far_d, cd]), torch.cat([far_l, cl])
+            cx, cd, cl, cw = (torch.cat(p) for p in ((far_x, cx), (far_d, cd), (far_l, cl), (far_w, cw)))
         keep = torch.sort(cd, descending=True, stable=True).indices[:k]  # ties: the earlier row first
-        far_x, far_d, far_l = cx[keep], cd[keep], cl[keep]
-    return sums, counts, inertia, (far_x, far_d, far_l)
+        far_x, far_d, far_l, far_w = cx[keep], cd[keep], cl[keep], cw[keep]
+    return sums, counts, inertia, (far_x, far_d, far_l, far_w)
 
 
 def _stream_lloyd(
@@ -429,9 +516,9 @@ def _stream_lloyd(
 ) -> tuple[torch.Tensor, float, int]:
     n_iter = 0
     for it in range(max_iter):
-        sums, counts, inertia, (fx, fd, fl) = _lloyd_pass(run, centers, backend, f"Lloyd iteration {it + 1}")
+        sums, counts, inertia, (fx, fd, fl, fw) = _lloyd_pass(run, centers, backend, f"Lloyd iteration {it + 1}")
         res = AssignUpdateResult(fl.unsqueeze(0), fd.unsqueeze(0), sums.unsqueeze(0), counts.unsqueeze(0))
-        res = relocate_empty_clusters(res, fx.unsqueeze(0), None)
+        res = relocate_empty_clusters(res, fx.unsqueeze(0), None if run.weights is None else fw.unsqueeze(0))
         new = centers_from(res, centers.unsqueeze(0))[0]
         shift = float((new - centers).double().square().sum())
         centers = new
@@ -443,22 +530,27 @@ def _stream_lloyd(
     return centers, n_iter
 
 
-def _histogram_pass(run: _Runner) -> tuple[torch.Tensor, torch.Tensor]:
-    """Distinct rows (m, d) uint8 and their counts (m,) float64 of uint8 data with d <= 3, in one pass."""
+def _histogram_pass(run: _Runner) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Distinct rows (m, d) uint8, their counts (m,) float64 and their summed weights (m,) float64 (None without
+    weights) of uint8 data with d <= 3, in one pass."""
     d = run.source.n_features
     table = torch.zeros(1 << (8 * d), dtype=torch.int64, device=run.device)
+    wtable = None if run.weights is None else torch.zeros(table.numel(), dtype=torch.float64, device=run.device)
     rows = max(run.rows, _HIST_ROWS) if run.device.type == "cpu" and run.rows == _CPU_ROWS else None
-    for x in run.chunks("color histogram", rows=rows):
-        keys, counts, _, _ = histogram_keys(pack_keys(x), d, inverse=False)  # dense or sorted, by chunk size
+    for x, w in run.pairs("color histogram", rows=rows):
+        keys, counts, wsum, _ = histogram_keys(pack_keys(x), d, w, inverse=False)  # dense or sorted, by chunk size
         table.index_add_(0, keys.long(), counts.long())
+        if wtable is not None:
+            wtable.index_add_(0, keys.long(), wsum)
     present = torch.nonzero(table).squeeze(1)
-    return unpack_keys(present.to(torch.int32), d), table[present].double()
+    return unpack_keys(present.to(torch.int32), d), table[present].double(), None if wtable is None else wtable[present]
 
 
 def fit_stream(
     data: Any,
     n_clusters: int,
     *,
+    sample_weight: Any = None,
     init: Any = "k-means++",
     max_iter: int = 300,
     tol: float = 1e-4,
@@ -481,6 +573,10 @@ def fit_stream(
         (read in strips where the format allows), a list of chunks, a callable returning an iterable of chunks
         (called once per pass), or a one-shot iterator (only for the one-pass histogram fit).
     n_clusters : int
+    sample_weight : 1-D array, memmap, tensor or path of a 1-D ``.npy``, optional
+        One non-negative weight per row, read alongside the data (a weights file is read with file reads too).
+        Sums, counts, the inertia, the init and the refill of empty clusters are weighted, as in
+        :class:`pixelkm.KMeans`; ``tol`` stays relative to the unweighted variance, as there.
     init : {"k-means++", "k-means||", "random"} or array of shape (n_clusters, n_features)
         A string init runs on the color histogram (uint8 data) or on a lightweight coreset drawn in two passes.
     max_iter, tol, random_state, backend :
@@ -512,26 +608,28 @@ def fit_stream(
     if chunk_rows is not None:
         rows = _check_int(chunk_rows, "chunk_rows", 1)
         block = None if block is None else min(block, rows)
-    run = _Runner(source, dev, rows, block, progress)
-    gen = resolve_generator(random_state)
     cdt = compute_dtype(_NP_TO_TORCH[source.dtype])
+    weights = None if sample_weight is None else StreamWeights(sample_weight, source.n_samples)
+    run = _Runner(source, dev, rows, block, progress, weights, cdt)
+    gen = resolve_generator(random_state)
     use_hist = reduce is True or (reduce == "auto" and source.dtype == np.uint8 and source.n_features <= 3)
     if use_hist and (source.dtype != np.uint8 or source.n_features > 3):
         raise ValueError("reduce=True needs uint8 data of at most 3 features")
     try:
         if use_hist:
-            colors, counts = _histogram_pass(run)
+            colors, counts, wsums = _histogram_pass(run)
             if colors.shape[0] < k:
                 raise ValueError(f"n_clusters={k} is more than the {colors.shape[0]} distinct rows of the data")
             if verbose:
                 print(f"Histogram: {int(counts.sum())} rows, {colors.shape[0]} distinct")
-            tol_h = rescaled_tol(tol, colors, weighted_variance(colors, counts))
+            tol_h = rescaled_tol(tol, colors, weighted_variance(colors, counts))  # unweighted, as in memory
+            fit_w = (counts if wsums is None else wsums).to(cdt)
             init_c = init
             if not isinstance(init, str) or init == "k-means||":  # fit_batched takes k-means|| as explicit centers
-                init_c = resolve_init(init, colors, counts.to(cdt), k, gen, cdt).unsqueeze(0)
+                init_c = resolve_init(init, colors, fit_w, k, gen, cdt).unsqueeze(0)
             centers, _, inertia, n_iter = fit_batched(
                 colors.unsqueeze(0),
-                counts.to(cdt).unsqueeze(0),
+                fit_w.unsqueeze(0),
                 n_clusters=k,
                 init=init_c,
                 n_init=1,
@@ -557,13 +655,13 @@ def fit_stream(
         moments = None
         if tol > 0 or isinstance(init, str):
             moments = Moments()
-            for x in run.chunks("moments"):
-                moments.add(x, None)
+            for x, w in run.pairs("moments"):
+                moments.add(x, w)
         if source.n_samples is not None and k > source.n_samples:
             raise ValueError(f"n_clusters={k} must be <= n_samples={source.n_samples}")
         if isinstance(init, str):
             m = coreset_size or default_coreset_size(k)
-            pts, w = lightweight_coreset(lambda: ((x, None) for x in run.chunks("coreset")), m, gen, cdt, moments)
+            pts, w = lightweight_coreset(lambda: run.pairs("coreset"), m, gen, cdt, moments)
             centers = resolve_init(init, pts, w, k, gen, cdt)
         else:
             shape_only = torch.empty((1, 1, source.n_features), dtype=cdt)

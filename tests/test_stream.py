@@ -49,6 +49,78 @@ def test_streamed_fit_equals_in_memory_fit(blobs, tmp_path, kind, tol):
     assert inertia == pytest.approx(ref.inertia_, rel=1e-10)
 
 
+@pytest.mark.parametrize("kind", ["array", "memmap", "list", "callable"])
+@pytest.mark.parametrize("weights_as", ["array", "npy-path", "int-array"])
+def test_weighted_streamed_fit_equals_in_memory_fit(blobs, tmp_path, kind, weights_as):
+    """Weights read alongside chunks of any size (the list's chunks do not line up with chunk_rows), some of them
+    zero, against the in-memory weighted fit; an empty cluster at the start exercises the weighted refill."""
+    X, init = blobs
+    rng = np.random.default_rng(4)
+    w = rng.integers(0, 4, size=len(X)).astype(np.float64)  # a quarter of the rows weigh nothing
+    # outliers: the 8 farthest weigh nothing (never taken, however many), the next weighs 3 (it refills the empty
+    # cluster and takes its weight 3 out of its old cluster)
+    X = np.vstack([X, 60.0 + np.arange(8)[:, None] * np.ones(3), [[45.0, 45.0, 45.0]]])
+    w = np.concatenate([w, np.zeros(8), [3.0]])
+    init = np.vstack([init[:5], [[1e3, 1e3, 1e3]]])  # far from everything: empty after the first pass
+    weights = {"array": w, "npy-path": str(tmp_path / "w.npy"), "int-array": w.astype(np.int64)}[weights_as]
+    np.save(tmp_path / "w.npy", w)
+    for max_iter in (1, 300):  # the step with the refill, and the whole fit
+        ref = pixelkm.KMeans(6, init=init, tol=0, max_iter=max_iter).fit(X, sample_weight=w)
+        assert np.isclose(ref.cluster_centers_, [45.0, 45.0, 45.0], atol=1e-9).all(1).any()
+        src = _sources(X, tmp_path)[kind]
+        got = fit_stream(src, 6, init=init, tol=0, max_iter=max_iter, sample_weight=weights, chunk_rows=2500)
+        assert got.n_iter == ref.n_iter_
+        np.testing.assert_allclose(got.centers, ref.cluster_centers_, rtol=1e-10, atol=1e-10)
+        assert got.inertia == pytest.approx(ref.inertia_, rel=1e-10)
+
+
+def test_weighted_stream_string_init_and_repeated_rows(blobs):
+    """Integer weights are repeated rows: the streamed weighted fit of X equals the streamed fit of the repeats
+    (same init drawn from the data, which the weights must steer the same way)."""
+    X, _ = blobs
+    w = np.random.default_rng(2).integers(1, 3, size=len(X))
+    init = X[:6]
+    a = fit_stream(X, 6, init=init, sample_weight=w, chunk_rows=1500)
+    b = fit_stream(np.repeat(X, w, axis=0), 6, init=init, chunk_rows=1500)
+    np.testing.assert_allclose(a.centers, b.centers, rtol=1e-9, atol=1e-9)
+    assert a.inertia == pytest.approx(b.inertia, rel=1e-9)
+    ours = np.mean([fit_stream(X, 6, random_state=s, sample_weight=w, chunk_rows=3000).inertia for s in range(3)])
+    ref = np.mean([pixelkm.KMeans(6, random_state=s).fit(X, sample_weight=w).inertia_ for s in range(3)])
+    assert ours <= 1.01 * ref
+
+
+def test_weighted_histogram_stream_equals_in_memory(photo_u8):
+    pixels = photo_u8.reshape(-1, 3)
+    w = np.random.default_rng(5).uniform(0, 2, size=len(pixels))
+    init = pixels[:: len(pixels) // 5][:5].astype(np.float32)
+    ref = pixelkm.KMeans(5, init=init).fit(pixels, sample_weight=w.astype(np.float32))
+    got = fit_stream(pixels, 5, init=init, sample_weight=w, chunk_rows=7000)
+    assert got.n_distinct == len(np.unique(pixels, axis=0)) and got.n_passes == 1
+    np.testing.assert_allclose(got.centers, ref.cluster_centers_, rtol=1e-5, atol=1e-4)
+    assert got.n_iter == ref.n_iter_
+
+
+@pytest.mark.parametrize(
+    "weights, match",
+    [
+        (np.ones(10), "10 values for 8000 rows"),
+        (np.ones((8000, 1)), "must be 1-D"),
+        (np.where(np.arange(8000) == 7, -1.0, 1.0), "finite and non-negative"),
+        (np.where(np.arange(8000) == 7, np.nan, 1.0), "finite and non-negative"),
+        (np.zeros(8000), "sums to zero"),
+    ],
+)
+def test_bad_stream_weights(blobs, weights, match):
+    X, init = blobs
+    with pytest.raises(ValueError, match=match):
+        fit_stream(X, 6, init=init, sample_weight=weights, chunk_rows=3000)
+    chunks = [X[:5000], X[5000:]]
+    with pytest.raises(ValueError, match="fewer than the data's rows|more than the data's rows"):
+        fit_stream(chunks, 6, init=init, sample_weight=np.ones(7000), chunk_rows=3000)
+    with pytest.raises(ValueError, match="more than the data's rows"):
+        fit_stream(chunks, 6, init=init, sample_weight=np.ones(9000), chunk_rows=3000)
+
+
 def test_memmap_view_is_read_at_its_own_offset(blobs, tmp_path):
     X, _ = blobs
     np.save(tmp_path / "x.npy", X)
