@@ -53,11 +53,12 @@ def _argmin(dist: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
 class _Prepared:
     """The data of one pass in the layouts the arithmetic wants, chunk by chunk.
 
-    ``xa(start, stop)`` is (b, r, d + 2) in the compute dtype: [x - shift, ||x - shift||^2, 1], so that one
-    matmul with [-2c, 1, ||c||^2] gives the squared distances. ``src(start, stop)`` is (d, b, r) float64: the
-    raw values (times the weights), in the layout in which ``scatter_add_`` along the last dimension is fast
-    on the CPU. Either the whole of X is prepared once (``whole=True``: the cache of a fit, reused by every
-    pass) or each chunk is prepared into the same buffer when asked for.
+    ``chunk(start, stop)`` gives ``(xa, src)`` for rows [start, stop): ``xa`` is (b, r, d + 2) in the compute
+    dtype, [x - shift, ||x - shift||^2, 1], so that one matmul with [-2c, 1, ||c||^2] gives the squared
+    distances; ``src`` is (d, b, r) float64, the raw values (times the weights), in the layout in which
+    ``scatter_add_`` along the last dimension is fast on the CPU. Either the whole of X is prepared once
+    (``whole=True``: the cache of a fit, reused by every pass) or each chunk is prepared into the same buffers
+    when asked for.
     """
 
     def __init__(self, X, shift, sample_weight, rows, whole):
