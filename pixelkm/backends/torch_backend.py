@@ -17,8 +17,11 @@ from .._sysinfo import available_memory
 from .._validation import SUPPORTED_DTYPES
 from ._base import Backend
 
-#: bytes of one distance block on the CPU: small enough to stay in the core's cache
-_CPU_BLOCK_BYTES = 2 << 20
+#: bytes of one distance block on the CPU, and the most rows per chunk: every torch operation costs a parallel
+#: region (~10 us), so blocks larger than the cache are faster overall (K = 64 on a 1024x1024 photo: 51 ms per
+#: iteration with 8 MiB blocks against 64 ms with 2 MiB; K = 8, 16, 256: 1-5% faster)
+_CPU_BLOCK_BYTES = 8 << 20
+ROW_CAP = 1 << 18
 #: bytes of one distance block on an accelerator: large enough to keep it busy
 _GPU_BLOCK_BYTES = 256 << 20
 #: up to this many features the distance to the chosen center is gathered feature by feature
@@ -33,7 +36,7 @@ def default_chunk_rows(b: int, k: int, itemsize: int, device: torch.device, n: i
     budget = _CPU_BLOCK_BYTES if device.type == "cpu" else _GPU_BLOCK_BYTES
     rows = budget // max(1, b * k * itemsize)
     if device.type == "cpu":
-        rows = min(max(rows, 1024), 1 << 16)  # below ~1k rows per-chunk overhead dominates
+        rows = min(max(rows, 1024), ROW_CAP)  # below ~1k rows per-chunk overhead dominates
     return int(max(1, min(n, rows)))
 
 
