@@ -20,11 +20,23 @@ import torch
 
 from ._lloyd import LloydResult, _inertia, centers_from, relocate_empty_clusters
 from ._result import AssignUpdateResult
+from ._sysinfo import available_memory
 from .backends import get_backend
 from .ops import run_assign_update
 
 #: the fewest rows for which ``algorithm="auto"`` takes the bounds (below, full passes cost next to nothing)
 MIN_ROWS = 1 << 14
+#: memory the bounds hold per row: float64 upper and lower bounds and two float64 work arrays, a bool mask
+BYTES_PER_ROW = 8 * 4 + 1
+
+
+def memory_budget() -> int:
+    """Bytes ``algorithm="auto"`` lets the bounds take: 1 GiB, and no more than a quarter of the free memory
+    (beyond, full passes, whose extra memory per row is two int64 label arrays)."""
+    free = available_memory()
+    return 1 << 30 if free is None else min(1 << 30, free // 4)
+
+
 #: from this many clusters a candidate's distance to its own center is computed first (it often settles it)
 TIGHTEN_K = 24
 #: above this fraction of the points left unsettled by their bounds, a step is a full pass instead

@@ -233,8 +233,9 @@ class KMeans:
         "lloyd" computes every distance in every pass. "hamerly" keeps per-point bounds (Hamerly, 2010) so that a
         pass recomputes distances only for the points that may have changed cluster: the same iterates (up to
         float ties), several times fewer operations once the fit settles. "auto" uses Hamerly on the CPU from
-        16,384 samples with the torch backend, one problem at a time, and Lloyd otherwise (on CUDA the Triton
-        kernel's full passes are faster).
+        16,384 samples with the torch backend, one problem at a time, while its bounds (33 bytes per sample) fit
+        in 1 GiB and a quarter of the free memory, and Lloyd otherwise (on CUDA the Triton kernel's full passes
+        are faster).
     backend : str, default="auto"
         Implementation of the assign-and-update pass (see :func:`pixelkm.available_backends`).
     device : str or torch.device, optional

@@ -165,7 +165,8 @@ def lloyd(
 
     ``algorithm`` is "lloyd" (every pass computes every distance), "hamerly" (bounds skip most of them: see
     :mod:`pixelkm._hamerly`; one problem on the torch backend, host syncs, no mask, not spherical, not verbose) or
-    "auto" (Hamerly where it applies and pays: on the CPU from :data:`pixelkm._hamerly.MIN_ROWS` rows).
+    "auto" (Hamerly where it applies and pays: on the CPU from :data:`pixelkm._hamerly.MIN_ROWS` rows, while its
+    bounds fit in :func:`pixelkm._hamerly.memory_budget`).
 
     A problem converges when its labels stop changing, or when the squared shift of its centers summed
     over clusters is at most its ``tol`` (an absolute tolerance, shape (b,)). The final labels and inertia
@@ -256,7 +257,7 @@ def use_bounds(
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     if algorithm == "lloyd":
         return False
-    from ._hamerly import MIN_ROWS
+    from ._hamerly import BYTES_PER_ROW, MIN_ROWS, memory_budget
     from .backends import select_backend
 
     why = []
@@ -270,7 +271,9 @@ def use_bounds(
         if why:
             raise ValueError("algorithm='hamerly' cannot run here: " + "; ".join(why))
         return True
-    return not why and X.device.type == "cpu" and X.shape[1] >= MIN_ROWS and centers.shape[1] > 1
+    if why or X.device.type != "cpu" or X.shape[1] < MIN_ROWS or centers.shape[1] < 2:
+        return False
+    return X.shape[1] * BYTES_PER_ROW <= memory_budget()
 
 
 def _assign(

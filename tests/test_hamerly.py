@@ -90,6 +90,9 @@ def test_fallback_to_full_passes_and_auto(monkeypatch):
     fit(X[:4000], 10, "auto", init=init)
     pixelkm.kmeans(np.stack([X, X]), 10, random_state=0)
     assert calls == [1]
+    monkeypatch.setattr(_hamerly, "memory_budget", lambda: 6000 * _hamerly.BYTES_PER_ROW - 1)
+    fit(X, 10, "auto", init=init)  # bounds larger than the memory budget: full passes
+    assert calls == [1]
 
 
 def test_bad_algorithm():
