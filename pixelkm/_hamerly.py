@@ -4,10 +4,14 @@ Each point keeps an upper bound ``u`` on the distance to its own center and a lo
 every other center (G. Hamerly, "Making k-means even faster", SDM 2010). After the centers move by ``delta``, ``u``
 grows by its own center's move and ``l`` shrinks by the largest move of any center; a point whose ``u`` is at
 most ``max(l, s[own])`` (``s[j]``: half the distance from center j to its nearest other center) cannot have changed
-cluster and costs a few vector operations. Only the others get their distances recomputed: first the one to their
-own center (which settles most of them), then, for those left, to every center through the backend's pass.
-Sums and counts are updated by the points that changed cluster only, in float64 (exact for integer data such as
-pixels and counts, so the centers are those of Lloyd's full passes).
+cluster and costs a few vector operations. Only the others get their distances recomputed (from
+:data:`TIGHTEN_K` clusters, first the one to their own center, which often settles them), to every center
+through the backend's pass. Sums and counts are updated by the points that changed cluster only, in float64
+(exact for integer data such as pixels and counts, so the centers are those of Lloyd's full passes).
+
+The loop runs full passes while many points move (more than :data:`ENTER_FRACTION` of them), since a bounded step
+would then recompute most of them at a higher cost per point; a full pass also sets every point's bounds, and a
+step whose bounds leave more than :data:`FULL_PASS_FRACTION` of the points unsettled is a full pass instead.
 
 The bounds are kept in float64 on the distances that the full pass rounded (the pass returns a rounding-safe
 lower bound for the second-nearest center), so the labels are the exact nearest centers; they can differ from a
@@ -48,7 +52,9 @@ ENTER_FRACTION = 0.02
 def _separation(centers: torch.Tensor) -> torch.Tensor:
     """Half the distance from each center (k, d) to its nearest other center, float64 (inf when k == 1)."""
     c = centers.double()
-    dist = torch.cdist(c.unsqueeze(0), c.unsqueeze(0))[0].fill_diagonal_(torch.inf)
+    # differences, not the matmul expansion (whose rounding could overstate a distance): k x k is small
+    dist = torch.cdist(c.unsqueeze(0), c.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist")[0]
+    dist.fill_diagonal_(torch.inf)
     return dist.amin(1) / 2
 
 
