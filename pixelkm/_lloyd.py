@@ -203,9 +203,12 @@ def lloyd(
     for it in range(max_iter):
         bc = Xc.shape[0]
         res = _assign(Xc, centers, wc, comm, backend, chunk_size, cache, distances)
-        if res.min_sq_dist is None and bool((res.counts <= 0).any()):
-            res = _assign(Xc, centers, wc, comm, backend, chunk_size, cache, True)
-        res = relocate_empty_clusters(res, Xc, wc, sync=sync, comm=comm)
+        if not sync:  # (then the pass has distances) a no-op on the device when no cluster is empty
+            res = relocate_empty_clusters(res, Xc, wc, sync=False, comm=comm)
+        elif bool((res.counts <= 0).any()):  # the one host check of the step for empty clusters
+            if res.min_sq_dist is None:
+                res = _assign(Xc, centers, wc, comm, backend, chunk_size, cache, True)
+            res = relocate_empty_clusters(res, Xc, wc, sync=True, comm=comm)
         new_centers = centers_from(res, centers, spherical)
         shift = (new_centers - centers).double().square().sum((1, 2))
         labels = res.labels if mc is None else res.labels.masked_fill(~mc, -1)

@@ -249,11 +249,11 @@ class StreamWeights:
         if weights.dtype not in _NP_TO_TORCH:  # integers: converted once (a memmap of them is read whole)
             weights = np.asarray(weights, dtype=np.float64)
         self.n = len(weights)
-        self.source = ArraySource(weights.reshape(-1, 1) if not isinstance(weights, np.memmap) else weights)
+        self.source = ArraySource(weights)  # (n,) reads as (n, 1), a memmap with file reads
 
     def reader(self, device: torch.device, dtype: torch.dtype, rows: int) -> Callable[[int | None], Any]:
-        """``take(r)``: the next r weights as a tensor on ``device`` (checked); ``take(None)`` at the end of the pass
-        checks that no weight is left over."""
+        """``take(r)``: (the next r weights as a tensor on ``device``, their float64 sum), checked on the host before
+        the copy (no device sync per chunk); ``take(None)`` at the end of the pass checks that none is left over."""
         chunks = self.source.chunks(rows)
         left = np.empty(0, dtype=self.source.dtype)
 
@@ -272,10 +272,10 @@ class StreamWeights:
                 have += parts[-1].size
             every = np.concatenate(parts) if len(parts) > 1 else parts[0]
             out, left = every[:r], every[r:]
-            w = torch.from_numpy(np.ascontiguousarray(out)).to(device=device, dtype=dtype)
-            if not bool(torch.isfinite(w).all()) or bool((w < 0).any()):
+            if not (np.isfinite(out).all() and (out >= 0).all()):
                 raise ValueError("sample_weight must be finite and non-negative")
-            return w
+            w = torch.from_numpy(np.ascontiguousarray(out)).to(device=device, dtype=dtype)
+            return w, float(out.sum(dtype=np.float64))
 
         return take
 
@@ -447,7 +447,6 @@ class _Runner:
         self.progress = _Progress(progress, source.n_samples)
         self.passes = 0
         self.weights, self.weight_dtype = weights, weight_dtype
-        self.weight_total = None  # after a pass with weights: their sum
 
     def pairs(self, what: str, rows: int | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor | None]]:
         """(chunk, its weights or None) for every chunk of one pass."""
@@ -458,13 +457,12 @@ class _Runner:
         take = self.weights.reader(self.device, self.weight_dtype, rows or self.rows)
         total = 0.0
         for x in self.chunks(what, rows):
-            w = take(x.shape[0])
-            total += float(w.double().sum())
+            w, w_sum = take(x.shape[0])
+            total += w_sum
             yield x, w
         take(None)
         if total <= 0:
             raise ValueError("sample_weight sums to zero: at least one row must have a positive weight")
-        self.weight_total = total
 
     def chunks(self, what: str, rows: int | None = None) -> Iterator[torch.Tensor]:
         if self.passes and not self.source.reiterable:

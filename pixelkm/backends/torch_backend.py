@@ -269,12 +269,7 @@ class TorchBackend(Backend):
         if cache is None:
             return _Prepared(X, shift, sample_weight, rows, whole=False)
         prep = cache.get(self.name)
-        if (
-            prep is not None
-            and prep.key == _Prepared.key_of(X, sample_weight)
-            and prep.shift.shape == shift.shape
-            and prep.rows == rows
-        ):
+        if prep is not None and prep.key == _Prepared.key_of(X, sample_weight) and prep.rows == rows:
             return prep
         nbytes = _Prepared.nbytes(X, centers.element_size())
         free = available_memory() if nbytes > 1 << 26 else None  # (small data: no need to ask)
