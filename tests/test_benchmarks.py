@@ -136,6 +136,17 @@ def test_cpu_lloyd_script(tmp_path):
     assert len(figures["memory"]) == 2
 
 
+def test_bounds_script(tmp_path):
+    out = tmp_path / "bounds.json"
+    text = _run_script(
+        str(BENCH / "bounds.py"), "--side", "128", "--k", "4", "--max-iter", "5", "--repeat", "1", "--json", str(out)
+    )
+    assert "pixelkm lloyd / hamerly" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert {r["impl"] for r in rows} == {"pixelkm lloyd", "pixelkm hamerly", "sklearn lloyd", "sklearn elkan"}
+    assert all(r["ms_per_iter"] > 0 and 1 <= r["n_iter"] <= 5 for r in rows)
+
+
 def test_plot_results_script(tmp_path):
     png = tmp_path / "t.png"
     _run_script(

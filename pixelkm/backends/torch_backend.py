@@ -18,8 +18,8 @@ from .._validation import SUPPORTED_DTYPES
 from ._base import Backend
 
 #: bytes of one distance block on the CPU, and the most rows per chunk: every torch operation costs a parallel
-#: region (~10 us), so blocks larger than the cache are faster overall (K = 64 on a 1024x1024 photo: 51 ms per
-#: iteration with 8 MiB blocks against 64 ms with 2 MiB; K = 8, 16, 256: 1-5% faster)
+#: region, so blocks larger than the cache are faster overall (`python benchmarks/cpu_pass_parts.py`, part 4:
+#: 10-iteration fits 1.09x faster at K = 64 than with 2 MiB / 2^16 rows, the same at K = 8)
 _CPU_BLOCK_BYTES = 8 << 20
 ROW_CAP = 1 << 18
 #: bytes of one distance block on an accelerator: large enough to keep it busy
@@ -216,7 +216,7 @@ class TorchBackend(Backend):
                 labels[:, start:stop] = lab
             if second is not None:
                 e = torch.add(xa[..., d], c_sq_max, out=err[:, :r]).mul_(slack)
-                if b == 1:  # linear indices into the block: index_select/index_fill_ beat gather/scatter 2-3x
+                if b == 1:  # linear indices into the block: index_select/index_fill_ beat gather/scatter
                     at = torch.add(lin[:r], lab[0], out=lin_buf[:r])
                     nearest = D.view(-1).index_select(0, at).view(1, r)
                     D.view(-1).index_fill_(0, at, torch.inf)  # the nearest out of the way: the minimum is the second
@@ -231,7 +231,7 @@ class TorchBackend(Backend):
                 # The expansion above has an absolute error of about eps * ||x||^2: recompute the distance
                 # to the chosen center directly, which costs d (not k) operations per point.
                 out = min_sq[:, start:stop]
-                if d <= _COLUMNWISE_D:  # one 1-D gather per feature: 10x faster than gathering rows
+                if d <= _COLUMNWISE_D:  # one 1-D gather per feature beats gathering rows
                     acc_d = out.view(r) if b == 1 else sq_buf[: b * r]
                     for j in range(d):
                         g = torch.index_select(c_cols[j], 0, flat, out=diff[: b * r, j])
