@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import pixelkm
-from pixelkm._kmeans import fit_batched, problem_rng
+from pixelkm.estimators.kmeans import fit_batched, problem_rng
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 

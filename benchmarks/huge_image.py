@@ -34,7 +34,7 @@ def build(path: Path, side: int) -> None:
     """Write the side x side x 3 uint8 image to ``path`` one row of tiles at a time."""
     from PIL import Image
 
-    from pixelkm._strips import NpyWriter
+    from pixelkm.io.strips import NpyWriter
 
     photos = sorted(IMAGES.glob("*.png"))
     tiles = []
@@ -55,7 +55,7 @@ def build(path: Path, side: int) -> None:
 
 def read_rows(path: Path, rows: np.ndarray) -> np.ndarray:
     """Pixels (len(rows) * W, 3) of the given rows of a (H, W, 3) uint8 .npy, by file reads (no mmap)."""
-    from pixelkm._strips import _readinto_exact, image_layout
+    from pixelkm.io.strips import _readinto_exact, image_layout
 
     tile = image_layout(path).tiles[0]
     out = np.empty((len(rows), tile.stride), np.uint8)
@@ -102,7 +102,7 @@ def main() -> None:
 
         import torch
 
-        from pixelkm._stream import fit_stream, predict_stream
+        from pixelkm.estimators.stream import fit_stream, predict_stream
 
         cap = parse_bytes(args.max_device_memory) if args.max_device_memory else None
         print(

@@ -22,9 +22,9 @@ IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 def main() -> None:
     from PIL import Image
 
-    from pixelkm._init import kmeans_plusplus
-    from pixelkm._init_scalable import kmeans_parallel
-    from pixelkm._lloyd import lloyd, mean_feature_variance
+    from pixelkm.engine.init import kmeans_plusplus
+    from pixelkm.engine.init_scalable import kmeans_parallel
+    from pixelkm.engine.lloyd import lloyd, mean_feature_variance
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=16)

@@ -39,7 +39,7 @@ def fit_pixelkm(pixels: np.ndarray, k: int, seed: int, tol: float):
     import torch
 
     import pixelkm
-    from pixelkm._histogram import reduce_colors
+    from pixelkm.engine.histogram import reduce_colors
 
     t0 = time.perf_counter()
     km = pixelkm.KMeans(k, random_state=seed, tol=tol, n_init=1).fit(pixels)  # the histogram fit, automatically

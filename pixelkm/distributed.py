@@ -19,10 +19,10 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from . import _init
-from ._kmeans import _check_params, initial_centers
-from ._lloyd import lloyd, mean_feature_variance
 from ._validation import as_tensor, check_data, compute_dtype, resolve_generator, to_output
+from .engine import init as _init
+from .engine.lloyd import lloyd, mean_feature_variance
+from .estimators.kmeans import _check_params, initial_centers
 
 __all__ = ["kmeans"]
 

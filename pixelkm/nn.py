@@ -12,7 +12,6 @@ from typing import Any
 
 import torch
 
-from ._kmeans import _check_params, fit_batched
 from ._validation import (
     as_tensor,
     check_data,
@@ -21,6 +20,7 @@ from ._validation import (
     not_fitted_error,
     resolve_generator,
 )
+from .estimators.kmeans import _check_params, fit_batched
 
 #: elements of one (rows, k) distance block in eager mode (64 MiB of float32)
 _BLOCK_ELEMENTS = 1 << 24

@@ -14,7 +14,8 @@ if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
 REPO = Path(__file__).resolve().parents[1]
-IMAGES = REPO.parent / "shared" / "images"
+#: the photographs: ../shared/images beside the checkout, or the folder named by PIXELKM_IMAGES
+IMAGES = Path(os.environ.get("PIXELKM_IMAGES") or REPO.parent / "shared" / "images")
 PHOTOS = ["kodim03.png", "kodim05.png", "kodim13.png", "kodim20.png", "kodim23.png"]
 
 

@@ -9,8 +9,8 @@ from conftest import make_blobs
 from sklearn.cluster import KMeans as SKKMeans
 
 import pixelkm
-from pixelkm import _lloyd
-from pixelkm._lloyd import ordered_farthest
+from pixelkm.engine import lloyd as _lloyd
+from pixelkm.engine.lloyd import ordered_farthest
 
 
 def stack_blobs(b, n, d, k, seed):

@@ -9,8 +9,8 @@ from conftest import make_blobs
 from sklearn.cluster import KMeans as SKKMeans
 
 import pixelkm
-from pixelkm import _hamerly
-from pixelkm._kmeans import same_clustering
+from pixelkm.engine import bounds as _hamerly
+from pixelkm.estimators.kmeans import same_clustering
 
 
 def fit(X, k, algorithm, sample_weight=None, **kw):

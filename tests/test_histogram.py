@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import pixelkm
-from pixelkm import _histogram
-from pixelkm._histogram import color_histogram, reduce_colors
-from pixelkm._lloyd import mean_feature_variance
+from pixelkm.engine import histogram as _histogram
+from pixelkm.engine.histogram import color_histogram, reduce_colors
+from pixelkm.engine.lloyd import mean_feature_variance
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 4])

@@ -7,9 +7,9 @@ import pytest
 import torch
 from conftest import make_blobs
 
-from pixelkm._init import kmeans_plusplus
-from pixelkm._init_scalable import _tensor_chunks, kmeans_parallel, lightweight_coreset
-from pixelkm._lloyd import lloyd, mean_feature_variance
+from pixelkm.engine.init import kmeans_plusplus
+from pixelkm.engine.init_scalable import _tensor_chunks, kmeans_parallel, lightweight_coreset
+from pixelkm.engine.lloyd import lloyd, mean_feature_variance
 
 
 def converged_inertia(X: torch.Tensor, centers: torch.Tensor) -> float:

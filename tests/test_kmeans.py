@@ -71,7 +71,7 @@ def test_kmeanspp_picks_data_points_and_weights():
     w[:50] = 1.0
     km = pixelkm.KMeans(4, random_state=0, max_iter=1).fit(X, sample_weight=w)
     assert np.isfinite(km.cluster_centers_).all()
-    from pixelkm._init import kmeans_plusplus
+    from pixelkm.engine.init import kmeans_plusplus
 
     _, idx = kmeans_plusplus(
         torch.from_numpy(X)[None], 4, torch.from_numpy(w)[None], torch.Generator().manual_seed(0), torch.float64

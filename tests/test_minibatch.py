@@ -7,7 +7,7 @@ import pytest
 from conftest import make_blobs
 from sklearn.cluster import MiniBatchKMeans as SKMiniBatchKMeans
 
-from pixelkm._minibatch import MiniBatchKMeans
+from pixelkm.estimators.minibatch import MiniBatchKMeans
 
 
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])

@@ -12,7 +12,7 @@ from test_batched import SyncAudit
 
 import pixelkm
 import pixelkm.nn
-from pixelkm import _lloyd
+from pixelkm.engine import lloyd as _lloyd
 
 
 @pytest.fixture(scope="module")

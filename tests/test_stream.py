@@ -9,8 +9,8 @@ from conftest import make_blobs
 from PIL import Image
 
 import pixelkm
-from pixelkm._stream import as_source, fit_stream, plan_rows, predict_stream
-from pixelkm._strips import NpyWriter, read_strips, strip_readable
+from pixelkm.estimators.stream import as_source, fit_stream, plan_rows, predict_stream
+from pixelkm.io.strips import NpyWriter, read_strips, strip_readable
 
 
 @pytest.fixture(scope="module")
@@ -187,7 +187,7 @@ def test_image_file_histogram_fit_equals_pixel_fit(photo_u8, tmp_path, fmt):
 @pytest.mark.parametrize("lut", [True, False], ids=["color-table", "per-chunk-histogram"])
 @pytest.mark.parametrize("quantize", [True, False])
 def test_predict_uint8_by_color_equals_per_pixel(photo_u8, monkeypatch, lut, quantize):
-    from pixelkm import _stream
+    from pixelkm.estimators import stream as _stream
 
     monkeypatch.setattr(_stream, "_use_lut", lambda n, d: lut)
     d = 2 if lut else 3  # a table of 2^16 colors keeps the test fast; 2^24 works the same way
@@ -238,8 +238,8 @@ def test_multi_strip_tiff(photo_u8, tmp_path):
 def test_compressed_image_over_the_limits_is_refused_before_decoding(photo_u8, tmp_path, monkeypatch, fmt):
     """A PNG or JPEG is decoded whole: above the pixel limit or the free memory it is refused with a clear error
     (before any decoding), while a raw file of the same size is still read in strips."""
-    from pixelkm import _strips
     from pixelkm.image import ImageTooLargeError
+    from pixelkm.io import strips as _strips
 
     path, raw = tmp_path / f"img.{fmt}", tmp_path / "img.tif"
     Image.fromarray(photo_u8).save(path)

@@ -22,11 +22,11 @@ from __future__ import annotations
 
 import torch
 
-from ._lloyd import LloydResult, _inertia, centers_from, relocate_empty_clusters
-from ._result import AssignUpdateResult
-from ._sysinfo import available_memory
-from .backends import get_backend
-from .ops import run_assign_update
+from .._result import AssignUpdateResult
+from .._sysinfo import available_memory
+from ..backends import get_backend
+from ..ops import run_assign_update
+from .lloyd import LloydResult, _inertia, centers_from, relocate_empty_clusters
 
 #: the fewest rows for which ``algorithm="auto"`` takes the bounds (below, full passes cost next to nothing)
 MIN_ROWS = 1 << 14

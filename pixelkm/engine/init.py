@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from ._validation import as_tensor, check_data
+from .._validation import as_tensor, check_data
 
 
 class ProblemRNG:

@@ -18,7 +18,9 @@ from typing import Any
 
 import torch
 
-from ._init import (
+from .._validation import compute_dtype
+from ..ops import run_assign_update
+from .init import (
     ProblemRNG,
     _sq_dist_to_points,
     _weighted_pick,
@@ -27,9 +29,7 @@ from ._init import (
     kmeans_plusplus,
     random_init,
 )
-from ._lloyd import lloyd
-from ._validation import compute_dtype
-from .ops import run_assign_update
+from .lloyd import lloyd
 
 #: rows per chunk when drawing the coreset from an in-memory tensor
 _CHUNK_ROWS = 1 << 20

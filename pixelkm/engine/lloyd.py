@@ -18,8 +18,8 @@ from typing import Any
 
 import torch
 
-from ._result import AssignUpdateResult
-from .ops import run_assign_update
+from .._result import AssignUpdateResult
+from ..ops import run_assign_update
 
 
 @dataclass
@@ -185,7 +185,7 @@ def lloyd(
     if use_bounds(
         algorithm, X, centers, mask=mask, spherical=spherical, sync=sync, comm=comm, backend=backend, verbose=verbose
     ):
-        from ._hamerly import hamerly
+        from .bounds import hamerly
 
         return hamerly(X, centers, sample_weight, max_iter=max_iter, tol=tol, backend=backend, chunk_size=chunk_size)
     b = X.shape[0]
@@ -260,8 +260,8 @@ def use_bounds(
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
     if algorithm == "lloyd":
         return False
-    from ._hamerly import BYTES_PER_ROW, MIN_ROWS, memory_budget
-    from .backends import select_backend
+    from ..backends import select_backend
+    from .bounds import BYTES_PER_ROW, MIN_ROWS, memory_budget
 
     why = []
     if X.shape[0] != 1:

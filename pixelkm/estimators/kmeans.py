@@ -12,11 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _init
-from ._histogram import reduce_colors
-from ._init_scalable import kmeans_parallel
-from ._lloyd import ALGORITHMS, lloyd, mean_feature_variance
-from ._validation import (
+from .._validation import (
     as_tensor,
     check_data,
     check_sample_weight,
@@ -25,8 +21,12 @@ from ._validation import (
     resolve_generator,
     to_output,
 )
-from .backends import get_backend
-from .ops import run_assign_update
+from ..backends import get_backend
+from ..engine import init as _init
+from ..engine.histogram import reduce_colors
+from ..engine.init_scalable import kmeans_parallel
+from ..engine.lloyd import ALGORITHMS, lloyd, mean_feature_variance
+from ..ops import run_assign_update
 
 _PARAMS = (
     "n_clusters",

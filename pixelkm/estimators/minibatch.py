@@ -13,9 +13,7 @@ from typing import Any
 
 import torch
 
-from ._init_scalable import resolve_init
-from ._kmeans import KMeans, _check_int
-from ._validation import (
+from .._validation import (
     as_tensor,
     check_data,
     check_sample_weight,
@@ -23,7 +21,9 @@ from ._validation import (
     resolve_generator,
     to_output,
 )
-from .ops import run_assign_update
+from ..engine.init_scalable import resolve_init
+from ..ops import run_assign_update
+from .kmeans import KMeans, _check_int
 
 _MB_PARAMS = (
     "n_clusters",

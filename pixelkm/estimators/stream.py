@@ -26,16 +26,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import _init
-from ._histogram import color_histogram, histogram_keys, pack_keys, rescaled_tol, unpack_keys, weighted_variance
-from ._init_scalable import Moments, default_coreset_size, lightweight_coreset, resolve_init
-from ._kmeans import _check_int, fit_batched
-from ._lloyd import centers_from, ordered_farthest, relocate_empty_clusters
-from ._result import AssignUpdateResult
-from ._strips import NpyWriter, image_layout, read_strips
-from ._validation import as_tensor, compute_dtype, resolve_generator
-from .backends import get_backend
-from .ops import run_assign_update
+from .._result import AssignUpdateResult
+from .._validation import as_tensor, compute_dtype, resolve_generator
+from ..backends import get_backend
+from ..engine import init as _init
+from ..engine.histogram import color_histogram, histogram_keys, pack_keys, rescaled_tol, unpack_keys, weighted_variance
+from ..engine.init_scalable import Moments, default_coreset_size, lightweight_coreset, resolve_init
+from ..engine.lloyd import centers_from, ordered_farthest, relocate_empty_clusters
+from ..io.strips import NpyWriter, image_layout, read_strips
+from ..ops import run_assign_update
+from .kmeans import _check_int, fit_batched
 
 _NP_TO_TORCH = {
     np.dtype(np.uint8): torch.uint8,
@@ -103,7 +103,7 @@ def _memmap_position(X: np.ndarray) -> tuple[str, int] | None:
 
 
 def _file_rows(path: str, offset: int, n: int, d: int, dtype: np.dtype, rows: int) -> Iterator[np.ndarray]:
-    from ._strips import _readinto_exact
+    from ..io.strips import _readinto_exact
 
     with open(path, "rb", buffering=0) as f:
         f.seek(offset)

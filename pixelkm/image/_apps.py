@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from .._kmeans import KMeans
 from .._validation import resolve_generator
+from ..estimators.kmeans import KMeans
 from ._clean import Outliers, find_outliers, outlier_weights
 from ._features import PixelFeatures, check_features, pixel_features
 from ._io import ImageError, LoadedImage, as_image, encoded_size, output, save_pil

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._sysinfo import available_memory
+from .._sysinfo import available_memory
 
 #: Pillow raw modes read directly: rawmode -> (channels, reverse channel order)
 _RAW_MODES = {"L": (1, False), "RGB": (3, False), "RGBA": (4, False), "BGR": (3, True)}
@@ -66,7 +66,7 @@ def _npy_layout(path: str) -> ImageLayout:
 
 
 def _pillow_layout(path: str, max_pixels: int | None, check: bool) -> ImageLayout:
-    from .image._io import _open_with_limit
+    from ..image._io import _open_with_limit
 
     with _open_with_limit(Path(path), None) as im:  # the header only: sizes are checked below
         w, h = im.size
@@ -95,7 +95,7 @@ def _check_decodable(path: str, fmt: str | None, w: int, h: int, channels: int, 
     """Refuse, before decoding, a compressed image that is above the pixel limit or larger than free memory."""
     from PIL import Image
 
-    from .image._io import _MAX_PIXELS_HINT, ImageTooLargeError
+    from ..image._io import _MAX_PIXELS_HINT, ImageTooLargeError
 
     hint = (
         "convert it to an uncompressed TIFF, binary PPM or .npy (for example `vips copy in.png out.tif`), "
@@ -185,7 +185,7 @@ def read_strips(
     h = layout.shape[0]
     row_elems = int(np.prod(layout.shape[1:]))
     if layout.tiles is None:
-        from .image._io import _open_with_limit
+        from ..image._io import _open_with_limit
 
         with _open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
             whole = np.asarray(im)

@@ -7,9 +7,9 @@ from typing import Any
 
 import torch
 
-from ._result import AssignUpdateResult
-from ._validation import as_tensor, check_data, check_sample_weight, compute_dtype
-from .backends import select_backend
+from .._result import AssignUpdateResult
+from .._validation import as_tensor, check_data, check_sample_weight, compute_dtype
+from ..backends import select_backend
 
 
 def prepare_batched(
