@@ -23,7 +23,7 @@ import torch
 from PIL import Image
 
 import pixelkm
-from pixelkm.estimators.kmeans import fit_batched, problem_rng
+from pixelkm.engine.batched import fit_batched, problem_rng
 
 IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 
@@ -50,9 +50,9 @@ def sync(device: torch.device) -> None:
 def iterations(X: torch.Tensor, k: int, seed: int, **kw) -> tuple[int, int]:
     """Lloyd iterations of the slowest problem and summed over the problems."""
     b = X.shape[0]
-    _, _, _, n_iter = fit_batched(
+    n_iter = fit_batched(
         X, None, n_clusters=k, init="k-means++", n_init=1, generator=problem_rng(seed, b), backend="auto", **kw
-    )
+    ).n_iter
     return int(n_iter.max()), int(n_iter.sum())
 
 

@@ -55,14 +55,14 @@ def build(path: Path, side: int) -> None:
 
 def read_rows(path: Path, rows: np.ndarray) -> np.ndarray:
     """Pixels (len(rows) * W, 3) of the given rows of a (H, W, 3) uint8 .npy, by file reads (no mmap)."""
-    from pixelkm.io.strips import _readinto_exact, image_layout
+    from pixelkm.io.strips import image_layout, readinto_exact
 
     tile = image_layout(path).tiles[0]
     out = np.empty((len(rows), tile.stride), np.uint8)
     with open(path, "rb") as f:
         for i, r in enumerate(rows):
             f.seek(tile.offset + int(r) * tile.stride)
-            _readinto_exact(f, out[i])
+            readinto_exact(f, out[i])
     return out.reshape(-1, 3)
 
 

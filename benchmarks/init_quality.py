@@ -22,9 +22,10 @@ IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
 def main() -> None:
     from PIL import Image
 
+    from pixelkm.engine.batched import lloyd_from
     from pixelkm.engine.init import kmeans_plusplus
     from pixelkm.engine.init_scalable import kmeans_parallel
-    from pixelkm.engine.lloyd import lloyd, mean_feature_variance
+    from pixelkm.engine.sources import mean_feature_variance
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--k", type=int, default=16)
@@ -47,7 +48,7 @@ def main() -> None:
                 else:
                     c, _ = kmeans_plusplus(X, args.k, None, g, torch.float32)
                 res[name][1].append(time.perf_counter() - t0)
-                res[name][0].append(float(lloyd(X, c, None, max_iter=300, tol=tol).inertia[0]))
+                res[name][0].append(float(lloyd_from(X, c, None, max_iter=300, tol=tol).inertia[0]))
         r = np.mean(res["k-means||"][0]) / np.mean(res["k-means++"][0])
         ratios.append(r)
         print(

@@ -23,17 +23,12 @@ class AssignUpdateResult:
         Per-cluster sum of the points (times their weight) nearest to it.
     counts : tensor of shape (b, k)
         Per-cluster number (or total weight) of the points nearest to it.
-    min_sq_upper, second_sq_lower : tensors of shape (b, n), or None (only when asked for, by internal callers)
-        An upper bound of each point's squared distance to its nearest center, and a lower bound of that to its
-        second-nearest.
     """
 
     labels: torch.Tensor | None
     min_sq_dist: torch.Tensor | None
     sums: torch.Tensor
     counts: torch.Tensor
-    min_sq_upper: torch.Tensor | None = None
-    second_sq_lower: torch.Tensor | None = None
 
     def squeeze_batch(self) -> AssignUpdateResult:
         """Drop a leading batch dimension of size 1 (used for 2-D inputs)."""
@@ -52,3 +47,18 @@ class AssignUpdateResult:
         if sample_weight is not None:
             d = d * sample_weight.to(torch.float64)
         return d.sum(-1)
+
+
+@dataclass
+class PassExtras:
+    """Backend-specific extras of one pass: asked for by internal callers, filled in by a backend that has them.
+
+    With ``bounds=True`` the torch backend sets ``min_sq_upper`` and ``second_sq_lower`` (shape (b, n)): an upper
+    bound of each point's squared distance to its nearest center and a lower bound of that to its second-nearest,
+    from the distance block itself (the rounding of the matmul accounted for), and returns ``sums`` and ``counts``
+    in their float64 accumulator. The bounds pass strategy of the engine needs these.
+    """
+
+    bounds: bool = False
+    min_sq_upper: torch.Tensor | None = None
+    second_sq_lower: torch.Tensor | None = None

@@ -188,6 +188,22 @@ def resolve_generator(random_state: Any, device: torch.device | None = None) -> 
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+def check_device(device: Any) -> torch.device:
+    """``device`` as a torch.device, with a clear error when it does not exist on this machine."""
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be e.g. 'cpu', 'cuda' or 'cuda:1'; got {device!r} ({e})") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} is not available: this torch has no usable CUDA GPU")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} is not available: {torch.cuda.device_count()} CUDA GPU(s) found")
+    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+        raise ValueError(f"device {device!r} is not available on this machine")
+    return dev
+
+
 def to_output(t: torch.Tensor, as_tensor_out: bool) -> Any:
     """Return ``t`` as given (tensor in, tensor out) or as a NumPy array (NumPy in, NumPy out)."""
     if as_tensor_out:

@@ -334,10 +334,10 @@ def cmd_demo(a: argparse.Namespace) -> None:
             written.append((paths[key], "plot"))
 
     steps = [quantize, segment, palette, background, choose_k] + ([figures] if have_plots else [])
-    from .image._apps import _progress
+    from .io.progress import track
 
     t0 = time.perf_counter()
-    for step in _progress(steps, True, "demo"):
+    for step in track(steps, True, "demo"):
         step()
     _say(a, f"pixelkm demo on {src} ({img.pixels.shape[1]}x{img.pixels.shape[0]}), {time.perf_counter() - t0:.1f} s:")
     for path, what in written:

@@ -17,61 +17,21 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
 from ._validation import as_tensor, check_data, compute_dtype, resolve_generator, to_output
 from .engine import init as _init
-from .engine.lloyd import lloyd, mean_feature_variance
-from .estimators.kmeans import _check_params, initial_centers
+from .engine.batched import fit_batched, initial_centers
+from .engine.comm import DistComm
+from .estimators.kmeans import _check_params
 
 __all__ = ["kmeans"]
 
 
-class _Comm:
-    """What the Lloyd loop needs from the process group; collectives only, no host synchronization."""
+def _require_process_group(what: str) -> None:
+    import torch.distributed as dist  # imported here: ``import pixelkm`` does not load torch.distributed
 
-    def __init__(self, group: Any, offset: int, n_total: int) -> None:
-        self.group = group
-        self.offset = offset
-        self.n_total = n_total
-        self.world = dist.get_world_size(group)
-
-    def sum_(self, t: torch.Tensor) -> None:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM, group=self.group)
-
-    def all(self, flags: torch.Tensor) -> torch.Tensor:
-        t = flags.to(torch.int32)
-        dist.all_reduce(t, op=dist.ReduceOp.MIN, group=self.group)
-        return t.bool()
-
-    def all_gather(self, t: torch.Tensor) -> list[torch.Tensor]:
-        out = [torch.empty_like(t) for _ in range(self.world)]
-        dist.all_gather(out, t.contiguous(), group=self.group)
-        return out
-
-    def merge_farthest(self, vals: torch.Tensor, far: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The global first K of every rank's first K candidates, in the order (distance desc, global index asc)."""
-        v = torch.cat(self.all_gather(vals), 1)
-        i = torch.cat(self.all_gather(far), 1)
-        order = torch.argsort(i, dim=1)
-        v, i = v.gather(1, order), i.gather(1, order)
-        order = torch.argsort(v, dim=1, descending=True, stable=True)[:, :K]
-        return v.gather(1, order), i.gather(1, order)
-
-
-def _agree(error: Exception | None, group: Any, device: torch.device) -> None:
-    """Raise on every rank when a check failed on any rank (instead of leaving the others in a collective)."""
-    failed = torch.tensor([0 if error is None else 1], dtype=torch.int32, device=device)
-    dist.all_reduce(failed, op=dist.ReduceOp.MAX, group=group)
-    if error is not None:
-        raise error
-    if int(failed.item()):
-        raise RuntimeError("pixelkm.distributed.kmeans: the input check failed on another rank (see its error)")
-
-
-def _src(group: Any) -> int:
-    """The global rank of the group's rank 0."""
-    return 0 if group is None else dist.get_global_rank(group, 0)
+    if not (dist.is_available() and dist.is_initialized()):
+        raise RuntimeError(f"pixelkm.distributed.{what} needs torch.distributed.init_process_group() first")
 
 
 def kmeans(
@@ -80,6 +40,7 @@ def kmeans(
     *,
     sample_weight: Any = None,
     init: Any = "k-means++",
+    n_init: int | str = 1,
     max_iter: int = 300,
     tol: float = 1e-4,
     random_state: Any = None,
@@ -95,8 +56,9 @@ def kmeans(
     ----------
     X : array-like or tensor of shape (n_local_samples, n_features)
         This rank's rows (at least one), on the device the process group communicates on (CUDA for NCCL).
-    n_clusters, init, max_iter, tol, spherical, backend
-        As in :func:`pixelkm.kmeans`; an explicit ``init`` is taken from rank 0.
+    n_clusters, init, n_init, max_iter, tol, spherical, backend
+        As in :func:`pixelkm.kmeans`; an explicit ``init`` is taken from rank 0. Each of the ``n_init`` runs
+        draws its own initialization; every rank keeps the run of lowest total inertia.
     sample_weight : array-like or tensor of shape (n_local_samples,), optional
     random_state : None, int or torch.Generator
         Seed of the initialization, read on rank 0 (each rank's sample draws from rank 0's seed plus one plus
@@ -118,12 +80,11 @@ def kmeans(
     labels : (n_local_samples,) int64, this rank's labels
     inertia : float, over all ranks
     """
-    if not (dist.is_available() and dist.is_initialized()):
-        raise RuntimeError("pixelkm.distributed.kmeans needs torch.distributed.init_process_group() first")
+    _require_process_group("kmeans")
     Xt, was_tensor = as_tensor(X, "X")
     dev = Xt.device
-    rank = dist.get_rank(group)
     cdt = compute_dtype(Xt.dtype)
+    comm = DistComm(group)
     error, w = None, None
     try:
         check_data(Xt, "X", ndims=(2,), finite=not fixed_iterations)
@@ -135,40 +96,44 @@ def kmeans(
                 raise ValueError("sample_weight must be finite and non-negative")
     except (ValueError, TypeError) as exc:
         error = exc
-    _agree(error, group, dev)
+    comm.agree(error, dev, "pixelkm.distributed.kmeans")
 
-    sizes = torch.cat(_Comm(group, 0, 0).all_gather(torch.tensor([Xt.shape[0], Xt.shape[1]], device=dev)))
+    sizes = torch.cat(comm.all_gather(torch.tensor([Xt.shape[0], Xt.shape[1]], device=dev)))
     sizes = sizes.view(-1, 2).tolist()  # once, before the loop
     if len({s[1] for s in sizes}) != 1:
         raise ValueError(f"every rank must hold the same number of features; got {[s[1] for s in sizes]}")
     n_local = [s[0] for s in sizes]
-    offset, n_total = sum(n_local[:rank]), sum(n_local)
-    p = _check_params(
-        {"n_clusters": n_clusters, "init": init, "n_init": 1, "max_iter": max_iter, "tol": tol, "backend": backend},
-        n_total,
-    )
-    comm = _Comm(group, offset, n_total)
+    comm.offset, comm.n_total = sum(n_local[: comm.rank]), sum(n_local)
+    params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": tol}
+    p = _check_params({**params, "backend": backend}, comm.n_total)
 
-    Xb = Xt.unsqueeze(0)
-    if spherical:
-        Xb = torch.nn.functional.normalize(Xb.to(cdt), dim=-1)
-    wb = None if w is None else w.unsqueeze(0)
-    if not isinstance(p["init"], str):
-        centers = initial_centers(Xb, None, p["n_clusters"], p["init"], None, spherical, finite=not fixed_iterations)
-    else:
-        centers = _sampled_init(Xb, wb, p["n_clusters"], p["init"], random_state, init_sample_size, n_local, comm)
-    dist.broadcast(centers, src=_src(group), group=group)
-    abs_tol = mean_feature_variance(Xb, comm=comm) * p["tol"]
-    res = lloyd(
-        Xb,
-        centers,
-        wb,
+    gen = resolve_generator(random_state) if isinstance(p["init"], str) else None
+
+    def initial(Xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor:  # (unit rows when spherical)
+        if isinstance(p["init"], str):
+            centers = _sampled_init(Xb, wb, p["n_clusters"], p["init"], gen, init_sample_size, n_local, comm)
+        else:
+            centers = initial_centers(
+                Xb, None, p["n_clusters"], p["init"], None, spherical, finite=not fixed_iterations
+            )
+        comm.broadcast_(centers)
+        return centers
+
+    res = fit_batched(
+        Xt.unsqueeze(0),
+        None if w is None else w.unsqueeze(0),
+        n_clusters=p["n_clusters"],
+        init=p["init"],
+        n_init=p["n_init"],
         max_iter=p["max_iter"],
-        tol=abs_tol,
-        spherical=spherical,
-        sync=not fixed_iterations,
-        comm=comm,
+        tol=p["tol"],
+        generator=None,
         backend=p["backend"],
+        spherical=bool(spherical),
+        sync=not fixed_iterations,
+        algorithm="lloyd",
+        comm=comm,
+        initial=initial,
     )
     inertia = res.inertia[0] if fixed_iterations else float(res.inertia[0])
     return to_output(res.centers[0], was_tensor), to_output(res.labels[0], was_tensor), inertia
@@ -179,19 +144,18 @@ def _sampled_init(
     w: torch.Tensor | None,
     n_clusters: int,
     init: str,
-    random_state: Any,
+    gen: torch.Generator,
     sample_size: int | None,
     n_local: list[int],
-    comm: _Comm,
+    comm: DistComm,
 ) -> torch.Tensor:
     """k-means++ or random init on rank 0 over rows gathered from every rank: centers (1, k, d) on every rank
     (valid on rank 0, to be broadcast)."""
-    group, dev = comm.group, X.device
-    rank = dist.get_rank(group)
+    dist, group, dev = comm.dist, comm.group, X.device
+    rank = comm.rank
     _, n, d = X.shape
-    gen = resolve_generator(random_state)
     seed = torch.tensor([gen.initial_seed() % 2**63], dtype=torch.int64, device=dev)
-    dist.broadcast(seed, src=_src(group), group=group)
+    comm.broadcast_(seed)
     size = sample_size or max(1 << 16, 64 * n_clusters)
     if comm.n_total <= size:
         take = torch.arange(n, device=dev)
@@ -212,8 +176,8 @@ def _sampled_init(
         all_weights = [torch.empty_like(weights) for _ in range(comm.world)]
     else:
         all_rows = all_weights = None
-    dist.gather(rows, all_rows, dst=_src(group), group=group)
-    dist.gather(weights, all_weights, dst=_src(group), group=group)
+    dist.gather(rows, all_rows, dst=comm.src, group=group)
+    dist.gather(weights, all_weights, dst=comm.src, group=group)
     if rank != 0:
         return torch.empty(1, n_clusters, d, dtype=compute_dtype(X.dtype), device=dev)
     sample = torch.cat([r[:c] for r, c in zip(all_rows, counts)]).unsqueeze(0)

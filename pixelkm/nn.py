@@ -20,7 +20,8 @@ from ._validation import (
     not_fitted_error,
     resolve_generator,
 )
-from .estimators.kmeans import _check_params, fit_batched
+from .engine.batched import fit_batched
+from .estimators.kmeans import _check_params
 
 #: elements of one (rows, k) distance block in eager mode (64 MiB of float32)
 _BLOCK_ELEMENTS = 1 << 24
@@ -179,7 +180,7 @@ class KMeans(torch.nn.Module):
             w = check_sample_weight(sample_weight, (Xt.shape[0],), cdt, Xt.device)
         # an explicit init draws nothing, so it does not draw a seed from torch's global generator either
         gen = resolve_generator(self.random_state) if isinstance(p["init"], str) else torch.Generator()
-        centers, labels, inertia, n_iter = fit_batched(
+        res = fit_batched(
             Xt.unsqueeze(0),
             None if w is None else w.unsqueeze(0),
             generator=gen,
@@ -187,10 +188,10 @@ class KMeans(torch.nn.Module):
             sync=not self.fixed_iterations,
             **p,
         )
-        self._set_centers(centers[0])
-        self.labels_ = labels[0]
-        self.inertia_ = inertia[0]
-        self.n_iter_ = n_iter[0]
+        self._set_centers(res.centers[0])
+        self.labels_ = res.labels[0]
+        self.inertia_ = res.inertia[0]
+        self.n_iter_ = res.n_iter[0]
         return self
 
     def _set_centers(self, centers: torch.Tensor) -> None:

@@ -9,8 +9,9 @@ from conftest import make_blobs
 from sklearn.cluster import KMeans as SKKMeans
 
 import pixelkm
-from pixelkm.engine import lloyd as _lloyd
-from pixelkm.engine.lloyd import ordered_farthest
+from pixelkm.engine import sources as _sources
+from pixelkm.engine.batched import lloyd_from
+from pixelkm.engine.relocate import ordered_farthest, relocate_empty_clusters
 
 
 def stack_blobs(b, n, d, k, seed):
@@ -86,7 +87,7 @@ def test_several_empty_clusters_with_ties_take_far_points_in_order():
     X = np.array([[[0.0], [0.0], [4.0], [4.0], [4.0], [4.0], [1.0]]])
     init = np.array([[[0.0], [100.0], [200.0], [300.0]]])
     res = pixelkm.assign_update(X[0], init[0])
-    res = _lloyd.relocate_empty_clusters(
+    res = relocate_empty_clusters(
         pixelkm.AssignUpdateResult(res.labels[None], res.min_sq_dist[None], res.sums[None], res.counts[None]),
         torch.from_numpy(X),
         None,
@@ -180,22 +181,22 @@ def test_fixed_iteration_loop_has_no_host_sync_and_equals_the_default_loop(monke
     w = mask.double()
     init = X[:, :6].clone()
     init[0, 5] = 1e4  # an empty cluster in problem 0 at the first step
-    tol = _lloyd.mean_feature_variance(X, mask) * 1e-4
-    ref = _lloyd.lloyd(X, init, w, max_iter=40, tol=tol, mask=mask)
+    tol = _sources.mean_feature_variance(X, mask) * 1e-4
+    ref = lloyd_from(X, init, w, max_iter=40, tol=tol, mask=mask)
     assert int(ref.n_iter.max()) < 40  # so the sync-free loop runs past convergence
     # The backend's pass is audited apart (it is not this module's code); everything else in the loop must not sync.
-    real = _lloyd.run_assign_update
+    real = _sources.run_assign_update
 
     def backend_pass(*args, **kwargs):
         with torch.utils._python_dispatch._disable_current_modes():
             return real(*args, **kwargs)
 
-    monkeypatch.setattr(_lloyd, "run_assign_update", backend_pass)
+    monkeypatch.setattr(_sources, "run_assign_update", backend_pass)
     with SyncAudit() as audit:
-        fixed = _lloyd.lloyd(X, init, w, max_iter=40, tol=tol, mask=mask, sync=False)
+        fixed = lloyd_from(X, init, w, max_iter=40, tol=tol, mask=mask, sync=False)
     assert audit.seen == []
     with SyncAudit() as audit:  # the audit does see a sync where there is one
-        _lloyd.lloyd(X, init, w, max_iter=2, tol=tol, mask=mask, sync=True)
+        lloyd_from(X, init, w, max_iter=2, tol=tol, mask=mask, sync=True)
     assert "_local_scalar_dense" in audit.seen
     assert torch.equal(fixed.labels, ref.labels)
     assert torch.equal(fixed.centers, ref.centers)
@@ -208,9 +209,9 @@ def test_fixed_iteration_loop_does_not_sync_on_cuda():
     X = torch.from_numpy(stack_blobs(4, 2000, 3, 8, seed=70)).float().cuda()
     init = X[:, :8].clone()
     tol = torch.zeros(4, dtype=torch.float64, device="cuda")
-    _lloyd.lloyd(X, init, None, max_iter=2, tol=tol, sync=False)  # warm-up: lazy CUDA initializations
+    lloyd_from(X, init, None, max_iter=2, tol=tol, sync=False)  # warm-up: lazy CUDA initializations
     torch.cuda.set_sync_debug_mode("error")
     try:
-        _lloyd.lloyd(X, init, None, max_iter=5, tol=tol, sync=False)  # the backend "auto" picks
+        lloyd_from(X, init, None, max_iter=5, tol=tol, sync=False)  # the backend "auto" picks
     finally:
         torch.cuda.set_sync_debug_mode("default")

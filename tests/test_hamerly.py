@@ -10,7 +10,7 @@ from sklearn.cluster import KMeans as SKKMeans
 
 import pixelkm
 from pixelkm.engine import bounds as _hamerly
-from pixelkm.estimators.kmeans import same_clustering
+from pixelkm.engine.lloyd import same_clustering
 
 
 def fit(X, k, algorithm, sample_weight=None, **kw):
@@ -78,13 +78,13 @@ def test_fallback_to_full_passes_and_auto(monkeypatch):
     X = make_blobs(6000, 3, 10, seed=8, spread=3.0).astype(np.float32)
     init = X[:10]
     assert_same_fit(fit(X, 10, "hamerly", init=init, tol=0), fit(X, 10, "lloyd", init=init, tol=0), rtol=1e-5)
-    calls, real = [], _hamerly.hamerly
+    calls, real = [], _hamerly.TorchBounds
 
     def spy(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_hamerly, "hamerly", spy)
+    monkeypatch.setattr(_hamerly, "TorchBounds", spy)
     monkeypatch.setattr(_hamerly, "MIN_ROWS", 5000)
     fit(X, 10, "auto", init=init)
     fit(X[:4000], 10, "auto", init=init)

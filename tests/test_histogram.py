@@ -9,7 +9,7 @@ import torch
 import pixelkm
 from pixelkm.engine import histogram as _histogram
 from pixelkm.engine.histogram import color_histogram, reduce_colors
-from pixelkm.engine.lloyd import mean_feature_variance
+from pixelkm.engine.sources import mean_feature_variance
 
 
 @pytest.mark.parametrize("d", [1, 2, 3, 4])

@@ -7,13 +7,14 @@ import pytest
 import torch
 from conftest import make_blobs
 
+from pixelkm.engine.batched import lloyd_from
 from pixelkm.engine.init import kmeans_plusplus
 from pixelkm.engine.init_scalable import _tensor_chunks, kmeans_parallel, lightweight_coreset
-from pixelkm.engine.lloyd import lloyd, mean_feature_variance
+from pixelkm.engine.sources import mean_feature_variance
 
 
 def converged_inertia(X: torch.Tensor, centers: torch.Tensor) -> float:
-    return float(lloyd(X, centers, None, max_iter=300, tol=mean_feature_variance(X) * 1e-4).inertia[0])
+    return float(lloyd_from(X, centers, None, max_iter=300, tol=mean_feature_variance(X) * 1e-4).inertia[0])
 
 
 def quality_ratio(X: np.ndarray, k: int, seeds: range, **kw) -> float:

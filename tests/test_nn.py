@@ -12,7 +12,7 @@ from test_batched import SyncAudit
 
 import pixelkm
 import pixelkm.nn
-from pixelkm.engine import lloyd as _lloyd
+from pixelkm.engine import sources as _sources
 
 
 @pytest.fixture(scope="module")
@@ -86,13 +86,13 @@ def test_refit_overwrites_the_buffer_in_place_and_warm_starts(data):
 def test_fixed_iterations_fit_has_no_host_sync_and_equals_the_default(data, monkeypatch):
     ref = pixelkm.nn.KMeans(6, random_state=4, max_iter=60).fit(data)
     assert int(ref.n_iter_) < 60
-    real = _lloyd.run_assign_update
+    real = _sources.run_assign_update
 
     def backend_pass(*args, **kwargs):  # the backend is audited apart: not this module's code
         with torch.utils._python_dispatch._disable_current_modes():
             return real(*args, **kwargs)
 
-    monkeypatch.setattr(_lloyd, "run_assign_update", backend_pass)
+    monkeypatch.setattr(_sources, "run_assign_update", backend_pass)
     km = pixelkm.nn.KMeans(6, random_state=4, max_iter=60, fixed_iterations=True)
     w = torch.ones(len(data))
     with SyncAudit() as audit:  # the whole fit: k-means++, tolerance, Lloyd loop, best-of selection

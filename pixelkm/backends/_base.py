@@ -2,9 +2,30 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
 import torch
 
 from .._result import AssignUpdateResult
+
+if TYPE_CHECKING:
+    from .._result import PassExtras
+
+
+class Bounds(Protocol):
+    """The state of a bounded pass strategy over one problem (see ``pixelkm.engine.bounds``)."""
+
+    def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Assign every point to its nearest center of ``centers`` (k, d) (compute dtype), exactly as a full pass
+        would (lowest index on ties), using and updating the bounds; returns (labels (n,) integer tensor, sums
+        (k, d) float64, counts (k,) float64, n_changed: labels changed since the previous step; n for the first).
+        The state remembers the previous centers itself to compute their drifts."""
+        ...
+
+    def invalidate(self) -> None:
+        """Sums/counts or labels were changed from outside (empty-cluster relocation): the next step is a full
+        pass."""
+        ...
 
 
 class Backend:
@@ -55,6 +76,7 @@ class Backend:
         chunk_size: int | None = None,
         deterministic: bool | None = None,
         cache: dict | None = None,
+        extras: PassExtras | None = None,
     ) -> AssignUpdateResult:
         """The fused pass. ``deterministic=True`` asks for bit-identical results run after run; None means
         the backend's default (deterministic when ``torch.are_deterministic_algorithms_enabled()``).
@@ -63,8 +85,15 @@ class Backend:
         it); None means the same as ``compute_labels``. ``cache`` is a dict private to one fit over the same X,
         where a backend may keep what it prepared in one pass for the next (or ignore it); what it keeps there
         must have a method ``select(keep, X, sample_weight)`` giving the same for the problems ``keep`` only,
-        when the fit goes on with those (held in a new ``X``)."""
+        when the fit goes on with those (held in a new ``X``). ``extras`` asks for backend-specific outputs (see
+        :class:`~pixelkm._result.PassExtras`); it is passed only when not None, and a backend without any ignores
+        it."""
         raise NotImplementedError
+
+    def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int) -> Bounds | None:
+        """A bounded-pass state for ONE problem: X (n, d) in its own dtype, sample_weight (n,) in the compute dtype
+        or None. None when this backend has no bounded pass for these inputs (the engine then uses its torch one)."""
+        return None
 
     def __repr__(self) -> str:
         return f"<pixelkm backend {self.name!r}>"

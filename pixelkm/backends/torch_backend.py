@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from .._result import AssignUpdateResult
+from .._result import AssignUpdateResult, PassExtras
 from .._sysinfo import available_memory
 from .._validation import SUPPORTED_DTYPES
 from ._base import Backend
@@ -153,12 +153,12 @@ class TorchBackend(Backend):
         chunk_size: int | None = None,
         deterministic: bool | None = None,
         cache: dict | None = None,
-        compute_second: bool = False,
+        extras: PassExtras | None = None,
     ) -> AssignUpdateResult:
-        """See :meth:`Backend.assign_update`. ``compute_second`` also gives, per point, ``min_sq_upper`` and
-        ``second_sq_lower``: an upper bound of the squared distance to its nearest center and a lower bound of that
-        to its second-nearest, from the distance block itself (the rounding of the matmul accounted for); ``sums``
-        and ``counts`` then stay in their float64 accumulator. The bounds-based Lloyd loop needs these."""
+        """See :meth:`Backend.assign_update`. ``extras.bounds`` also gives, per point, ``extras.min_sq_upper`` and
+        ``extras.second_sq_lower`` (see :class:`~pixelkm._result.PassExtras`); ``sums`` and ``counts`` then stay in
+        their float64 accumulator. The bounds pass strategy of the engine needs these."""
+        compute_second = extras is not None and extras.bounds
         # On the CPU every step is sequential or owned by one thread per output, so deterministic. On CUDA,
         # index_add_ adds in float64 with atomics: exact (so bit-identical) for integer data such as pixels, and
         # within float64 rounding otherwise; torch.use_deterministic_algorithms(True) makes it deterministic.
@@ -259,8 +259,9 @@ class TorchBackend(Backend):
                 sums.index_add_(0, flat, src.permute(1, 2, 0).reshape(b * r, d))
                 counts.index_add_(0, flat, torch.ones_like(flat, dtype=acc) if wc is None else wc)
         sums = sums_t.permute(1, 2, 0) if cpu else sums.view(b, k, d)
-        if compute_second:  # for the bounds-based loop, which updates them point by point
-            return AssignUpdateResult(labels, min_sq, sums, counts.view(b, k), upper, second)
+        if compute_second:  # for the bounds pass strategy, which updates them point by point
+            extras.min_sq_upper, extras.second_sq_lower = upper, second
+            return AssignUpdateResult(labels, min_sq, sums, counts.view(b, k))
         return AssignUpdateResult(labels, min_sq, sums.to(cdt), counts.view(b, k).to(cdt))
 
     def _prepare(self, X, centers, sample_weight, rows, cache):

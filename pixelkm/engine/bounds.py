@@ -1,4 +1,4 @@
-"""Hamerly's bounds-based Lloyd loop: Lloyd's iterates with most distance computations skipped.
+"""The bounds pass strategy (Hamerly's): the assignments of full passes with most distance computations skipped.
 
 Each point keeps an upper bound ``u`` on the distance to its own center and a lower bound ``l`` on the distance to
 every other center (G. Hamerly, "Making k-means even faster", SDM 2010). After the centers move by ``delta``, ``u``
@@ -9,7 +9,7 @@ cluster and costs a few vector operations. Only the others get their distances r
 through the backend's pass. Sums and counts are updated by the points that changed cluster only, in float64
 (exact for integer data such as pixels and counts, so the centers are those of Lloyd's full passes).
 
-The loop runs full passes while many points move (more than :data:`ENTER_FRACTION` of them), since a bounded step
+A state runs full passes while many points move (more than :data:`ENTER_FRACTION` of them), since a bounded step
 would then recompute most of them at a higher cost per point; a full pass also sets every point's bounds, and a
 step whose bounds leave more than :data:`FULL_PASS_FRACTION` of the points unsettled is a full pass instead.
 
@@ -22,11 +22,10 @@ from __future__ import annotations
 
 import torch
 
-from .._result import AssignUpdateResult
+from .._result import PassExtras
 from .._sysinfo import available_memory
-from ..backends import get_backend
+from ..backends import select_backend
 from ..ops import run_assign_update
-from .lloyd import LloydResult, _inertia, centers_from, relocate_empty_clusters
 
 #: the fewest rows for which ``algorithm="auto"`` takes the bounds (below, full passes cost next to nothing)
 MIN_ROWS = 1 << 14
@@ -71,117 +70,182 @@ def _own_distance(x: torch.Tensor, rows: torch.Tensor, centers: torch.Tensor, la
     return total.sqrt_()
 
 
-def hamerly(
-    X: torch.Tensor,
-    centers: torch.Tensor,
-    sample_weight: torch.Tensor | None,
-    *,
-    max_iter: int,
-    tol: torch.Tensor,
-    backend: str = "auto",
-    chunk_size: int | None = None,
-) -> LloydResult:
-    """Lloyd iterations of one problem X (1, n, d) from centers (1, k, d) with bounds; see :func:`pixelkm._lloyd.lloyd`
-    for the arguments and the result (the final labels and inertia come from one full pass, as there).
+class TorchBounds:
+    """Hamerly's bounds over one problem X (n, d), on the torch backend's passes (see
+    :class:`pixelkm.backends.Bounds` for the protocol).
 
     The bounds are stored relative to running totals so that a step touches each point with two gathers and a
     few vector operations: ``drift[j]`` is the summed move of center j and ``spread`` the summed largest move;
     a point's upper bound is ``up[i] + drift[label]`` and its lower bound ``low[i] - spread``.
     """
-    be = get_backend("torch")
-    x = X[0]
-    dev = x.device
-    n, k = x.shape[0], centers.shape[1]
-    cdt = centers.dtype
-    w = None if sample_weight is None else sample_weight[0].double()
-    cache: dict = {}
-    bounded = False  # plain full passes until few points change cluster, then bounds
-    moved_frac = 1.0  # the fraction of the points that changed cluster in the last full pass
-    enter = ENTER_FRACTION
-    labels = up = low = sums = counts = sep = None
-    drift = torch.zeros(k, dtype=torch.float64, device=dev)
-    upper, bound = torch.empty(n, dtype=torch.float64, device=dev), torch.empty(n, dtype=torch.float64, device=dev)
-    over = torch.empty(n, dtype=torch.bool, device=dev)
-    spread = 0.0
-    n_iter = 0
-    for _ in range(max_iter):
-        same = stepped = False
-        if bounded:
-            torch.add(up, drift.index_select(0, labels), out=upper)
-            torch.maximum(torch.sub(low, spread, out=bound), sep.index_select(0, labels), out=bound)
-            cand = torch.nonzero(torch.gt(upper, bound, out=over)).squeeze(1)
+
+    def __init__(
+        self,
+        X: torch.Tensor,
+        sample_weight: torch.Tensor | None,
+        n_clusters: int,
+        *,
+        chunk_size: int | None = None,
+        cache: dict | None = None,
+    ) -> None:
+        n = X.shape[0]
+        dev = X.device
+        self.x, self.X = X, X.unsqueeze(0)
+        self.sw = None if sample_weight is None else sample_weight.unsqueeze(0)
+        self.w = None if sample_weight is None else sample_weight.double()
+        self.chunk_size = chunk_size
+        self.cache = {} if cache is None else cache
+        self.bounded = False  # plain full passes until few points change cluster, then bounds
+        self.moved_frac = 1.0  # the fraction of the points that changed cluster in the last full pass
+        self.enter = ENTER_FRACTION
+        self.labels = self.up = self.low = self.sums = self.counts = self.sep = None
+        self.drift = torch.zeros(n_clusters, dtype=torch.float64, device=dev)
+        self.upper = torch.empty(n, dtype=torch.float64, device=dev)
+        self.bound = torch.empty(n, dtype=torch.float64, device=dev)
+        self.over = torch.empty(n, dtype=torch.bool, device=dev)
+        self.spread = 0.0
+        self.previous = None
+
+    def invalidate(self) -> None:
+        self.bounded = False
+        self.moved_frac = 1.0
+
+    def _pass(self, X, centers, sample_weight, extras, cache=None):
+        return run_assign_update(
+            X,
+            centers,
+            sample_weight,
+            backend="torch",
+            compute_distances=False,
+            chunk_size=self.chunk_size,
+            cache=cache,
+            extras=extras,
+        )
+
+    def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        x, n = self.x, self.x.shape[0]
+        if self.previous is not None:  # the drifts of the centers since the last step
+            delta = (centers - self.previous).double().square().sum(1).sqrt()
+            self.drift += delta
+            self.spread += float(delta.max())
+        self.previous = centers
+        self.sep = _separation(centers)
+        C = centers.unsqueeze(0)
+        drift, spread = self.drift, self.spread
+        n_changed = n
+        stepped = False
+        if self.bounded:
+            labels, up, low = self.labels, self.up, self.low
+            torch.add(up, drift.index_select(0, labels), out=self.upper)
+            torch.maximum(torch.sub(low, spread, out=self.bound), self.sep.index_select(0, labels), out=self.bound)
+            cand = torch.nonzero(torch.gt(self.upper, self.bound, out=self.over)).squeeze(1)
             # a candidate costs a few times what a point of a full pass does: with many, a full pass is cheaper,
             # and the bounds wait for the passes to settle further
-            bounded = cand.numel() <= FULL_PASS_FRACTION * n
-            enter = enter if bounded else enter / 2
-        if bounded:
+            self.bounded = cand.numel() <= FULL_PASS_FRACTION * n
+            self.enter = self.enter if self.bounded else self.enter / 2
+        if self.bounded:
             stepped = True
+            sums, counts = self.sums, self.counts
             changed = 0
-            if cand.numel() and k >= TIGHTEN_K:  # first the distance to their own center: it settles most of them
-                lab_c = labels[cand]
-                own = _own_distance(x, cand, centers[0], lab_c)
+            if cand.numel() and centers.shape[0] >= TIGHTEN_K:  # first the distance to their own center: it
+                lab_c = labels[cand]  # settles most of them
+                own = _own_distance(x, cand, centers, lab_c)
                 up[cand] = own - drift.index_select(0, lab_c)
-                cand = cand[own > bound[cand]]
+                cand = cand[own > self.bound[cand]]
             if cand.numel():  # then the distances to every center, for those left
                 xc = x.index_select(0, cand)
-                sub = be.assign_update(
-                    xc.unsqueeze(0), centers, None, compute_distances=False, compute_second=True, chunk_size=chunk_size
-                )
+                extras = PassExtras(bounds=True)
+                sub = self._pass(xc.unsqueeze(0), C, None, extras)
                 new = sub.labels[0]
-                up[cand] = sub.min_sq_upper[0].double().sqrt_() - drift.index_select(0, new)
-                low[cand] = sub.second_sq_lower[0].double().sqrt_().add_(spread)
+                up[cand] = extras.min_sq_upper[0].double().sqrt_() - drift.index_select(0, new)
+                low[cand] = extras.second_sq_lower[0].double().sqrt_().add_(spread)
                 old = labels[cand]
                 moved = new != old
                 changed = int(moved.sum())
                 if changed:
+                    w = self.w
                     pts, old, new = cand[moved], old[moved], new[moved]
                     wx = xc[moved].double() if w is None else xc[moved].double() * w[pts].unsqueeze(1)
                     wc = torch.ones_like(pts, dtype=torch.float64) if w is None else w[pts]
                     sums.index_add_(0, old, wx, alpha=-1).index_add_(0, new, wx)
                     counts.index_add_(0, old, wc, alpha=-1).index_add_(0, new, wc)
                     labels[pts] = new
-            same = changed == 0
-            bounded = not bool((counts <= 0).any())  # an empty cluster: a full pass gives the distances to refill it
-        if not bounded:
-            # a full pass; it also sets every point's bounds once the last one moved few points (a step with bounds
-            # would then leave most points settled)
-            want = labels is not None and moved_frac <= enter
-            res = be.assign_update(
-                X,
-                centers,
-                sample_weight,
-                compute_distances=False,
-                compute_second=want,
-                chunk_size=chunk_size,
-                cache=cache,
-            )
-            if labels is not None:
-                moved_frac = int((res.labels[0] != labels).sum()) / n
-                if not stepped:  # (after a step that emptied a cluster, labels did change: same stays False)
-                    same = moved_frac == 0
-            if bool((res.counts <= 0).any()):  # refill from the farthest points; their move is in the sums, not
-                # in the labels: the next pass is a full one
-                res = be.assign_update(X, centers, sample_weight, chunk_size=chunk_size, cache=cache)
-                res = relocate_empty_clusters(res, X, sample_weight)
-                want, moved_frac = False, 1.0
-            labels = res.labels[0].clone() if want else res.labels[0]
-            sums, counts = res.sums[0], res.counts[0]
+            n_changed = changed
+        else:
+            # a full pass; it also sets every point's bounds once the last one moved few points (a step with
+            # bounds would then leave most points settled)
+            want = self.labels is not None and self.moved_frac <= self.enter
+            extras = PassExtras(bounds=True) if want else None
+            res = self._pass(self.X, C, self.sw, extras, self.cache)
+            if self.labels is not None:
+                n_moved = int((res.labels[0] != self.labels).sum())
+                self.moved_frac = n_moved / n
+                if not stepped:
+                    n_changed = n_moved
+            self.labels = res.labels[0].clone() if want else res.labels[0]
+            self.sums, self.counts = res.sums[0].double(), res.counts[0].double()
             if want:
-                up = res.min_sq_upper[0].double().sqrt_() - drift.index_select(0, labels)
-                low = res.second_sq_lower[0].double().sqrt_().add_(spread)
-                bounded = True
-        # the centers exactly as a full pass gives them: its sums and counts rounded to the compute dtype
-        step = AssignUpdateResult(None, None, sums.to(cdt).unsqueeze(0), counts.to(cdt).unsqueeze(0))
-        new_centers = centers_from(step, centers)
-        moves = (new_centers[0] - centers[0]).double().square().sum(1)
-        n_iter += 1
-        centers = new_centers
-        delta = moves.sqrt()
-        drift += delta
-        spread += float(delta.max())
-        sep = _separation(centers[0])
-        if same or moves.sum() <= tol[0]:
-            break
-    final = run_assign_update(X, centers, sample_weight, backend=backend, chunk_size=chunk_size)
-    n_iters = torch.full((1,), n_iter, dtype=torch.int64, device=dev)
-    return LloydResult(centers, final.labels, _inertia(final, sample_weight, False, None), n_iters)
+                self.up = extras.min_sq_upper[0].double().sqrt_() - drift.index_select(0, self.labels)
+                self.low = extras.second_sq_lower[0].double().sqrt_().add_(spread)
+                self.bounded = True
+        return self.labels, self.sums, self.counts, n_changed
+
+
+#: values of ``algorithm=``
+ALGORITHMS = ("auto", "lloyd", "hamerly")
+
+
+def bounded_state(
+    algorithm: str,
+    X: torch.Tensor,
+    sample_weight: torch.Tensor | None,
+    centers: torch.Tensor,
+    *,
+    backend: str = "auto",
+    chunk_size: int | None = None,
+    cache: dict | None = None,
+    batched_or_masked: bool = False,
+    spherical: bool = False,
+    sync: bool = True,
+    distributed: bool = False,
+    verbose: bool = False,
+):
+    """The bounded pass state of a fit of X (1, n, d) from centers (1, k, d), or None for full passes.
+
+    "hamerly" asks for the bounds (an error where they cannot run), "auto" takes them where they can run and pay
+    (on the CPU from :data:`MIN_ROWS` rows, while they fit in :func:`memory_budget`), "lloyd" never. The backend's
+    own bounded pass (:meth:`pixelkm.backends.Backend.bounds`) is taken where it has one, else the torch one
+    (for the torch backend).
+    """
+    if algorithm not in ALGORITHMS:
+        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+    if algorithm == "lloyd":
+        return None
+    why = []
+    if X.shape[0] != 1 or batched_or_masked:
+        why.append("it runs one problem at a time (not a batch, no mask)")
+    if spherical or not sync or distributed or verbose:
+        why.append("it needs no spherical k-means, host syncs, one process and verbose=False")
+    if algorithm == "auto" and (
+        why
+        or X.device.type != "cpu"
+        or X.shape[1] < MIN_ROWS
+        or centers.shape[1] < 2
+        or X.shape[1] * BYTES_PER_ROW > memory_budget()
+    ):
+        return None
+    w = None if sample_weight is None else sample_weight[0]
+    state = None
+    if not why:
+        impl = select_backend(backend, X, centers)
+        state = impl.bounds(X[0], w, centers.shape[1])
+        if state is None and impl.name != "torch":
+            chosen = "the auto choice" if backend == "auto" else "the chosen backend"
+            why.append(f"it runs on the torch backend or one with bounds ({chosen} here, {impl.name!r}, has none)")
+    if why:
+        if algorithm == "auto":
+            return None
+        raise ValueError("algorithm='hamerly' cannot run here: " + "; ".join(why))
+    if state is None:
+        state = TorchBounds(X[0], w, centers.shape[1], chunk_size=chunk_size, cache=cache)
+    return state

@@ -30,6 +30,7 @@ from .init import (
     random_init,
 )
 from .lloyd import lloyd
+from .sources import BatchSource
 
 #: rows per chunk when drawing the coreset from an in-memory tensor
 _CHUNK_ROWS = 1 << 20
@@ -80,6 +81,25 @@ class Moments:
             self.w += float(wd.sum())
             self.ws += (xc * wd).sum(0)
             self.wsq += (xc * xc * wd).sum(0)
+
+    def reduced(self, comm: Any) -> Moments:
+        """The moments of every process's rows together (around rank 0's shift); ``self`` for a single process."""
+        if comm.is_local:
+            return self
+        out = Moments()
+        shift = self.shift.clone()
+        comm.broadcast_(shift)
+        delta = (self.shift - shift)[0]  # this process's sums move from its shift to the common one
+        n = torch.tensor([float(self.n), self.w], dtype=torch.float64, device=shift.device)
+        s = self.s + self.n * delta
+        sq = self.sq + 2 * delta * self.s + self.n * delta * delta
+        ws = self.ws + self.w * delta
+        wsq = self.wsq + 2 * delta * self.ws + self.w * delta * delta
+        for t in (n, s, sq, ws, wsq):
+            comm.sum_(t)
+        out.shift, out.s, out.sq, out.ws, out.wsq = shift, s, sq, ws, wsq
+        out.n, out.w = int(n[0]), float(n[1])
+        return out
 
     def variance(self) -> torch.Tensor:
         """Mean over features of each feature's unweighted variance (what ``tol`` is relative to), shape ()."""
@@ -178,7 +198,7 @@ def _kmeans_parallel_one(
         cw = cw + (cw.max() * 1e-6)
     centers, _ = kmeans_plusplus(C.unsqueeze(0), n_clusters, cw, generator, dtype)
     zero = torch.zeros(1, dtype=torch.float64, device=dev)
-    return lloyd(C.unsqueeze(0), centers, cw, max_iter=30, tol=zero).centers[0]
+    return lloyd(BatchSource(C.unsqueeze(0), cw), centers, max_iter=30, tol=zero).centers[0]
 
 
 def kmeans_parallel(

@@ -23,9 +23,9 @@ from .._validation import (
 )
 from ..backends import get_backend
 from ..engine import init as _init
+from ..engine.batched import fit_batched, problem_rng
+from ..engine.bounds import ALGORITHMS
 from ..engine.histogram import reduce_colors
-from ..engine.init_scalable import kmeans_parallel
-from ..engine.lloyd import ALGORITHMS, lloyd, mean_feature_variance
 from ..ops import run_assign_update
 
 _PARAMS = (
@@ -89,121 +89,6 @@ def _check_params(params: dict[str, Any], n_samples: int) -> dict[str, Any]:
         "algorithm": algorithm,
         "backend": backend,
     }
-
-
-def problem_rng(random_state: Any, b: int) -> _init.ProblemRNG:
-    """The random numbers of b problems, such that problem i of a batch draws what a single fit would draw.
-
-    An int seed ``s`` (or a seed drawn from None or a NumPy generator) gives problem i the seed ``s + i``; a
-    sequence of b seeds or generators gives one to each problem; one ``torch.Generator`` is shared by the batch
-    and drawn problem after problem.
-    """
-    if isinstance(random_state, (list, tuple)):
-        if len(random_state) != b:
-            raise ValueError(f"random_state holds {len(random_state)} seeds for a batch of {b} problems")
-        return _init.ProblemRNG([resolve_generator(r) for r in random_state])
-    gen = resolve_generator(random_state)
-    if isinstance(random_state, torch.Generator) or b == 1:
-        return _init.ProblemRNG([gen] * b)
-    seed = gen.initial_seed()
-    return _init.ProblemRNG([torch.Generator().manual_seed((seed + i) % 2**64) for i in range(b)])
-
-
-def initial_centers(
-    X: torch.Tensor,
-    sample_weight: torch.Tensor | None,
-    n_clusters: int,
-    init: Any,
-    rng: _init.ProblemRNG,
-    spherical: bool,
-    finite: bool = True,
-) -> torch.Tensor:
-    """Initial centers (b, k, d) in the compute dtype: k-means++, random points, or the given array.
-
-    ``finite=False`` skips the check that given centers are finite (a host synchronization).
-    """
-    cdt = compute_dtype(X.dtype)
-    if isinstance(init, str) and init == "k-means++":
-        centers, _ = _init.kmeans_plusplus(X, n_clusters, sample_weight, rng, cdt)
-    elif isinstance(init, str) and init == "k-means||":
-        centers = kmeans_parallel(X, n_clusters, sample_weight, rng, cdt)
-    elif isinstance(init, str):
-        centers = _init.random_init(X, n_clusters, sample_weight, rng, cdt)
-    else:
-        centers = _init.explicit_init(init, X, n_clusters, cdt, finite)
-    return torch.nn.functional.normalize(centers, dim=-1) if spherical else centers
-
-
-def fit_batched(
-    X: torch.Tensor,
-    sample_weight: torch.Tensor | None,
-    *,
-    n_clusters: int,
-    init: Any,
-    n_init: int,
-    max_iter: int,
-    tol: float,
-    generator: torch.Generator | _init.ProblemRNG,
-    backend: str,
-    mask: torch.Tensor | None = None,
-    spherical: bool = False,
-    sync: bool = True,
-    chunk_size: int | None = None,
-    verbose: bool = False,
-    algorithm: str = "auto",
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Fit b problems X (b, n, d): returns centers (b, k, d), labels (b, n), inertia (b,), n_iter (b,).
-
-    ``mask`` (b, n) keeps only the points where it is True (the others get label -1); ``spherical`` fits unit
-    rows with unit centers (cosine k-means); ``sync=False`` runs exactly ``max_iter`` steps per initialization
-    with no host synchronization inside the loop. Problem i draws its random numbers from the i-th generator.
-    """
-    b = X.shape[0]
-    rng = _init.as_problem_rng(generator, b)
-    if mask is not None:
-        m = mask.to(compute_dtype(X.dtype))
-        sample_weight = m if sample_weight is None else sample_weight * m
-    if spherical:
-        X = torch.nn.functional.normalize(X.to(compute_dtype(X.dtype)), dim=-1)
-    abs_tol = mean_feature_variance(X, mask) * tol if tol > 0 else torch.zeros(b, dtype=torch.float64, device=X.device)
-    best = None
-    for run in range(n_init):
-        centers = initial_centers(X, sample_weight, n_clusters, init, rng, spherical, finite=sync)
-        res = lloyd(
-            X,
-            centers,
-            sample_weight,
-            max_iter=max_iter,
-            tol=abs_tol,
-            mask=mask,
-            spherical=spherical,
-            sync=sync,
-            backend=backend,
-            chunk_size=chunk_size,
-            verbose=verbose,
-            algorithm=algorithm,
-        )
-        if verbose and n_init > 1:
-            print(f"Initialization {run}: inertia {', '.join(f'{v:.6g}' for v in res.inertia.tolist())}")
-        if best is None:
-            best = res
-        else:
-            # as scikit-learn: a run that found the same clustering (up to the order of the labels) is not taken,
-            # whatever the rounding of its inertia, so that the pick does not hang on the last bit
-            better = (res.inertia < best.inertia) & ~same_clustering(res.labels, best.labels, n_clusters)
-            best.centers = torch.where(better.view(b, 1, 1), res.centers, best.centers)
-            best.labels = torch.where(better.view(b, 1), res.labels, best.labels)
-            best.inertia = torch.where(better, res.inertia, best.inertia)
-            best.n_iter = torch.where(better, res.n_iter, best.n_iter)
-    return best.centers, best.labels, best.inertia, best.n_iter
-
-
-def same_clustering(labels1: torch.Tensor, labels2: torch.Tensor, k: int) -> torch.Tensor:
-    """Per problem (b,), whether labels (b, n) of two runs make the same partition, up to renaming the clusters
-    (labels -1, masked-out points, are equal in both)."""
-    a, b = labels1 + 1, labels2 + 1  # -1 -> 0: masked-out points form one more "cluster"
-    mapping = torch.zeros(a.shape[0], k + 1, dtype=a.dtype, device=a.device).scatter_(1, a, b)
-    return (mapping.gather(1, a) == b).all(1)
 
 
 class KMeans:
@@ -328,7 +213,7 @@ class KMeans:
         # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
         red = None if self.spherical else reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose))
         Xf, wf, tol = (Xt, w, p["tol"]) if red is None else (red.colors, red.weights, red.rescaled_tol(p["tol"]))
-        centers, labels, inertia, n_iter = fit_batched(
+        res = fit_batched(
             Xf.unsqueeze(0),
             None if wf is None else wf.unsqueeze(0),
             n_clusters=p["n_clusters"],
@@ -342,6 +227,7 @@ class KMeans:
             verbose=bool(self.verbose),
             algorithm=p["algorithm"],
         )
+        centers, labels, inertia, n_iter = res.centers, res.labels, res.inertia, res.n_iter
         if red is not None:
             labels = labels[:, red.inverse]
         self._centers = centers[0]
@@ -468,7 +354,7 @@ def kmeans(
     w = check_sample_weight(sample_weight, tuple(Xt.shape[:2]), compute_dtype(Xt.dtype), Xt.device)
     if w is not None and m is not None and bool(((w * m).sum(1) <= 0).any()):
         raise ValueError("sample_weight sums to zero over the masked-in samples of a problem")
-    centers, labels, inertia, _ = fit_batched(
+    res = fit_batched(
         Xt,
         w,
         mask=m,
@@ -477,7 +363,7 @@ def kmeans(
         verbose=verbose,
         **p,
     )
-    return to_output(centers, was_tensor), to_output(labels, was_tensor), to_output(inertia, was_tensor)
+    return to_output(res.centers, was_tensor), to_output(res.labels, was_tensor), to_output(res.inertia, was_tensor)
 
 
 def check_mask(mask: Any, X: torch.Tensor, n_clusters: Any) -> torch.Tensor | None:

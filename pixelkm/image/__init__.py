@@ -1,6 +1,7 @@
 """Image toolkit: load any image, cluster its pixels, and quantize, segment, extract palettes, remove
 backgrounds or choose k; plots with matplotlib (optional)."""
 
+from ..io.pillow import ImageError, ImageTooLargeError
 from ._apps import (
     BackgroundResult,
     ChooseKResult,
@@ -19,7 +20,7 @@ from ._apps import (
 )
 from ._clean import Outliers, find_outliers
 from ._features import FEATURES, PixelFeatures, pixel_features, rgb_to_lab, rgb_to_oklab
-from ._io import ImageError, ImageTooLargeError, LoadedImage, atomic_write, load_image, save_image
+from ._io import LoadedImage, atomic_write, load_image, save_image
 from ._plots import plot_choose_k, plot_palette, plot_quantize, plot_segments, save_figure
 
 __all__ = [

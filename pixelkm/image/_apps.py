@@ -21,10 +21,13 @@ import torch.nn.functional as F
 from PIL import Image
 
 from .._validation import resolve_generator
+from .._validation import to_output as output
 from ..estimators.kmeans import KMeans
+from ..io.pillow import ImageError
+from ..io.progress import track as _progress
 from ._clean import Outliers, find_outliers, outlier_weights
 from ._features import PixelFeatures, check_features, pixel_features
-from ._io import ImageError, LoadedImage, as_image, encoded_size, output, save_pil
+from ._io import LoadedImage, as_image, encoded_size, save_pil
 
 # -- shared steps -------------------------------------------------------------------------------------------
 
@@ -838,14 +841,3 @@ def choose_k(
     elbow_k = elbow(ks, inertias)
     suggested = elbow_k if len(ks) >= 3 or sil_k is None else sil_k
     return ChooseKResult(ks, inertias, sils, elbow_k, sil_k, suggested, int(sample.numel()), features)
-
-
-def _progress(items: list, enabled: bool, desc: str) -> Iterable:
-    """``items`` wrapped in a tqdm bar when ``enabled`` and tqdm is installed (it is optional)."""
-    if not enabled:
-        return items
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:
-        return items
-    return tqdm(items, desc=desc, leave=False, disable=None)  # disable=None: only on a terminal

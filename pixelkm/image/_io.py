@@ -11,7 +11,6 @@ import contextlib
 import io
 import os
 import secrets
-import threading
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,13 +21,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-
-class ImageError(ValueError):
-    """An image that cannot be read or used: unknown format, truncated file, bad array."""
-
-
-class ImageTooLargeError(ImageError):
-    """An image above the pixel limit of Pillow's decompression-bomb guard (or of ``max_pixels``)."""
+from .._validation import check_device
+from ..io.pillow import ImageError
+from ..io.pillow import check_size as _check_size
+from ..io.pillow import open_with_limit as _open_with_limit
+from ..io.pillow import pixel_limit as _pixel_limit
 
 
 @dataclass
@@ -67,27 +64,6 @@ class LoadedImage:
         return Image.fromarray(np.dstack([rgb, self.alpha.cpu().numpy()]), "RGBA")
 
 
-# Pillow's guard reads the module-global Image.MAX_IMAGE_PIXELS; raising it for one call is done under a lock.
-_LIMIT_LOCK = threading.Lock()
-_MAX_PIXELS_HINT = "pass max_pixels=N (command line: --max-pixels N) to read it if you trust the file"
-
-
-def _pixel_limit(max_pixels: int | None) -> int | None:
-    if max_pixels is None:
-        return Image.MAX_IMAGE_PIXELS
-    if isinstance(max_pixels, bool) or not isinstance(max_pixels, int) or max_pixels < 1:
-        raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
-    return max_pixels
-
-
-def _check_size(width: int, height: int, limit: int | None, what: str) -> None:
-    if limit is not None and width * height > limit:
-        raise ImageTooLargeError(
-            f"{what} has {width * height} pixels ({width}x{height}), above the limit of {limit} pixels "
-            f"(Pillow's decompression-bomb guard); {_MAX_PIXELS_HINT}"
-        )
-
-
 def _rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W, 3) uint8 and (H, W) uint8 alpha or None, from a PIL image of any mode."""
     mode = im.mode
@@ -111,25 +87,6 @@ def _rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]
         except (ValueError, OSError) as e:
             raise ImageError(f"cannot convert an image of mode {mode!r} to RGB: {e}") from None
     return np.asarray(im), None
-
-
-def _open_with_limit(path: Path, limit: int | None) -> Image.Image:
-    """``Image.open`` under Pillow's decompression-bomb guard, lifted only when the caller raised the limit
-    (``limit=None``: no limit, for a caller that checks the size itself before decoding)."""
-    pillow_limit = Image.MAX_IMAGE_PIXELS
-    try:
-        if pillow_limit is not None and (limit is None or limit > pillow_limit):
-            with _LIMIT_LOCK:  # Pillow reads a module global: raise it for this one call only
-                Image.MAX_IMAGE_PIXELS = limit
-                try:
-                    return Image.open(path)
-                finally:
-                    Image.MAX_IMAGE_PIXELS = pillow_limit
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # checked by the caller, with our message
-            return Image.open(path)
-    except Image.DecompressionBombError as e:
-        raise ImageTooLargeError(f"{path}: {e}; {_MAX_PIXELS_HINT}") from None
 
 
 def load_image(path: str | os.PathLike, *, max_pixels: int | None = None, device: Any = None) -> LoadedImage:
@@ -238,27 +195,6 @@ def as_image(image: Any, *, max_pixels: int | None = None, device: Any = None) -
             img.mode,
         )
     return img, was_tensor
-
-
-def check_device(device: Any) -> torch.device:
-    """``device`` as a torch.device, with a clear error when it does not exist on this machine."""
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be e.g. 'cpu', 'cuda' or 'cuda:1'; got {device!r} ({e})") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} is not available: this torch has no usable CUDA GPU")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise ValueError(f"device {device!r} is not available: {torch.cuda.device_count()} CUDA GPU(s) found")
-    elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} is not available on this machine")
-    return dev
-
-
-def output(t: torch.Tensor, as_tensor: bool) -> Any:
-    """A result tensor in the caller's form: the tensor itself, or a NumPy array."""
-    return t if as_tensor else t.detach().cpu().numpy()
 
 
 # -- writing ------------------------------------------------------------------------------------------------

@@ -66,9 +66,9 @@ def _npy_layout(path: str) -> ImageLayout:
 
 
 def _pillow_layout(path: str, max_pixels: int | None, check: bool) -> ImageLayout:
-    from ..image._io import _open_with_limit
+    from .pillow import open_with_limit
 
-    with _open_with_limit(Path(path), None) as im:  # the header only: sizes are checked below
+    with open_with_limit(Path(path), None) as im:  # the header only: sizes are checked below
         w, h = im.size
         tiles, reverse, channels = [], False, None
         for t in im.tile:
@@ -95,7 +95,7 @@ def _check_decodable(path: str, fmt: str | None, w: int, h: int, channels: int, 
     """Refuse, before decoding, a compressed image that is above the pixel limit or larger than free memory."""
     from PIL import Image
 
-    from ..image._io import _MAX_PIXELS_HINT, ImageTooLargeError
+    from .pillow import MAX_PIXELS_HINT, ImageTooLargeError
 
     hint = (
         "convert it to an uncompressed TIFF, binary PPM or .npy (for example `vips copy in.png out.tif`), "
@@ -106,7 +106,7 @@ def _check_decodable(path: str, fmt: str | None, w: int, h: int, channels: int, 
         raise ImageTooLargeError(
             f"{path}: a {fmt or 'compressed'} image of {w}x{h} = {w * h} pixels, above the limit of {limit} pixels "
             f"(Pillow's decompression-bomb guard); it cannot be read in strips and would be decoded whole: {hint}, "
-            f"or {_MAX_PIXELS_HINT}"
+            f"or {MAX_PIXELS_HINT}"
         )
     need, free = w * h * channels, available_memory()
     if free is not None and need > free:
@@ -144,7 +144,7 @@ def _read_rows(f, layout: ImageLayout, y0: int, y1: int, out: np.ndarray) -> Non
             continue
         if t.stride == row_bytes and not t.bottom_up:
             f.seek(t.offset + (a - t.y0) * t.stride)
-            _readinto_exact(f, view[a - y0 : b - y0])
+            readinto_exact(f, view[a - y0 : b - y0])
             continue
         # padded rows (BMP) or bottom-up storage: read the covering block, then place each row
         if t.bottom_up:  # file row r holds image row t.y1 - 1 - r
@@ -153,12 +153,12 @@ def _read_rows(f, layout: ImageLayout, y0: int, y1: int, out: np.ndarray) -> Non
             first = a - t.y0
         block = np.empty((b - a, t.stride), dtype=np.uint8)
         f.seek(t.offset + first * t.stride)
-        _readinto_exact(f, block)
+        readinto_exact(f, block)
         rows = block[::-1] if t.bottom_up else block
         view[a - y0 : b - y0] = rows[:, :row_bytes]
 
 
-def _readinto_exact(f, arr: np.ndarray) -> None:
+def readinto_exact(f, arr: np.ndarray) -> None:
     mv = memoryview(arr.reshape(-1))
     got = 0
     while got < mv.nbytes:
@@ -185,9 +185,9 @@ def read_strips(
     h = layout.shape[0]
     row_elems = int(np.prod(layout.shape[1:]))
     if layout.tiles is None:
-        from ..image._io import _open_with_limit
+        from .pillow import open_with_limit
 
-        with _open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
+        with open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
             whole = np.asarray(im)
         for y in range(0, h, rows):
             yield y, whole[y : y + rows].copy()

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from .._result import AssignUpdateResult
+from .._result import AssignUpdateResult, PassExtras
 from .._validation import as_tensor, check_data, check_sample_weight, compute_dtype
 from ..backends import select_backend
 
@@ -36,12 +36,14 @@ def run_assign_update(
     chunk_size: int | None = None,
     deterministic: bool | None = None,
     cache: dict | None = None,
+    extras: PassExtras | None = None,
 ) -> AssignUpdateResult:
     """Unchecked batched entry point for internal callers: X (b, n, d), centers (b, k, d) in the compute dtype.
 
     ``compute_distances=False`` (with labels) tells the backend that ``min_sq_dist`` is not needed: a backend
     may then leave it None. ``cache`` is a dict that lives as long as one fit over the same X: a backend may keep
-    data prepared in the first pass there for the next ones.
+    data prepared in the first pass there for the next ones. ``extras`` asks the backend for what only some
+    backends give (see :class:`~pixelkm._result.PassExtras`).
 
     When the device runs out of memory, the pass is retried with half as many rows per chunk (with a
     warning) until it fits; only a single row that does not fit is an error.
@@ -49,6 +51,7 @@ def run_assign_update(
     impl = select_backend(backend, X, centers)
     key = (impl.name, str(X.device), X.dtype, tuple(centers.shape))
     rows = chunk_size or _FITTING_ROWS.get(key)
+    more = {} if extras is None else {"extras": extras}
     while True:
         try:
             result = impl.assign_update(
@@ -60,6 +63,7 @@ def run_assign_update(
                 chunk_size=rows,
                 deterministic=deterministic,
                 cache=cache,
+                **more,
             )
             if rows is not None and chunk_size is None:
                 _FITTING_ROWS[key] = rows  # the next pass of the same fit starts from what fitted
