@@ -24,7 +24,7 @@ from .engine.batched import fit_batched, initial_centers
 from .engine.comm import DistComm
 from .estimators.kmeans import _check_params
 
-__all__ = ["kmeans"]
+__all__ = ["fit_stream", "kmeans"]
 
 
 def _require_process_group(what: str) -> None:
@@ -183,3 +183,55 @@ def _sampled_init(
     sample = torch.cat([r[:c] for r, c in zip(all_rows, counts)]).unsqueeze(0)
     sw = None if w is None else torch.cat([s[:c] for s, c in zip(all_weights, counts)]).unsqueeze(0)
     return initial_centers(sample, sw, n_clusters, init, _init.ProblemRNG([gen]), spherical=False).contiguous()
+
+
+def fit_stream(
+    data: Any,
+    n_clusters: int,
+    *,
+    sample_weight: Any = None,
+    init: Any = "k-means++",
+    max_iter: int = 300,
+    tol: float = 1e-4,
+    random_state: Any = None,
+    coreset_size: int | None = None,
+    backend: str = "auto",
+    device: str | torch.device | None = None,
+    max_device_memory: int | None = None,
+    chunk_rows: int | None = None,
+    progress: bool = False,
+    verbose: bool = False,
+    group: Any = None,
+) -> Any:
+    """:func:`pixelkm.fit_stream` with each rank streaming its own shard; call it on every rank of ``group``.
+
+    ``data`` and ``sample_weight`` are this rank's rows, as :func:`pixelkm.fit_stream` takes them (arrays,
+    memmaps, ``.npy`` or image files, lists or callables of chunks). Every pass sums the per-cluster sums,
+    counts and inertia over the ranks, and an empty cluster takes the globally farthest row (each rank's k
+    farthest candidates are gathered): every rank ends with the centers of one streamed fit over all the shards
+    in rank order from the same initial centers. A string ``init`` runs on rank 0's seed over a lightweight
+    coreset to which every rank contributes its part (drawn against the moments of all the rows). The fit
+    streams Lloyd passes (no histogram reduction). Returns a :class:`pixelkm.estimators.stream.StreamFit` on
+    every rank (``n_passes`` counts this rank's passes).
+    """
+    _require_process_group("fit_stream")
+    from .estimators.stream import stream_fit
+
+    return stream_fit(
+        data,
+        n_clusters,
+        sample_weight=sample_weight,
+        init=init,
+        max_iter=max_iter,
+        tol=tol,
+        random_state=random_state,
+        reduce=False,
+        coreset_size=coreset_size,
+        backend=backend,
+        device=device,
+        max_device_memory=max_device_memory,
+        chunk_rows=chunk_rows,
+        progress=progress,
+        verbose=verbose,
+        comm=DistComm(group),
+    )

@@ -42,7 +42,16 @@ def _worker(rank, world, rendezvous, out):
             "fixed": run(shard, 5, random_state=3, fixed_iterations=True, max_iter=40),
             "sampled": run(shard, 5, random_state=5, init_sample_size=300, tol=0),
             "float32": run(shard.float(), 5, random_state=3),
+            "n_init": run(shard, 5, random_state=6, n_init=3, tol=0),
         }
+        stream = pixelkm.distributed.fit_stream
+        np_shard, np_w = X[part], w[part]
+        chunks = [np_shard[i : i + 100] for i in range(0, len(np_shard), 100)]  # each rank streams its shard
+        for name, fitted in (
+            ("stream_far_init", stream(chunks, 5, init=far, sample_weight=np_w, tol=0, device="cpu")),
+            ("stream_kmeans++", stream(np_shard, 5, random_state=7, device="cpu", coreset_size=400)),
+        ):
+            results[name] = (torch.from_numpy(fitted.centers), fitted.inertia, fitted.n_iter)
         torch.save(results, f"{out}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -102,3 +111,34 @@ def test_distributed_sampled_init_agrees_and_is_a_lloyd_fixed_point(ranks):
     torch.testing.assert_close(c, c0, rtol=1e-10, atol=1e-10)
     assert torch.equal(torch.cat([l0, l1]), labels)
     assert float(i0) == pytest.approx(inertia, rel=1e-10)
+
+
+def test_distributed_n_init_equals_single_process(ranks):
+    X, _, _ = data()
+    check_equal(ranks, "n_init", pixelkm.kmeans(torch.from_numpy(X), 5, random_state=6, n_init=3, tol=0))
+
+
+def test_distributed_streaming_equals_single_process_stream(ranks):
+    """Each rank streams its shard in chunks: the result is the streamed fit of all the rows in rank order (an
+    empty cluster at the first step takes the globally farthest row, found among both ranks' candidates)."""
+    X, w, far = data()
+    single = pixelkm.fit_stream(X, 5, init=far, sample_weight=w, tol=0, device="cpu", chunk_rows=100)
+    (c0, i0, n0), (c1, i1, n1) = ranks[0]["stream_far_init"], ranks[1]["stream_far_init"]
+    assert torch.equal(c0, c1) and i0 == i1 and n0 == n1 == single.n_iter
+    np.testing.assert_allclose(c0.numpy(), single.centers, rtol=1e-10, atol=1e-10)
+    assert i0 == pytest.approx(single.inertia, rel=1e-10)
+    # the in-memory fit from the same start is the oracle of the stream
+    ref = pixelkm.kmeans(X, 5, init=far, sample_weight=w, tol=0)
+    np.testing.assert_allclose(c0.numpy(), ref[0], rtol=1e-9, atol=1e-9)
+
+
+def test_distributed_streaming_kmeanspp_init(ranks):
+    """A string init over the coreset that both ranks draw: every rank ends with the same centers, a fixed point
+    of Lloyd's iteration on all the rows, of an inertia close to the in-memory fit's."""
+    X, _, _ = data()
+    (c0, i0, _), (c1, i1, _) = ranks[0]["stream_kmeans++"], ranks[1]["stream_kmeans++"]
+    assert torch.equal(c0, c1) and i0 == i1
+    c, _, _ = pixelkm.kmeans(X, 5, init=c0.numpy(), max_iter=1)
+    np.testing.assert_allclose(c, c0.numpy(), rtol=1e-3, atol=1e-2)  # converged (tol=1e-4): at most a tiny step
+    best = pixelkm.kmeans(X, 5, random_state=0, n_init=5)[2]
+    assert i0 <= 1.05 * best
