@@ -1,7 +1,10 @@
-"""Input checking and conversion shared by the public entry points.
+"""Input checking and conversion shared by every public entry point: the one validation module.
 
-Everything that turns user input (NumPy arrays, torch tensors, array-likes) into torch tensors lives here,
-so that ``assign_update``, ``KMeans`` and ``kmeans`` give the same errors for the same mistakes.
+Everything that turns user input (NumPy arrays, torch tensors, array-likes) into torch tensors lives here, and so
+does the table of parameters (:data:`PARAMETERS`, scikit-learn's ``_parameter_constraints`` idea): one constraint
+per parameter name, so that ``KMeans``, ``kmeans``, ``MiniBatchKMeans``, ``fit_stream``, ``predict_stream``,
+``distributed.kmeans``, ``nn.KMeans`` and ``assign_update`` accept and reject the same values with the same words.
+This module imports nothing else of pixelkm.
 """
 
 from __future__ import annotations
@@ -173,8 +176,8 @@ def resolve_generator(random_state: Any, device: torch.device | None = None) -> 
     if random_state is None:
         seed = int(torch.randint(0, 2**62, (1,)).item())
     elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
-        if random_state < 0:
-            raise ValueError(f"random_state must be a non-negative integer, got {random_state}")
+        if not 0 <= random_state < 2**64:
+            raise ValueError(f"random_state must be an int in [0, 2**64), got {random_state}")
         seed = int(random_state)
     elif isinstance(random_state, np.random.RandomState):
         seed = int(random_state.randint(0, 2**31 - 1))
@@ -188,19 +191,44 @@ def resolve_generator(random_state: Any, device: torch.device | None = None) -> 
     return torch.Generator(device="cpu").manual_seed(seed)
 
 
+def available_devices() -> list[str]:
+    """The devices this torch can compute on here: "cpu", then every CUDA GPU, MPS and XPU where present."""
+    devices = ["cpu"]
+    if torch.cuda.is_available():
+        devices += [f"cuda:{i}" for i in range(torch.cuda.device_count())]
+    if hasattr(torch.backends, "mps") and torch.backends.mps.is_available():
+        devices.append("mps")
+    if hasattr(torch, "xpu") and torch.xpu.is_available():
+        devices += [f"xpu:{i}" for i in range(torch.xpu.device_count())]
+    return devices
+
+
 def check_device(device: Any) -> torch.device:
-    """``device`` as a torch.device, with a clear error when it does not exist on this machine."""
+    """``device`` as a torch.device, with a ValueError naming it and the devices available when it cannot be used
+    on this machine."""
+    available = ", ".join(available_devices())
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device must be e.g. 'cpu', 'cuda' or 'cuda:1'; got {device!r} ({e})") from None
+        raise ValueError(
+            f"device must be e.g. 'cpu', 'cuda' or 'cuda:1'; got {device!r} ({e}); available: {available}"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device {device!r} is not available: this torch has no usable CUDA GPU")
+            raise ValueError(
+                f"device {device!r} is not available: this torch has no usable CUDA GPU; available: {available}"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
             raise ValueError(f"device {device!r} is not available: {torch.cuda.device_count()} CUDA GPU(s) found")
     elif dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ValueError(f"device {device!r} is not available on this machine")
+        raise ValueError(f"device {device!r} is not available on this machine; available: {available}")
+    elif dev.type == "xpu" and not (hasattr(torch, "xpu") and torch.xpu.is_available()):
+        raise ValueError(f"device {device!r} is not available on this machine; available: {available}")
+    elif dev.type not in ("cpu", "cuda", "mps", "xpu"):
+        raise ValueError(
+            f"device {device!r} cannot hold the data of a fit ({dev.type!r} tensors have no values); "
+            f"available: {available}"
+        )
     return dev
 
 
@@ -209,3 +237,158 @@ def to_output(t: torch.Tensor, as_tensor_out: bool) -> Any:
     if as_tensor_out:
         return t
     return t.detach().cpu().numpy()
+
+
+# -- the parameter table ---------------------------------------------------------------------------------------
+#: the string inits (an array of centers is the other choice)
+INIT_METHODS = ("k-means++", "k-means||", "random")
+#: values of ``algorithm=``
+ALGORITHMS = ("auto", "lloyd", "hamerly")
+
+
+class Int:
+    """An integer (Python or NumPy, not bool) of at least ``low``; None too when ``none``."""
+
+    def __init__(self, low: int, none: bool = False) -> None:
+        self.low, self.none = low, none
+
+    def __call__(self, name: str, value: Any) -> Any:
+        if value is None and self.none:
+            return None
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            what = "an int or None" if self.none else "an int"
+            raise TypeError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+        if value < self.low:
+            raise ValueError(f"{name} must be >= {self.low}, got {value}")
+        return int(value)
+
+
+class Real:
+    """A finite real number (Python or NumPy, not bool) of at least ``low``."""
+
+    def __init__(self, low: float) -> None:
+        self.low = low
+
+    def __call__(self, name: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number >= {self.low}, got {value!r}")
+        if not value >= self.low:
+            raise ValueError(f"{name} must be a finite number >= {self.low}, got {value!r}")
+        return float(value)
+
+
+class Options:
+    """One of a few values (compared by equality and type, so that 1 is not True)."""
+
+    def __init__(self, *values: Any) -> None:
+        self.values = values
+
+    def __call__(self, name: str, value: Any) -> Any:
+        for v in self.values:
+            if type(value) is type(v) and value == v:
+                return v
+        raise ValueError(f"{name} must be one of {self.values}, got {value!r}")
+
+
+class Either:
+    """The first of several constraints that accepts the value; the error lists what each would take."""
+
+    def __init__(self, *constraints: Any) -> None:
+        self.constraints = constraints
+
+    def __call__(self, name: str, value: Any) -> Any:
+        errors = []
+        for c in self.constraints:
+            try:
+                return c(name, value)
+            except (TypeError, ValueError) as e:
+                errors.append(str(e).removeprefix(f"{name} must be ").split(", got ")[0])
+        raise ValueError(f"{name} must be {' or '.join(errors)}, got {value!r}")
+
+
+def _bool(name: str, value: Any) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    return bool(value)
+
+
+def _verbose(name: str, value: Any) -> int:
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    return Int(0)(name, value)
+
+
+def _init(name: str, value: Any) -> Any:
+    if isinstance(value, str):
+        if value not in INIT_METHODS:
+            raise ValueError(f"{name} must be one of {INIT_METHODS} or an array of centers, got {value!r}")
+        return value
+    if callable(value) or value is None:
+        raise TypeError(f"{name} must be one of {INIT_METHODS} or an array of shape (n_clusters, n_features)")
+    return value
+
+
+def _random_state(name: str, value: Any) -> Any:
+    if isinstance(value, (list, tuple)):  # a seed per problem of a batch
+        return [_random_state(name, v) for v in value]
+    if value is None or isinstance(value, (torch.Generator, np.random.RandomState, np.random.Generator)):
+        return value
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        if not 0 <= value < 2**64:
+            raise ValueError(f"{name} must be an int in [0, 2**64), got {value}")
+        return int(value)
+    raise TypeError(
+        f"{name} must be None, an int, a numpy RandomState/Generator or a torch.Generator, got {type(value).__name__}"
+    )
+
+
+def _device(name: str, value: Any) -> Any:
+    return None if value is None else check_device(value)
+
+
+def _backend(name: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    return value  # the name is checked against the registry by the entry points (pixelkm.backends)
+
+
+#: the constraint of every parameter of the public entry points, by name
+PARAMETERS: dict[str, Any] = {
+    "n_clusters": Int(1),
+    "init": _init,
+    "n_init": Either(Options("auto"), Int(1)),
+    "max_iter": Int(1),
+    "tol": Real(0.0),
+    "random_state": _random_state,
+    "spherical": _bool,
+    "algorithm": Options(*ALGORITHMS),
+    "backend": _backend,
+    "device": _device,
+    "verbose": _verbose,
+    "batch_size": Int(1),
+    "compute_labels": _bool,
+    "max_no_improvement": Int(0, none=True),
+    "init_size": Int(1, none=True),
+    "reassignment_ratio": Real(0.0),
+    "chunk_size": Int(1, none=True),
+    "chunk_rows": Int(1, none=True),
+    "coreset_size": Int(1, none=True),
+    "max_device_memory": Int(1 << 20, none=True),
+    "reduce": Options("auto", True, False),
+    "progress": _bool,
+    "quantize": _bool,
+    "fixed_iterations": _bool,
+    "init_sample_size": Int(1, none=True),
+    "deterministic": Either(Options(None), _bool),
+}
+
+
+def check_param(name: str, value: Any) -> Any:
+    """``value`` checked against the table's constraint for ``name``, in its plain Python form (np.float32(1e-4)
+    becomes 1e-4, np.int64(10) becomes 10; a device string becomes a torch.device)."""
+    return PARAMETERS[name](name, value)
+
+
+def check_params(values: dict[str, Any]) -> dict[str, Any]:
+    """Every entry of ``values`` checked with :func:`check_param` (names not in the table pass unchanged)."""
+    return {name: check_param(name, v) if name in PARAMETERS else v for name, v in values.items()}

@@ -22,7 +22,7 @@ from ._validation import as_tensor, check_data, compute_dtype, resolve_generator
 from .engine import init as _init
 from .engine.batched import fit_batched, initial_centers
 from .engine.comm import DistComm
-from .estimators.kmeans import _check_params
+from .estimators.base import fit_params
 
 __all__ = ["fit_stream", "kmeans"]
 
@@ -105,9 +105,10 @@ def kmeans(
     n_local = [s[0] for s in sizes]
     comm.offset, comm.n_total = sum(n_local[: comm.rank]), sum(n_local)
     params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": tol}
-    p = _check_params({**params, "backend": backend}, comm.n_total)
+    params.update(backend=backend, random_state=random_state, spherical=spherical, fixed_iterations=fixed_iterations)
+    p = fit_params({**params, "init_sample_size": init_sample_size}, comm.n_total)
 
-    gen = resolve_generator(random_state) if isinstance(p["init"], str) else None
+    gen = resolve_generator(p["random_state"]) if isinstance(p["init"], str) else None
 
     def initial(Xb: torch.Tensor, wb: torch.Tensor | None) -> torch.Tensor:  # (unit rows when spherical)
         if isinstance(p["init"], str):

@@ -21,7 +21,7 @@ from ._validation import (
     resolve_generator,
 )
 from .engine.batched import fit_batched
-from .estimators.kmeans import _check_params
+from .estimators.base import fit_params
 
 #: elements of one (rows, k) distance block in eager mode (64 MiB of float32)
 _BLOCK_ELEMENTS = 1 << 24
@@ -121,16 +121,9 @@ class KMeans(torch.nn.Module):
         backend: str = "auto",
     ) -> None:
         super().__init__()
-        _check_params(
-            {
-                "n_clusters": n_clusters,
-                "init": init,
-                "n_init": n_init,
-                "max_iter": max_iter,
-                "tol": tol,
-                "backend": backend,
-            },
-            n_clusters,
+        fit_params(
+            self._params(n_clusters, init, n_init, max_iter, tol, spherical, fixed_iterations, random_state, backend),
+            None,
         )
         self.n_clusters = int(n_clusters)
         self.init = init
@@ -142,6 +135,20 @@ class KMeans(torch.nn.Module):
         self.random_state = random_state
         self.backend = backend
         self.register_buffer("centers", torch.empty(self.n_clusters, 0))
+
+    @staticmethod
+    def _params(n_clusters, init, n_init, max_iter, tol, spherical, fixed_iterations, random_state, backend) -> dict:
+        return {
+            "n_clusters": n_clusters,
+            "init": init,
+            "n_init": n_init,
+            "max_iter": max_iter,
+            "tol": tol,
+            "spherical": spherical,
+            "fixed_iterations": fixed_iterations,
+            "random_state": random_state,
+            "backend": backend,
+        }
 
     @property
     def n_features_in_(self) -> int:
@@ -161,15 +168,21 @@ class KMeans(torch.nn.Module):
         """
         Xt, _ = as_tensor(X, "X")
         check_data(Xt, "X", ndims=(2,), finite=not self.fixed_iterations)
-        params = {
-            "n_clusters": self.n_clusters,
-            "init": self.init if init is None else init,
-            "n_init": self.n_init,
-            "max_iter": self.max_iter,
-            "tol": self.tol,
-            "backend": self.backend,
-        }
-        p = _check_params(params, Xt.shape[0])
+        p = fit_params(
+            self._params(
+                self.n_clusters,
+                self.init if init is None else init,
+                self.n_init,
+                self.max_iter,
+                self.tol,
+                self.spherical,
+                self.fixed_iterations,
+                self.random_state,
+                self.backend,
+            ),
+            Xt.shape[0],
+        )
+        p.pop("fixed_iterations")
         cdt = compute_dtype(Xt.dtype)
         if self.fixed_iterations and sample_weight is not None:  # no value checks: they would read the device
             w, _ = as_tensor(sample_weight, "sample_weight")
@@ -179,12 +192,12 @@ class KMeans(torch.nn.Module):
         else:
             w = check_sample_weight(sample_weight, (Xt.shape[0],), cdt, Xt.device)
         # an explicit init draws nothing, so it does not draw a seed from torch's global generator either
-        gen = resolve_generator(self.random_state) if isinstance(p["init"], str) else torch.Generator()
+        random_state = p.pop("random_state")
+        gen = resolve_generator(random_state) if isinstance(p["init"], str) else torch.Generator()
         res = fit_batched(
             Xt.unsqueeze(0),
             None if w is None else w.unsqueeze(0),
             generator=gen,
-            spherical=self.spherical,
             sync=not self.fixed_iterations,
             **p,
         )

@@ -6,7 +6,6 @@ batched tensors, runs ``n_init`` restarts, keeps the best, and gives results bac
 
 from __future__ import annotations
 
-import numbers
 from typing import Any
 
 import numpy as np
@@ -15,83 +14,21 @@ import torch
 from .._validation import (
     as_tensor,
     check_data,
+    check_param,
     check_sample_weight,
     compute_dtype,
     not_fitted_error,
     resolve_generator,
     to_output,
 )
-from ..backends import get_backend
 from ..engine import init as _init
 from ..engine.batched import fit_batched, problem_rng
-from ..engine.bounds import ALGORITHMS
 from ..engine.histogram import reduce_colors
 from ..ops import run_assign_update
-
-_PARAMS = (
-    "n_clusters",
-    "init",
-    "n_init",
-    "max_iter",
-    "tol",
-    "random_state",
-    "spherical",
-    "algorithm",
-    "backend",
-    "device",
-    "verbose",
-)
+from .base import BaseEstimator, fit_params
 
 
-def _check_int(value: Any, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < low:
-        raise ValueError(f"{name} must be >= {low}, got {value}")
-    return int(value)
-
-
-def _check_params(params: dict[str, Any], n_samples: int) -> dict[str, Any]:
-    """Validate estimator parameters against the data size; returns the resolved values."""
-    n_clusters = _check_int(params["n_clusters"], "n_clusters", 1)
-    if n_clusters > n_samples:
-        raise ValueError(f"n_clusters={n_clusters} must be <= n_samples={n_samples}")
-    init = params["init"]
-    if isinstance(init, str):
-        if init not in _init.INIT_METHODS:
-            raise ValueError(f"init must be one of {_init.INIT_METHODS} or an array of centers, got {init!r}")
-    elif callable(init):
-        raise TypeError("init must be 'k-means++', 'random' or an array of shape (n_clusters, n_features)")
-    n_init = params["n_init"]
-    if n_init == "auto":
-        n_init = 1 if (not isinstance(init, str) or init in ("k-means++", "k-means||")) else 10
-    n_init = _check_int(n_init, "n_init", 1)
-    if not isinstance(init, str):
-        n_init = 1  # restarts from the same explicit centers would all give the same result
-    max_iter = _check_int(params["max_iter"], "max_iter", 1)
-    tol = params["tol"]
-    if isinstance(tol, bool) or not isinstance(tol, numbers.Real) or not tol >= 0:
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    algorithm = params.get("algorithm", "auto")
-    if not isinstance(algorithm, str) or algorithm not in ALGORITHMS:
-        raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
-    backend = params["backend"]
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
-    if backend != "auto":
-        get_backend(backend)
-    return {
-        "n_clusters": n_clusters,
-        "init": init,
-        "n_init": n_init,
-        "max_iter": max_iter,
-        "tol": float(tol),
-        "algorithm": algorithm,
-        "backend": backend,
-    }
-
-
-class KMeans:
+class KMeans(BaseEstimator):
     """K-means clustering on CPU or GPU, with scikit-learn's interface.
 
     Parameters
@@ -170,25 +107,6 @@ class KMeans:
         self.verbose = verbose
 
     # -- scikit-learn protocol ------------------------------------------------------------------------
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _PARAMS}
-
-    def set_params(self, **params: Any) -> KMeans:
-        for name, value in params.items():
-            if name not in _PARAMS:
-                raise ValueError(f"Invalid parameter {name!r} for estimator {type(self).__name__}; valid: {_PARAMS}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = KMeans().get_params()
-        changed = []
-        for k, v in self.get_params().items():
-            d = defaults[k]
-            if type(v) is not type(d) or (not hasattr(v, "shape") and v != d):
-                changed.append(f"{k}={v!r}")
-        return f"{type(self).__name__}({', '.join(changed)})"
-
     def __sklearn_tags__(self):  # imported lazily: scikit-learn is not a dependency
         from sklearn.utils import InputTags, Tags, TargetTags, TransformerTags
 
@@ -205,11 +123,12 @@ class KMeans:
     # -- fitting ----------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
         """Compute k-means clustering of X of shape (n_samples, n_features); returns self."""
-        Xt, was_tensor = as_tensor(X, "X", self.device)
+        p = fit_params(self.get_params(), None)
+        Xt, was_tensor = as_tensor(X, "X", p["device"])
         check_data(Xt, "X", ndims=(2,))
-        p = _check_params(self.get_params(), Xt.shape[0])
+        p = fit_params(self.get_params(), Xt.shape[0])
         w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
-        gen = resolve_generator(self.random_state)
+        gen = resolve_generator(p["random_state"])
         # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
         red = None if self.spherical else reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose))
         Xf, wf, tol = (Xt, w, p["tol"]) if red is None else (red.colors, red.weights, red.rescaled_tol(p["tol"]))
@@ -223,8 +142,8 @@ class KMeans:
             tol=tol,
             generator=gen,
             backend=p["backend"],
-            spherical=bool(self.spherical),
-            verbose=bool(self.verbose),
+            spherical=p["spherical"],
+            verbose=bool(p["verbose"]),
             algorithm=p["algorithm"],
         )
         centers, labels, inertia, n_iter = res.centers, res.labels, res.inertia, res.n_iter
@@ -253,7 +172,7 @@ class KMeans:
             raise not_fitted_error(
                 f"This {type(self).__name__} instance is not fitted yet; call 'fit' with appropriate arguments first"
             )
-        Xt, was_tensor = as_tensor(X, "X", self.device)
+        Xt, was_tensor = as_tensor(X, "X", self._device())
         check_data(Xt, "X", ndims=(2,))
         if Xt.shape[1] != self.n_features_in_:
             raise ValueError(
@@ -323,7 +242,7 @@ def kmeans(
       i-th; one ``torch.Generator`` is drawn problem after problem, as a loop of single fits sharing it would
       be with ``n_init=1``.
     """
-    Xt, was_tensor = as_tensor(X, "X", device)
+    Xt, was_tensor = as_tensor(X, "X", check_param("device", device))
     check_data(Xt, "X", ndims=(2, 3))
     if Xt.ndim == 2:
         if mask is not None:
@@ -349,8 +268,8 @@ def kmeans(
     m = check_mask(mask, Xt, n_clusters)
     n_min = Xt.shape[1] if m is None else int(m.sum(1).min())
     params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": tol}
-    params.update(backend=backend, algorithm=algorithm)
-    p = _check_params(params, n_min)
+    params.update(backend=backend, algorithm=algorithm, random_state=random_state, spherical=spherical)
+    p = fit_params({**params, "verbose": verbose}, n_min)
     w = check_sample_weight(sample_weight, tuple(Xt.shape[:2]), compute_dtype(Xt.dtype), Xt.device)
     if w is not None and m is not None and bool(((w * m).sum(1) <= 0).any()):
         raise ValueError("sample_weight sums to zero over the masked-in samples of a problem")
@@ -358,9 +277,9 @@ def kmeans(
         Xt,
         w,
         mask=m,
-        spherical=bool(spherical),
-        generator=problem_rng(random_state, Xt.shape[0]),
-        verbose=verbose,
+        spherical=p.pop("spherical"),
+        generator=problem_rng(p.pop("random_state"), Xt.shape[0]),
+        verbose=bool(p.pop("verbose")),
         **p,
     )
     return to_output(res.centers, was_tensor), to_output(res.labels, was_tensor), to_output(res.inertia, was_tensor)

@@ -23,24 +23,8 @@ from .._validation import (
 )
 from ..engine.init_scalable import resolve_init
 from ..ops import run_assign_update
-from .kmeans import KMeans, _check_int
-
-_MB_PARAMS = (
-    "n_clusters",
-    "init",
-    "max_iter",
-    "batch_size",
-    "verbose",
-    "compute_labels",
-    "random_state",
-    "tol",
-    "max_no_improvement",
-    "init_size",
-    "n_init",
-    "reassignment_ratio",
-    "backend",
-    "device",
-)
+from .base import fit_params
+from .kmeans import KMeans
 
 
 class MiniBatchKMeans(KMeans):
@@ -107,53 +91,32 @@ class MiniBatchKMeans(KMeans):
         self.backend = backend
         self.device = device
 
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in _MB_PARAMS}
-
-    def set_params(self, **params: Any) -> MiniBatchKMeans:
-        for name, value in params.items():
-            if name not in _MB_PARAMS:
-                raise ValueError(f"Invalid parameter {name!r} for estimator MiniBatchKMeans; valid: {_MB_PARAMS}")
-            setattr(self, name, value)
-        return self
-
-    def __repr__(self) -> str:
-        defaults = MiniBatchKMeans().get_params()
-        changed = [
-            f"{k}={v!r}"
-            for k, v in self.get_params().items()
-            if type(v) is not type(defaults[k]) or (not hasattr(v, "shape") and v != defaults[k])
-        ]
-        return f"MiniBatchKMeans({', '.join(changed)})"
-
     # -- parameters -------------------------------------------------------------------------------------
     def _setup(self, X: torch.Tensor) -> None:
         """scikit-learn's _check_params_vs_input: resolved batch/init sizes, n_init, absolute tol."""
         n = X.shape[0]
-        k = _check_int(self.n_clusters, "n_clusters", 1)
+        params = self.get_params()
+        n_init = params.pop("n_init")
+        p = fit_params(params, None)  # the table's checks; n_init "auto" is resolved as scikit-learn's mini-batch
+        k = p["n_clusters"]
         if n < k:
             raise ValueError(f"n_samples={n} should be >= n_clusters={k}.")
-        self._batch_size = min(_check_int(self.batch_size, "batch_size", 1), n)
-        init_size = self.init_size
+        self._batch_size = min(p["batch_size"], n)
+        init_size = p["init_size"]
         if init_size is None:
             init_size = 3 * self._batch_size
         if init_size < k:
             init_size = 3 * k
-        self._init_size = min(_check_int(init_size, "init_size", 1), n)
-        n_init = self.n_init
+        self._init_size = min(init_size, n)
+        n_init = fit_params({"n_init": n_init}, None)["n_init"]
         if n_init == "auto":
-            n_init = 3 if isinstance(self.init, str) and self.init == "random" else 1
-        self._n_init = 1 if not isinstance(self.init, str) else _check_int(n_init, "n_init", 1)
-        if isinstance(self.init, str) and self.init not in ("k-means++", "k-means||", "random"):
-            raise ValueError(f"init must be 'k-means++', 'k-means||', 'random' or an array, got {self.init!r}")
-        tol = self.tol
-        if isinstance(tol, bool) or not isinstance(tol, (int, float)) or tol < 0:
-            raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-        if not 0 <= self.reassignment_ratio:
-            raise ValueError(f"reassignment_ratio must be >= 0, got {self.reassignment_ratio}")
+            n_init = 3 if isinstance(p["init"], str) and p["init"] == "random" else 1
+        self._n_init = 1 if not isinstance(p["init"], str) else n_init
+        self._max_iter, self._max_no_improvement, self._verbose = p["max_iter"], p["max_no_improvement"], p["verbose"]
+        tol = p["tol"]
         var = X.double().var(0, unbiased=False).mean() if tol > 0 else torch.zeros((), dtype=torch.float64)
-        self._tol = float(var) * float(tol)
-        self._gen = resolve_generator(self.random_state)
+        self._tol = float(var) * tol
+        self._gen = resolve_generator(p["random_state"])
         self._n_since_last_reassign = 0
 
     def _init_centers(self, X: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -228,7 +191,7 @@ class MiniBatchKMeans(KMeans):
             self._ewa_inertia_min = self._ewa_inertia
         else:
             self._no_improvement += 1
-        return self.max_no_improvement is not None and self._no_improvement >= self.max_no_improvement
+        return self._max_no_improvement is not None and self._no_improvement >= self._max_no_improvement
 
     def _finish(self, X: torch.Tensor, w: torch.Tensor, centers: torch.Tensor, was_tensor: bool) -> None:
         self._centers = centers
@@ -241,7 +204,7 @@ class MiniBatchKMeans(KMeans):
             self.inertia_ = float(res.inertia(w.unsqueeze(0))[0])
 
     def _prepare(self, X: Any, sample_weight: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
-        Xt, was_tensor = as_tensor(X, "X", self.device)
+        Xt, was_tensor = as_tensor(X, "X", self._device())
         check_data(Xt, "X", ndims=(2,))
         cdt = compute_dtype(Xt.dtype)
         w = check_sample_weight(sample_weight, (Xt.shape[0],), cdt, Xt.device)
@@ -253,7 +216,7 @@ class MiniBatchKMeans(KMeans):
         Xt, w, was_tensor = self._prepare(X, sample_weight)
         self._setup(Xt)
         n = Xt.shape[0]
-        max_iter = _check_int(self.max_iter, "max_iter", 1)
+        max_iter = self._max_iter
         valid = torch.randint(0, n, (self._init_size,), generator=self._gen).to(Xt.device)
         best, best_inertia = None, None
         for i in range(self._n_init):

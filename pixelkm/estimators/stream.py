@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from .._validation import compute_dtype, resolve_generator
-from ..backends import get_backend
 from ..engine import init as _init
 from ..engine.batched import fit_batched
 from ..engine.comm import LOCAL, LocalComm
@@ -45,7 +44,7 @@ from ..io.pipeline import (
 )
 from ..io.strips import NpyWriter
 from ..ops import run_assign_update
-from .kmeans import _check_int
+from .base import fit_params
 
 
 @dataclass
@@ -174,22 +173,32 @@ def stream_fit(
     """:func:`fit_stream`; with a distributed ``comm``, ``data`` is this process's shard and every process ends
     with the centers of one streamed fit over all the shards (in rank order) from the same initial centers."""
     t0 = time.perf_counter()
-    k = _check_int(n_clusters, "n_clusters", 1)
-    max_iter = _check_int(max_iter, "max_iter", 1)
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"tol must be a non-negative number, got {tol!r}")
-    if backend != "auto":
-        get_backend(backend)
+    p = fit_params(
+        {
+            "n_clusters": n_clusters,
+            "init": init,
+            "max_iter": max_iter,
+            "tol": tol,
+            "random_state": random_state,
+            "reduce": reduce,
+            "coreset_size": coreset_size,
+            "backend": backend,
+            "device": device,
+            "max_device_memory": max_device_memory,
+            "chunk_rows": chunk_rows,
+            "progress": progress,
+            "verbose": verbose,
+        },
+        None,
+    )
+    k, max_iter, tol, reduce, verbose = p["n_clusters"], p["max_iter"], p["tol"], p["reduce"], bool(p["verbose"])
     source = as_source(data)
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    rows, block = plan_rows(source.n_features, source.dtype.itemsize, k, dev, max_device_memory)
-    if chunk_rows is not None:
-        rows = _check_int(chunk_rows, "chunk_rows", 1)
-        block = None if block is None else min(block, rows)
+    dev, rows, block = _plan(source, k, p["device"], p["max_device_memory"], p["chunk_rows"])
+    progress, coreset_size = p["progress"], p["coreset_size"]
     cdt = compute_dtype(NP_TO_TORCH[source.dtype])
     weights = None if sample_weight is None else StreamWeights(sample_weight, source.n_samples)
     run = ChunkReader(source, dev, rows, block, progress, weights, cdt)
-    gen = resolve_generator(random_state)
+    gen = resolve_generator(p["random_state"])
     hist_ok = source.dtype == np.uint8 and source.n_features <= 3
     if reduce is True and not comm.is_local:
         raise ValueError("reduce=True (the histogram fit) runs in one process; pass reduce=False or 'auto'")
@@ -248,6 +257,16 @@ def stream_fit(
         )
     finally:
         run.progress.close()
+
+
+def _plan(source, k: int, device, max_device_memory, chunk_rows) -> tuple[torch.device, int, int | None]:
+    """(device, rows per streamed chunk, rows per assign_update block) of a streamed job."""
+    dev = device if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rows, block = plan_rows(source.n_features, source.dtype.itemsize, k, dev, max_device_memory)
+    if chunk_rows is not None:
+        rows = chunk_rows
+        block = None if block is None else min(block, rows)
+    return dev, rows, block
 
 
 def _total_rows(n: int | None, comm: LocalComm, device: torch.device) -> int | None:
@@ -329,18 +348,28 @@ def predict_stream(
     come back as an array of n rows (in RAM). For uint8 data of up to 3 features the labels come from a lookup
     table over every possible color (computed once), not from distances.
     """
+    p = fit_params(
+        {
+            "quantize": quantize,
+            "backend": backend,
+            "device": device,
+            "max_device_memory": max_device_memory,
+            "chunk_rows": chunk_rows,
+            "progress": progress,
+        },
+        None,
+    )
+    quantize, backend, progress = p["quantize"], p["backend"], p["progress"]
     source = as_source(data)
     C = torch.as_tensor(np.asarray(centers))
+    if C.ndim != 2 or C.shape[0] < 1:
+        raise ValueError(f"centers must have shape (n_clusters, n_features), got {tuple(C.shape)}")
     k, d = C.shape
     if d != source.n_features:
         raise ValueError(f"centers have {d} features, the data {source.n_features}")
-    dev = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev, rows, block = _plan(source, k, p["device"], p["max_device_memory"], p["chunk_rows"])
     cdt = compute_dtype(NP_TO_TORCH[source.dtype])
     C = C.to(device=dev, dtype=cdt)
-    rows, block = plan_rows(d, source.dtype.itemsize, k, dev, max_device_memory)
-    if chunk_rows is not None:
-        rows = _check_int(chunk_rows, "chunk_rows", 1)
-        block = None if block is None else min(block, rows)
     run = ChunkReader(source, dev, rows, block, progress)
     lab_dtype = np.uint8 if k <= 256 else (np.uint16 if k <= 65536 else np.int64)
     palette = C.round().clamp(0, 255).to(torch.uint8) if source.dtype == np.uint8 else C

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from .._result import AssignUpdateResult, PassExtras
-from .._validation import as_tensor, check_data, check_sample_weight, compute_dtype
+from .._validation import as_tensor, check_data, check_param, check_sample_weight, compute_dtype
 from ..backends import select_backend
 
 
@@ -138,8 +138,9 @@ def assign_update(
     C = C.to(device=Xt.device, dtype=cdt)
     check_data(C, "centers", ndims=(Xt.ndim,))
     w = check_sample_weight(sample_weight, tuple(Xt.shape[:-1]), cdt, Xt.device)
-    if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
-        raise ValueError(f"chunk_size must be a positive int, got {chunk_size!r}")
+    chunk_size = check_param("chunk_size", chunk_size)
+    compute_labels = check_param("compute_labels", compute_labels)
+    deterministic = check_param("deterministic", deterministic)
     batched = Xt.ndim == 3
     Xb, Cb, wb = prepare_batched(Xt, C, w)
     result = run_assign_update(
