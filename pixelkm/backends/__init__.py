@@ -2,7 +2,8 @@
 
 ``backend="auto"`` walks :data:`PRIORITY` and takes the first backend with no reasons not to run;
 an explicit backend that cannot run raises an error listing every reason. The environment variable
-``PIXELKM_BACKEND`` overrides ``"auto"`` and is validated against the registry.
+``PIXELKM_BACKEND`` overrides ``"auto"`` and is validated against the registry. The Triton backend is imported
+on first need (importing triton costs about 0.4 s): when it is named, listed, or "auto" runs on a CUDA tensor.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import torch
 
 from ._base import Backend
 from .torch_backend import TorchBackend
-from .triton_backend import TRITON_AVAILABLE, TritonBackend  # imports triton only if it can
 
 _REGISTRY: dict[str, Backend] = {}
 #: the order in which ``"auto"`` tries backends
@@ -29,12 +29,30 @@ def register_backend(backend: Backend, *, priority: int | None = None) -> None:
     PRIORITY.insert(len(PRIORITY) if priority is None else priority, backend.name)
 
 
+def _load_triton() -> None:
+    """Register the Triton backend where its kernels import (once)."""
+    global _TRITON_LOADED
+    if _TRITON_LOADED:
+        return
+    _TRITON_LOADED = True
+    from .triton_backend import TRITON_AVAILABLE, TritonBackend  # imports triton only if it can
+
+    if TRITON_AVAILABLE:
+        register_backend(TritonBackend(), priority=0)  # before torch: auto takes it on CUDA
+
+
+_TRITON_LOADED = False
+
+
 def available_backends() -> list[str]:
     """Names of the registered backends, in auto-selection order."""
+    _load_triton()
     return list(PRIORITY)
 
 
 def get_backend(name: str) -> Backend:
+    if name not in _REGISTRY:
+        _load_triton()
     try:
         return _REGISTRY[name]
     except KeyError:
@@ -56,6 +74,8 @@ def select_backend(name: str, X: torch.Tensor, centers: torch.Tensor) -> Backend
         if reasons:
             raise ValueError(f"backend {name!r} cannot run these inputs: " + "; ".join(reasons))
         return backend
+    if X.device.type != "cpu":
+        _load_triton()
     all_reasons = []
     for candidate in PRIORITY:
         backend = _REGISTRY[candidate]
@@ -68,7 +88,5 @@ def select_backend(name: str, X: torch.Tensor, centers: torch.Tensor) -> Backend
 
 
 register_backend(TorchBackend())
-if TRITON_AVAILABLE:
-    register_backend(TritonBackend(), priority=0)  # before torch: auto takes it on CUDA
 
 __all__ = ["Backend", "PRIORITY", "available_backends", "get_backend", "register_backend", "select_backend"]
