@@ -12,6 +12,7 @@ import os
 import torch
 
 from ._base import Backend
+from .cpu import CPU_AVAILABLE, CPU_MISSING, CpuBackend  # imports numba only if it can
 from .torch_backend import TorchBackend
 from .triton_backend import TRITON_AVAILABLE, TritonBackend  # imports triton only if it can
 
@@ -68,7 +69,9 @@ def select_backend(name: str, X: torch.Tensor, centers: torch.Tensor) -> Backend
 
 
 register_backend(TorchBackend())
+if CPU_AVAILABLE:
+    register_backend(CpuBackend(), priority=0)  # before torch: auto takes it on the CPU (torch stays the reference)
 if TRITON_AVAILABLE:
     register_backend(TritonBackend(), priority=0)  # before torch: auto takes it on CUDA
 
-__all__ = ["Backend", "PRIORITY", "available_backends", "get_backend", "register_backend", "select_backend"]
+__all__ = ["CPU_MISSING", "Backend", "PRIORITY", "available_backends", "get_backend", "register_backend", "select_backend"]
