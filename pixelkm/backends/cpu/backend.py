@@ -162,8 +162,8 @@ class CpuBackend(Backend):
                     part_c,
                     S,
                     N,
-                    d,
-                    mode,
+                    (0,) * d,
+                    (0,) * (mode + 1),
                 )
             return
         # large d: G = X C^T through BLAS chunk by chunk, then the fused argmin / recheck / sums loop

@@ -73,9 +73,9 @@ class HamerlyBounds:
         else:
             other[:] = 0.0
         half = K.half_separation(Cn) * (1.0 - 8 * d * 2.0**-52) if k > 1 else np.full(k, np.inf)
-        K.bounded_step(self._xn, Cn, drift, other, half, slack, self.labels.numpy(), self.upper, self.lower, self.moved, d)
+        K.bounded_step(self._xn, Cn, drift, other, half, slack, self.labels.numpy(), self.upper, self.lower, self.moved, (0,) * d)
         sums = torch.zeros(k, d, dtype=torch.float64)
         counts = torch.zeros(k, dtype=torch.float64)
-        K.sums_by_label(self._xn, self._wn, self.labels.numpy(), self._part_s, self._part_c, sums.numpy(), counts.numpy(), d)
+        K.sums_by_label(self._xn, self._wn, self.labels.numpy(), self._part_s, self._part_c, sums.numpy(), counts.numpy(), (0,) * d)
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())

@@ -11,16 +11,17 @@ each block adds its points, in order, into its own float64 partial sums, and the
 running sums block after block in order. The result is bit-identical whatever the number of threads and whatever
 the caller's chunking (as long as chunks are whole blocks, which the backend ensures).
 
-The small-``d`` kernel takes ``D`` (the number of features) as a compile-time literal, so that the loop over the
-features is unrolled and the loop over a tile of :data:`TILE` points is vectorised (the points are the SIMD lanes;
-each center's coordinates are broadcast from registers). ``MODE`` is a literal too: 0 = labels and sums,
-1 = also the distance to the second-nearest center (for the bounds).
+The small-``d`` kernels take the number of features as the length of a tuple argument (``dims = (0,) * d``: the
+length of a tuple is part of its type, hence a compile-time constant, and a call from Python dispatches on it
+without recompiling), so that the loop over the features is unrolled and the loop over a tile of :data:`TILE`
+points is vectorised (the points are the SIMD lanes; each center's coordinates are broadcast from registers).
+``modes`` likewise: ``(0,)`` = labels and sums, ``(0, 0)`` = also the distance to the second-nearest center.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import literally, njit, prange
+from numba import njit, prange
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
@@ -33,7 +34,14 @@ _FM = {"nnan", "ninf", "nsz"}
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def _small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, D, MODE):
+def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, modes):
+    """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
+
+    ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second`` is
+    written only in mode 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k) are float64 scratch.
+    """
+    D = len(dims)
+    MODE = len(modes) - 1
     n = X.shape[0]
     k = C.shape[0]
     has_w = w.shape[0] > 0
@@ -123,25 +131,17 @@ def _reduce(part_s, part_c, nb, sums, counts):
             counts[j] += pc[j]
 
 
-@njit(cache=True)
-def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, D, MODE):
-    """One pass of the small-d kernel over X (n, D); ``sums`` (k, D) and ``counts`` (k,) float64 are added to.
-
-    ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second`` is
-    written only in MODE 1). ``part_s`` (>= ceil(n / BLOCK), k, D) and ``part_c`` (same, k) are float64 scratch.
-    """
-    _small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, literally(D), literally(MODE))
-
-
 @njit(cache=True, parallel=True, fastmath=_FM)
 def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts, MODE):
     """Labels, distances and sums of a chunk of rows from ``G = X @ C.T`` (r, k) in the compute dtype.
 
-    The expansion ``v_j = |c_j|^2 - 2 G_ij`` orders the centers up to its rounding error, at most ``slack * (|x|^2
-    + max |c|^2)``; every center within twice that of the smallest ``v`` is a candidate, and the candidates'
-    squared distances are then computed directly (the small-d kernel's arithmetic), the lowest index winning ties.
-    The sums are added row after row in order, each thread owning a slice of the features (deterministic whatever
-    the number of threads or the chunking). ``cand`` is (r, k) int32 scratch.
+    The expansion ``v_j = |c_j|^2 - 2 G_ij`` (in the compute dtype) orders the centers up to its rounding error, at
+    most ``slack * (|x|^2 + max |c|^2)``. One sweep keeps the smallest two ``v``; when they are more than twice that
+    apart the smallest is the nearest center (also in direct differences); otherwise every center within twice that
+    of the smallest is a candidate, and the candidates' squared distances are computed directly (the small-d
+    kernel's arithmetic), the lowest index winning ties. The sums are added row after row in order, each thread
+    owning a slice of the features (deterministic whatever the number of threads or the chunking). ``cand`` is
+    (r, k) int32 scratch.
     """
     r, d = X.shape
     k = C.shape[0]
@@ -158,64 +158,84 @@ def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts
             xsq += xf * xf
         err = slack * (xsq + cmax)
         g = G[i]
-        vmin = np.inf
+        b1 = ct(np.inf)
+        b2 = ct(np.inf)
+        j1 = 0
         for j in range(k):
-            v = np.float64(csq[j]) - 2.0 * np.float64(g[j])
-            if v < vmin:
-                vmin = v
-        lim = vmin + 2.0 * err
-        nc = 0
-        sec_lo = np.inf
-        ci = cand[i]
-        for j in range(k):
-            v = np.float64(csq[j]) - 2.0 * np.float64(g[j])
-            if v <= lim:
-                ci[nc] = j
-                nc += 1
-            elif MODE == 1 and v < sec_lo:
-                sec_lo = v
-        best = ct(np.inf)
-        sec = ct(np.inf)
-        lab = 0
-        for q in range(nc):
-            j = ci[q]
-            u = ct(X[i, 0]) - C[j, 0]
-            dd = u * u
-            for f in range(1, d):
-                u = ct(X[i, f]) - C[j, f]
-                dd += u * u
-            if dd < best:
-                sec = best
-                best = dd
-                lab = j
-            elif dd < sec:
-                sec = dd
+            v = csq[j] - ct(2) * g[j]
+            if v < b2:
+                if v < b1:
+                    b2 = b1
+                    b1 = v
+                    j1 = j
+                else:
+                    b2 = v
+        lim = np.float64(b1) + 2.0 * err
+        best = ct(0)
+        lab = j1
+        if np.float64(b2) > lim:
+            if has_dist or MODE == 1:
+                u = ct(X[i, 0]) - C[lab, 0]
+                best = u * u
+                for f in range(1, d):
+                    u = ct(X[i, f]) - C[lab, f]
+                    best += u * u
+                if MODE == 1:
+                    second[i] = max(np.float64(b2) + xsq - err, 0.0)
+        else:
+            nc = 0
+            sec_lo = np.inf
+            ci = cand[i]
+            for j in range(k):
+                v = np.float64(csq[j] - ct(2) * g[j])
+                if v <= lim:
+                    ci[nc] = j
+                    nc += 1
+                elif v < sec_lo:
+                    sec_lo = v
+            best = ct(np.inf)
+            sec = ct(np.inf)
+            for q in range(nc):
+                j = ci[q]
+                u = ct(X[i, 0]) - C[j, 0]
+                dd = u * u
+                for f in range(1, d):
+                    u = ct(X[i, f]) - C[j, f]
+                    dd += u * u
+                if dd < best:
+                    sec = best
+                    best = dd
+                    lab = j
+                elif dd < sec:
+                    sec = dd
+            if MODE == 1:
+                # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
+                second[i] = min(np.float64(sec), max(sec_lo + xsq - err, 0.0))
         labels[i] = lab
         if has_dist:
             mind[i] = best
-        if MODE == 1:
-            # the second-nearest is either a candidate (exact) or beyond every candidate's expansion bound
-            lo = sec_lo + xsq - err
-            second[i] = min(np.float64(sec), max(lo, 0.0))
     nfs = (d + 15) // 16
     for q in prange(nfs):
         f0 = q * 16
         f1 = min(d, f0 + 16)
-        for i in range(r):
-            lab = labels[i]
+        for i2 in range(r):
+            li = labels[i2]
             if has_w:
-                wi = np.float64(w[i])
+                wi = np.float64(w[i2])
                 for f in range(f0, f1):
-                    sums[lab, f] += np.float64(X[i, f]) * wi
+                    sums[li, f] += np.float64(X[i2, f]) * wi
             else:
                 for f in range(f0, f1):
-                    sums[lab, f] += np.float64(X[i, f])
-    for i in range(r):
-        counts[labels[i]] += np.float64(w[i]) if has_w else 1.0
+                    sums[li, f] += np.float64(X[i2, f])
+    for i3 in range(r):
+        counts[labels[i3]] += np.float64(w[i3]) if has_w else 1.0
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def _bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower, moved, D):
+def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower, moved, dims):
+    """Hamerly's step over X (n, d): labels, upper and lower bounds (float64 distances) updated in place; the
+    number of points that moved per block goes to ``moved``. The labels are exactly those of a full pass."""
+    D = len(dims)
     n = X.shape[0]
     k = C.shape[0]
     ct = C.dtype.type
@@ -273,15 +293,10 @@ def _bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lowe
         moved[b] = nm
 
 
-@njit(cache=True)
-def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower, moved, D):
-    """Hamerly's step over X (n, D): labels, upper and lower bounds (float64 distances) updated in place; the
-    number of points that moved per block goes to ``moved``. The labels are exactly those of a full pass."""
-    _bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower, moved, literally(D))
-
-
 @njit(cache=True, parallel=True)
-def _sums_by_label(X, w, labels, part_s, part_c, sums, counts, D):
+def sums_by_label(X, w, labels, part_s, part_c, sums, counts, dims):
+    """The sums and counts of a full pass (the same blocks, the same order: the same bits) from given labels."""
+    D = len(dims)
     n = X.shape[0]
     has_w = w.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
@@ -304,12 +319,6 @@ def _sums_by_label(X, w, labels, part_s, part_c, sums, counts, D):
                     ps[lab, f] += np.float64(X[i, f])
                 pc[lab] += 1.0
     _reduce(part_s, part_c, nb, sums, counts)
-
-
-@njit(cache=True)
-def sums_by_label(X, w, labels, part_s, part_c, sums, counts, D):
-    """The sums and counts of a full pass (the same blocks, the same order: the same bits) from given labels."""
-    _sums_by_label(X, w, labels, part_s, part_c, sums, counts, literally(D))
 
 
 @njit(cache=True, parallel=True)
