@@ -134,7 +134,8 @@ class CpuBackend(Backend):
         Cn = C.contiguous().numpy()
         cnp = Cn.dtype
         empty = np.empty(0, dtype=cnp)
-        wn = empty if w is None else w.contiguous().numpy()
+        # weights in float64 (they are multiplied in float64 anyway): one compiled variant fewer per dtype
+        wn = np.empty(0) if w is None else w.to(torch.float64).contiguous().numpy()
         lab = labels.numpy()
         md = empty if mind is None else mind.numpy()
         sc = empty if second is None else second.numpy()

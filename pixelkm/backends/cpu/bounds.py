@@ -34,7 +34,7 @@ class HamerlyBounds:
         # the data as the kernel reads it: in place, or one float32 copy of float16/bfloat16 data
         self._xn = X.numpy() if X.dtype in (torch.uint8, torch.float32, torch.float64) else X.float().numpy()
         self._xn = np.ascontiguousarray(self._xn)
-        self._wn = np.empty(0) if sample_weight is None else sample_weight.contiguous().numpy()
+        self._wn = np.empty(0) if sample_weight is None else sample_weight.to(torch.float64).contiguous().numpy()
 
     def invalidate(self) -> None:
         self.prev = None
