@@ -113,7 +113,7 @@ def test_outlier_and_far_centers_keep_their_labels(d):
     X[17] = 1e5
     C = 3e4 + torch.randn(6, d, generator=g) * 0.5
     res = pixelkm.assign_update(X, C, backend="cpu")
-    lab, mind, *_ , d2 = direct(X, C, None)
+    lab, mind, *_, d2 = direct(X, C, None)
     check_labels(res.labels, lab, d2, rtol=1e-6)
     C2 = torch.randn(6, d, generator=g)
     C2[0] = 1e5

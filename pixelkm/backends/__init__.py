@@ -74,4 +74,12 @@ if CPU_AVAILABLE:
 if TRITON_AVAILABLE:
     register_backend(TritonBackend(), priority=0)  # before torch: auto takes it on CUDA
 
-__all__ = ["CPU_MISSING", "Backend", "PRIORITY", "available_backends", "get_backend", "register_backend", "select_backend"]
+__all__ = [
+    "CPU_MISSING",
+    "Backend",
+    "PRIORITY",
+    "available_backends",
+    "get_backend",
+    "register_backend",
+    "select_backend",
+]

@@ -6,9 +6,9 @@ argmin (rechecking close calls with direct differences), the distances and the s
 read in place; float16 and bfloat16 are converted to float32 chunk by chunk (whole blocks, so the result does not
 depend on the chunking).
 
-Threads: at most ``torch.get_num_threads()`` (the user's setting for the whole package), and no more than the cores
-that are free: when other processes keep cores busy (the load average over the cores this process may run on),
-fewer threads finish sooner than threads that wait for a descheduled sibling (see :func:`pass_threads`).
+Threads: ``torch.get_num_threads()`` (the user's setting for the whole package), at most the cores this process may
+run on; within a pass the workers share the blocks dynamically, so a core taken by another process costs its share
+and no more (see :func:`pass_threads`).
 """
 
 from __future__ import annotations
@@ -33,24 +33,22 @@ _NUMPY_DTYPES = {torch.uint8: np.uint8, torch.float32: np.float32, torch.float64
 
 
 def pass_threads() -> int:
-    """Threads for one pass: ``torch.get_num_threads()``, less the cores that other processes keep busy.
+    """Threads for one pass: ``torch.get_num_threads()`` (the package's one thread setting), at most the cores this
+    process may run on. ``PIXELKM_CPU_THREADS`` overrides.
 
-    The busy cores are estimated from the 1-minute load average (which counts this process's own running threads
-    too, so one core is always granted). ``PIXELKM_CPU_THREADS`` overrides."""
+    Busy cores need no fewer threads: the workers take blocks from a shared counter, so a worker on a core that
+    another process holds takes fewer blocks (see ``python benchmarks/cpu_peers.py --load``)."""
     import numba
 
+    top = numba.config.NUMBA_NUM_THREADS
     env = os.environ.get("PIXELKM_CPU_THREADS", "").strip()
-    limit = min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)
     if env:
-        return max(1, min(int(env), numba.config.NUMBA_NUM_THREADS))
+        return max(1, min(int(env), top))
     try:
         cores = len(os.sched_getaffinity(0))
-        busy = os.getloadavg()[0]
     except (AttributeError, OSError):
-        return limit
-    own = numba.get_num_threads()  # what this process ran with: part of the load it sees
-    free = cores - max(0.0, busy - own)
-    return int(max(1, min(limit, round(free))))
+        cores = top
+    return max(1, min(torch.get_num_threads(), cores, top))
 
 
 def _slack(dtype: np.dtype, d: int) -> float:
@@ -129,6 +127,8 @@ class CpuBackend(Backend):
 
     def _one(self, X, C, w, labels, mind, second, sums, counts) -> None:
         """One problem: X (n, d), C (k, d); outputs written in place (mind/second may be None)."""
+        import numba
+
         n, d = X.shape
         k = C.shape[0]
         Cn = C.contiguous().numpy()
@@ -142,6 +142,7 @@ class CpuBackend(Backend):
         S = sums.numpy()
         N = counts.numpy()
         mode = 1 if second is not None else 0
+        nthreads = numba.get_num_threads()
         convert = X.dtype not in _NUMPY_DTYPES
         if d <= SMALL_D:
             step = CONVERT_ROWS if convert else n
@@ -165,6 +166,7 @@ class CpuBackend(Backend):
                     N,
                     (0,) * d,
                     (0,) * (mode + 1),
+                    nthreads,
                 )
             return
         # large d: G = X C^T through BLAS chunk by chunk, then the fused argmin / recheck / sums loop
@@ -198,6 +200,7 @@ class CpuBackend(Backend):
                 S,
                 N,
                 mode,
+                nthreads,
             )
 
     def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int):

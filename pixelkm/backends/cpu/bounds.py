@@ -50,10 +50,14 @@ class HamerlyBounds:
         k = Cn.shape[0]
         slack = _slack(Cn.dtype, d)
         numba.set_num_threads(pass_threads())
+        nt = numba.get_num_threads()
         if self.prev is None:
             old = self.labels.clone()
             res = self.backend.assign_update(
-                self.X.unsqueeze(0), C.unsqueeze(0), None if self.w is None else self.w.unsqueeze(0), compute_second=True
+                self.X.unsqueeze(0),
+                C.unsqueeze(0),
+                None if self.w is None else self.w.unsqueeze(0),
+                compute_second=True,
             )
             self.labels = res.labels[0]
             self.upper = res.min_sq_upper[0].double().sqrt_().numpy().copy()
@@ -73,9 +77,32 @@ class HamerlyBounds:
         else:
             other[:] = 0.0
         half = K.half_separation(Cn) * (1.0 - 8 * d * 2.0**-52) if k > 1 else np.full(k, np.inf)
-        K.bounded_step(self._xn, Cn, drift, other, half, slack, self.labels.numpy(), self.upper, self.lower, self.moved, (0,) * d)
+        K.bounded_step(
+            self._xn,
+            Cn,
+            drift,
+            other,
+            half,
+            slack,
+            self.labels.numpy(),
+            self.upper,
+            self.lower,
+            self.moved,
+            (0,) * d,
+            nt,
+        )
         sums = torch.zeros(k, d, dtype=torch.float64)
         counts = torch.zeros(k, dtype=torch.float64)
-        K.sums_by_label(self._xn, self._wn, self.labels.numpy(), self._part_s, self._part_c, sums.numpy(), counts.numpy(), (0,) * d)
+        K.sums_by_label(
+            self._xn,
+            self._wn,
+            self.labels.numpy(),
+            self._part_s,
+            self._part_c,
+            sums.numpy(),
+            counts.numpy(),
+            (0,) * d,
+            nt,
+        )
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())

@@ -6,6 +6,10 @@ compute dtype feature by feature in a fixed order, never the expansion ``|x|^2 -
 digits for data far from the centers); the GEMM path of large ``d`` uses the expansion only to rule centers out and
 recomputes the remaining candidates directly, so that every path gives the same labels.
 
+Load: each kernel is one parallel region in which ``nthreads`` workers take blocks from a shared counter (an atomic
+fetch-and-add) until none is left, so that a worker whose core is busy with another process takes fewer blocks
+instead of holding the others at the end of a static split.
+
 Determinism: the points are cut into blocks of :data:`BLOCK` rows (a constant, not a function of the thread count);
 each block adds its points, in order, into its own float64 partial sums, and the partials are added into the
 running sums block after block in order. The result is bit-identical whatever the number of threads and whatever
@@ -21,7 +25,9 @@ points is vectorised (the points are the SIMD lanes; each center's coordinates a
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
 from numba.np.unsafe.ndarray import to_fixed_tuple
 
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
@@ -34,8 +40,23 @@ TILE = 256
 _FM = {"nnan", "ninf", "nsz"}
 
 
+@intrinsic
+def fetch_add(typingctx, counter):
+    """Atomically add 1 to ``counter[0]`` (an int64 array) and return its old value."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [context.get_constant(types.intp, 0)])
+        return builder.atomic_rmw("add", ptr, context.get_constant(types.int64, 1), "seq_cst")
+
+    return types.int64(counter), codegen
+
+
 @njit(cache=True, parallel=True, fastmath=_FM)
-def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, modes):
+def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, modes, nthreads):
     """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
 
     ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second`` is
@@ -50,72 +71,77 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
     has_dist = mind.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
     ct = C.dtype.type
-    for b in prange(nb):
-        s0 = b * BLOCK
-        e0 = min(n, s0 + BLOCK)
-        ps = part_s[b]
-        pc = part_c[b]
-        ps[:] = 0.0
-        pc[:] = 0.0
-        xt = np.zeros((D, TILE), C.dtype)
-        best = np.empty(TILE, C.dtype)
-        sec = np.empty(TILE, C.dtype)
-        bidx = np.empty(TILE, np.int32)
-        for t0 in range(s0, e0, TILE):
-            m = min(TILE, e0 - t0)
-            for p in range(m):
-                for f in range(D):
-                    xt[f, p] = ct(X[t0 + p, f])
-            for p in range(m, TILE):
-                for f in range(D):
-                    xt[f, p] = 0
-            best[:] = np.inf
-            sec[:] = np.inf
-            bidx[:] = 0
-            for j in range(k):
-                cj = to_fixed_tuple(C[j], D)
-                if MODE == 0:
-                    for p in range(TILE):
-                        u = xt[0, p] - cj[0]
-                        dd = u * u
-                        for f in range(1, D):
-                            u = xt[f, p] - cj[f]
-                            dd += u * u
-                        if dd < best[p]:
-                            best[p] = dd
-                            bidx[p] = j
-                else:
-                    for p in range(TILE):
-                        u = xt[0, p] - cj[0]
-                        dd = u * u
-                        for f in range(1, D):
-                            u = xt[f, p] - cj[f]
-                            dd += u * u
-                        bp = best[p]
-                        if dd < bp:
-                            sec[p] = bp
-                            best[p] = dd
-                            bidx[p] = j
-                        elif dd < sec[p]:
-                            sec[p] = dd
-            for p in range(m):
-                i = t0 + p
-                lab = bidx[p]
-                if has_lab:
-                    labels[i] = lab
-                if has_dist:
-                    mind[i] = best[p]
-                if MODE == 1:
-                    second[i] = sec[p]
-                if has_w:
-                    wi = np.float64(w[i])
+    ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            ps = part_s[b]
+            pc = part_c[b]
+            ps[:] = 0.0
+            pc[:] = 0.0
+            xt = np.zeros((D, TILE), C.dtype)
+            best = np.empty(TILE, C.dtype)
+            sec = np.empty(TILE, C.dtype)
+            bidx = np.empty(TILE, np.int32)
+            for t0 in range(s0, e0, TILE):
+                m = min(TILE, e0 - t0)
+                for p in range(m):
                     for f in range(D):
-                        ps[lab, f] += np.float64(X[i, f]) * wi
-                    pc[lab] += wi
-                else:
+                        xt[f, p] = ct(X[t0 + p, f])
+                for p in range(m, TILE):
                     for f in range(D):
-                        ps[lab, f] += np.float64(X[i, f])
-                    pc[lab] += 1.0
+                        xt[f, p] = 0
+                best[:] = np.inf
+                sec[:] = np.inf
+                bidx[:] = 0
+                for j in range(k):
+                    cj = to_fixed_tuple(C[j], D)
+                    if MODE == 0:
+                        for p in range(TILE):
+                            u = xt[0, p] - cj[0]
+                            dd = u * u
+                            for f in range(1, D):
+                                u = xt[f, p] - cj[f]
+                                dd += u * u
+                            if dd < best[p]:
+                                best[p] = dd
+                                bidx[p] = j
+                    else:
+                        for p in range(TILE):
+                            u = xt[0, p] - cj[0]
+                            dd = u * u
+                            for f in range(1, D):
+                                u = xt[f, p] - cj[f]
+                                dd += u * u
+                            bp = best[p]
+                            if dd < bp:
+                                sec[p] = bp
+                                best[p] = dd
+                                bidx[p] = j
+                            elif dd < sec[p]:
+                                sec[p] = dd
+                for p in range(m):
+                    i = t0 + p
+                    lab = bidx[p]
+                    if has_lab:
+                        labels[i] = lab
+                    if has_dist:
+                        mind[i] = best[p]
+                    if MODE == 1:
+                        second[i] = sec[p]
+                    if has_w:
+                        wi = np.float64(w[i])
+                        for f in range(D):
+                            ps[lab, f] += np.float64(X[i, f]) * wi
+                        pc[lab] += wi
+                    else:
+                        for f in range(D):
+                            ps[lab, f] += np.float64(X[i, f])
+                        pc[lab] += 1.0
     _reduce(part_s, part_c, nb, sums, counts)
 
 
@@ -133,7 +159,7 @@ def _reduce(part_s, part_c, nb, sums, counts):
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts, MODE):
+def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts, MODE, nthreads):
     """Labels, distances and sums of a chunk of rows from ``G = X @ C.T`` (r, k) in the compute dtype.
 
     The expansion ``v_j = |c_j|^2 - 2 G_ij`` (in the compute dtype) orders the centers up to its rounding error, at
@@ -152,69 +178,76 @@ def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts
     cmax = 0.0
     for j in range(k):
         cmax = max(cmax, np.float64(csq[j]))
-    for i in prange(r):
-        xsq = 0.0
-        for f in range(d):
-            xf = np.float64(X[i, f])
-            xsq += xf * xf
-        err = slack * (xsq + cmax)
-        g = G[i]
-        b1 = ct(np.inf)
-        b2 = ct(np.inf)
-        j1 = 0
-        for j in range(k):
-            v = csq[j] - ct(2) * g[j]
-            if v < b2:
-                if v < b1:
-                    b2 = b1
-                    b1 = v
-                    j1 = j
+    ng = (r + 63) // 64  # groups of 64 rows, taken as the workers finish
+    ctr = np.zeros(1, np.int64)
+    for _t in prange(nthreads):
+        while True:
+            gi = fetch_add(ctr)
+            if gi >= ng:
+                break
+            for i in range(gi * 64, min(r, gi * 64 + 64)):
+                xsq = 0.0
+                for f in range(d):
+                    xf = np.float64(X[i, f])
+                    xsq += xf * xf
+                err = slack * (xsq + cmax)
+                g = G[i]
+                b1 = ct(np.inf)
+                b2 = ct(np.inf)
+                j1 = 0
+                for j in range(k):
+                    v = csq[j] - ct(2) * g[j]
+                    if v < b2:
+                        if v < b1:
+                            b2 = b1
+                            b1 = v
+                            j1 = j
+                        else:
+                            b2 = v
+                lim = np.float64(b1) + 2.0 * err
+                best = ct(0)
+                lab = j1
+                if np.float64(b2) > lim:
+                    if has_dist or MODE == 1:
+                        u = ct(X[i, 0]) - C[lab, 0]
+                        best = u * u
+                        for f in range(1, d):
+                            u = ct(X[i, f]) - C[lab, f]
+                            best += u * u
+                        if MODE == 1:
+                            second[i] = max(np.float64(b2) + xsq - err, 0.0)
                 else:
-                    b2 = v
-        lim = np.float64(b1) + 2.0 * err
-        best = ct(0)
-        lab = j1
-        if np.float64(b2) > lim:
-            if has_dist or MODE == 1:
-                u = ct(X[i, 0]) - C[lab, 0]
-                best = u * u
-                for f in range(1, d):
-                    u = ct(X[i, f]) - C[lab, f]
-                    best += u * u
-                if MODE == 1:
-                    second[i] = max(np.float64(b2) + xsq - err, 0.0)
-        else:
-            nc = 0
-            sec_lo = np.inf
-            ci = cand[i]
-            for j in range(k):
-                v = np.float64(csq[j] - ct(2) * g[j])
-                if v <= lim:
-                    ci[nc] = j
-                    nc += 1
-                elif v < sec_lo:
-                    sec_lo = v
-            best = ct(np.inf)
-            sec = ct(np.inf)
-            for q in range(nc):
-                j = ci[q]
-                u = ct(X[i, 0]) - C[j, 0]
-                dd = u * u
-                for f in range(1, d):
-                    u = ct(X[i, f]) - C[j, f]
-                    dd += u * u
-                if dd < best:
-                    sec = best
-                    best = dd
-                    lab = j
-                elif dd < sec:
-                    sec = dd
-            if MODE == 1:
-                # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
-                second[i] = min(np.float64(sec), max(sec_lo + xsq - err, 0.0))
-        labels[i] = lab
-        if has_dist:
-            mind[i] = best
+                    nc = 0
+                    sec_lo = np.inf
+                    ci = cand[i]
+                    for j in range(k):
+                        v = np.float64(csq[j] - ct(2) * g[j])
+                        if v <= lim:
+                            ci[nc] = j
+                            nc += 1
+                        elif v < sec_lo:
+                            sec_lo = v
+                    best = ct(np.inf)
+                    sec = ct(np.inf)
+                    for q in range(nc):
+                        j = ci[q]
+                        u = ct(X[i, 0]) - C[j, 0]
+                        dd = u * u
+                        for f in range(1, d):
+                            u = ct(X[i, f]) - C[j, f]
+                            dd += u * u
+                        if dd < best:
+                            sec = best
+                            best = dd
+                            lab = j
+                        elif dd < sec:
+                            sec = dd
+                    if MODE == 1:
+                        # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
+                        second[i] = min(np.float64(sec), max(sec_lo + xsq - err, 0.0))
+                labels[i] = lab
+                if has_dist:
+                    mind[i] = best
     nfs = (d + 15) // 16
     for q in prange(nfs):
         f0 = q * 16
@@ -233,7 +266,7 @@ def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower, moved, dims):
+def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower, moved, dims, nthreads):
     """Hamerly's step over X (n, d): labels, upper and lower bounds (float64 distances) updated in place; the
     number of points that moved per block goes to ``moved``. The labels are exactly those of a full pass."""
     D = len(dims)
@@ -243,82 +276,92 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
     nb = (n + BLOCK - 1) // BLOCK
     grow = 1.0 + slack
     shrink = 1.0 - slack
-    for b in prange(nb):
-        s0 = b * BLOCK
-        e0 = min(n, s0 + BLOCK)
-        nm = 0
-        for i in range(s0, e0):
-            lab = labels[i]
-            u = upper[i] + drift[lab]
-            lo = max(lower[i] - other_drift[lab], 2.0 * half_sep[lab] - u, 0.0)
-            if u * grow < lo * shrink:
-                upper[i] = u
-                lower[i] = lo
-                continue
-            # the distance to the own center, exactly as a full pass computes it
-            xi = to_fixed_tuple(X[i], D)
-            cl = C[lab]
-            v = ct(xi[0]) - cl[0]
-            dd = v * v
-            for f in range(1, D):
-                v = ct(xi[f]) - cl[f]
-                dd += v * v
-            u = np.sqrt(np.float64(dd)) * grow
-            lo = max(lo, 2.0 * half_sep[lab] - u)
-            if u * grow < lo * shrink:
-                upper[i] = u
-                lower[i] = lo
-                continue
-            # every center, as the full pass does: strict <, lowest index on ties
-            best = ct(np.inf)
-            sec = ct(np.inf)
-            new = 0
-            for j in range(k):
-                cj = C[j]
-                v = ct(xi[0]) - cj[0]
+    ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            nm = 0
+            for i in range(s0, e0):
+                lab = labels[i]
+                u = upper[i] + drift[lab]
+                lo = max(lower[i] - other_drift[lab], 2.0 * half_sep[lab] - u, 0.0)
+                if u * grow < lo * shrink:
+                    upper[i] = u
+                    lower[i] = lo
+                    continue
+                # the distance to the own center, exactly as a full pass computes it
+                xi = to_fixed_tuple(X[i], D)
+                cl = C[lab]
+                v = ct(xi[0]) - cl[0]
                 dd = v * v
                 for f in range(1, D):
-                    v = ct(xi[f]) - cj[f]
+                    v = ct(xi[f]) - cl[f]
                     dd += v * v
-                if dd < best:
-                    sec = best
-                    best = dd
-                    new = j
-                elif dd < sec:
-                    sec = dd
-            upper[i] = np.sqrt(np.float64(best)) * grow
-            lower[i] = np.sqrt(np.float64(sec)) * shrink
-            if new != lab:
-                labels[i] = new
-                nm += 1
-        moved[b] = nm
+                u = np.sqrt(np.float64(dd)) * grow
+                lo = max(lo, 2.0 * half_sep[lab] - u)
+                if u * grow < lo * shrink:
+                    upper[i] = u
+                    lower[i] = lo
+                    continue
+                # every center, as the full pass does: strict <, lowest index on ties
+                best = ct(np.inf)
+                sec = ct(np.inf)
+                new = 0
+                for j in range(k):
+                    cj = C[j]
+                    v = ct(xi[0]) - cj[0]
+                    dd = v * v
+                    for f in range(1, D):
+                        v = ct(xi[f]) - cj[f]
+                        dd += v * v
+                    if dd < best:
+                        sec = best
+                        best = dd
+                        new = j
+                    elif dd < sec:
+                        sec = dd
+                upper[i] = np.sqrt(np.float64(best)) * grow
+                lower[i] = np.sqrt(np.float64(sec)) * shrink
+                if new != lab:
+                    labels[i] = new
+                    nm += 1
+            moved[b] = nm
 
 
 @njit(cache=True, parallel=True)
-def sums_by_label(X, w, labels, part_s, part_c, sums, counts, dims):
+def sums_by_label(X, w, labels, part_s, part_c, sums, counts, dims, nthreads):
     """The sums and counts of a full pass (the same blocks, the same order: the same bits) from given labels."""
     D = len(dims)
     n = X.shape[0]
     has_w = w.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
-    for b in prange(nb):
-        s0 = b * BLOCK
-        e0 = min(n, s0 + BLOCK)
-        ps = part_s[b]
-        pc = part_c[b]
-        ps[:] = 0.0
-        pc[:] = 0.0
-        for i in range(s0, e0):
-            lab = labels[i]
-            if has_w:
-                wi = np.float64(w[i])
-                for f in range(D):
-                    ps[lab, f] += np.float64(X[i, f]) * wi
-                pc[lab] += wi
-            else:
-                for f in range(D):
-                    ps[lab, f] += np.float64(X[i, f])
-                pc[lab] += 1.0
+    ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            ps = part_s[b]
+            pc = part_c[b]
+            ps[:] = 0.0
+            pc[:] = 0.0
+            for i in range(s0, e0):
+                lab = labels[i]
+                if has_w:
+                    wi = np.float64(w[i])
+                    for f in range(D):
+                        ps[lab, f] += np.float64(X[i, f]) * wi
+                    pc[lab] += wi
+                else:
+                    for f in range(D):
+                        ps[lab, f] += np.float64(X[i, f])
+                    pc[lab] += 1.0
     _reduce(part_s, part_c, nb, sums, counts)
 
 
