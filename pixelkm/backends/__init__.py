@@ -13,6 +13,7 @@ import os
 import torch
 
 from ._base import Backend
+from .cpu import CPU_AVAILABLE, CPU_MISSING, CpuBackend  # imports numba only if it can
 from .torch_backend import TorchBackend
 
 _REGISTRY: dict[str, Backend] = {}
@@ -88,5 +89,15 @@ def select_backend(name: str, X: torch.Tensor, centers: torch.Tensor) -> Backend
 
 
 register_backend(TorchBackend())
+if CPU_AVAILABLE:
+    register_backend(CpuBackend(), priority=0)  # before torch: auto takes it on the CPU (torch stays the reference)
 
-__all__ = ["Backend", "PRIORITY", "available_backends", "get_backend", "register_backend", "select_backend"]
+__all__ = [
+    "CPU_MISSING",
+    "Backend",
+    "PRIORITY",
+    "available_backends",
+    "get_backend",
+    "register_backend",
+    "select_backend",
+]

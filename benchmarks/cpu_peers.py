@@ -1,0 +1,207 @@
+"""Milliseconds per Lloyd iteration on the CPU: pixelkm's cpu (numba) and torch backends against every CPU peer.
+
+    flock /tmp/pixelkm-bench.lock python benchmarks/cpu_peers.py               # every case, 2 threads (~2-3 min)
+    flock /tmp/pixelkm-bench.lock python benchmarks/cpu_peers.py --threads 1
+    flock /tmp/pixelkm-bench.lock python benchmarks/cpu_peers.py --load        # a process spinning one core
+    python benchmarks/cpu_peers.py --quick --json out.json                     # fewer repeats, smaller d=128 case
+
+Cases (issue 12's table): the 1024x1024 test photo as float32 RGB (values 0..255) with K = 8, 64, 256; its
+x, y, R, G, B features (d = 5) with K = 64; n = 100,000 Gaussian points with d = 128 and K = 1024. Init: the same
+explicit centers for everyone (k-means++ of scikit-learn on a seeded subsample). What is timed, for every
+implementation alike: one whole fit with ``tol=0, max_iter=N`` from those centers, divided by the iterations it
+ran (scikit-learn stops early when the labels stop changing; the iteration count is printed). Implementations:
+pixelkm backend="cpu" and backend="torch" (algorithm="lloyd"), pixelkm-cpu-pass (the cpu backend's pass alone,
+``assign_update`` N times: the kernel without the fit around it), scikit-learn lloyd and elkan, scikit-learn-intelex
+and faiss-cpu where they import (faiss with ``max_points_per_centroid`` large enough to use every point). The
+repeats run round-robin (A B C A B C ...) and the minimum is reported; the ratio is pixelkm cpu over the best peer.
+``--threads T`` sets every library's thread count (environment set before any import). ``--load`` starts a process
+that spins on one core for the whole run, as on a shared runner.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+
+def _parse() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--threads", type=int, default=None, help="threads of every library (default: all cores)")
+    p.add_argument("--load", action="store_true", help="keep one core busy with a spinning process")
+    p.add_argument("--quick", action="store_true", help="2 repeats, 5 iterations, n = 20,000 for d = 128")
+    p.add_argument("--repeats", type=int, default=None)
+    p.add_argument("--iters", type=int, default=None)
+    p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
+    p.add_argument("--impls", default=None, help="comma-separated implementation names (default: all importable)")
+    p.add_argument("--json", default=None, help="also write the figures here")
+    return p.parse_args()
+
+
+ARGS = _parse() if __name__ == "__main__" else None
+if ARGS is not None and ARGS.threads:
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ[var] = str(ARGS.threads)
+
+import numpy as np  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from benchmarks import common  # noqa: E402  (the asv suite's helpers: the photo, the init)
+
+
+def _spin() -> None:  # pragma: no cover (the load process)
+    while True:
+        pass
+
+
+def cases(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
+    X = common.photo_pixels(1024)  # (1M, 3) float32
+    side = 1024
+    yy, xx = np.mgrid[0:side, 0:side].astype(np.float32)
+    xyrgb = np.ascontiguousarray(np.column_stack([xx.ravel() / 4, yy.ravel() / 4, X]).astype(np.float32))
+    n128 = 20_000 if quick else 100_000
+    rng = np.random.default_rng(0)
+    blobs = rng.normal(size=(64, 128)).astype(np.float32) * 4
+    big = (blobs[rng.integers(0, 64, n128)] + rng.normal(size=(n128, 128)).astype(np.float32)).astype(np.float32)
+    return {
+        "d3-K8": (X, 8),
+        "d3-K64": (X, 64),
+        "d3-K256": (X, 256),
+        "xyrgb-d5-K64": (xyrgb, 64),
+        "d128-K1024": (big, 1024),
+    }
+
+
+def make_impls(threads: int | None) -> dict:
+    """name -> fit(X, C, n_iter) returning the iterations run."""
+    impls = {}
+    import torch
+
+    import pixelkm
+
+    if threads:
+        torch.set_num_threads(threads)
+
+    def pk(backend):
+        def fit(X, C, n_iter):
+            km = pixelkm.KMeans(len(C), init=C, n_init=1, max_iter=n_iter, tol=0.0, algorithm="lloyd", backend=backend)
+            km.fit(X)
+            return int(km.n_iter_)
+
+        return fit
+
+    if "cpu" in pixelkm.available_backends():
+        impls["pixelkm-cpu"] = pk("cpu")
+        be = pixelkm.backends.get_backend("cpu")
+
+        def passes(X, C, n_iter):  # the kernel alone: n_iter passes from the same centers (not a peer: no fit)
+            Xt, Ct = torch.from_numpy(X).unsqueeze(0), torch.from_numpy(C).unsqueeze(0)
+            for _ in range(n_iter):
+                be.assign_update(Xt, Ct, None, compute_distances=False)
+            return n_iter
+
+        impls["pixelkm-cpu-pass"] = passes
+    impls["pixelkm-torch"] = pk("torch")
+    from sklearn.cluster import KMeans as SK
+
+    def sk(algorithm, cls=SK):
+        def fit(X, C, n_iter):
+            km = cls(len(C), init=C, n_init=1, max_iter=n_iter, tol=0.0, algorithm=algorithm).fit(X)
+            return int(km.n_iter_)
+
+        return fit
+
+    impls["sklearn-lloyd"] = sk("lloyd")
+    impls["sklearn-elkan"] = sk("elkan")
+    try:
+        from sklearnex.cluster import KMeans as SKX
+
+        impls["sklearnex"] = sk("lloyd", SKX)
+    except ImportError:
+        pass
+    try:
+        import faiss
+
+        if threads:
+            faiss.omp_set_num_threads(threads)
+
+        def fa(X, C, n_iter):
+            km = faiss.Kmeans(X.shape[1], len(C), niter=n_iter, max_points_per_centroid=1 << 30, seed=0)
+            km.train(X, init_centroids=C)
+            km.index.search(X, 1)  # the final labels, as the others give
+            return n_iter
+
+        impls["faiss"] = fa
+    except ImportError:
+        pass
+    return impls
+
+
+def main() -> None:
+    args = ARGS
+    quick = args.quick
+    repeats = args.repeats or (2 if quick else 3)
+    n_iter = args.iters or (5 if quick else 10)
+    load = None
+    if args.load:
+        import multiprocessing as mp
+
+        load = mp.get_context("fork").Process(target=_spin, daemon=True)
+        load.start()
+    try:
+        impls = make_impls(args.threads)
+        if args.impls:
+            impls = {k: v for k, v in impls.items() if k in args.impls.split(",")}
+        all_cases = cases(quick)
+        if args.cases:
+            all_cases = {k: v for k, v in all_cases.items() if k in args.cases.split(",")}
+        import torch
+
+        info = {
+            "date_utc": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "threads": args.threads or os.cpu_count(),
+            "load": bool(args.load),
+            "loadavg_start": os.getloadavg(),
+            "torch_threads": torch.get_num_threads(),
+            "n_iter": n_iter,
+            "repeats": repeats,
+        }
+        print(json.dumps(info))
+        results = {}
+        for name, (X, k) in all_cases.items():
+            C = common.initial_centers(X, k).astype(np.float32)
+            for fit in impls.values():  # warm-up (compilation, thread pools) outside the timing
+                fit(X[:4096], C, 1)
+            times = {impl: [] for impl in impls}
+            iters = {}
+            for _ in range(repeats):
+                for impl, fit in impls.items():
+                    t = time.perf_counter()
+                    it = fit(X, C, n_iter)
+                    times[impl].append((time.perf_counter() - t) * 1e3 / max(1, it))
+                    iters[impl] = it
+            best = {impl: min(v) for impl, v in times.items()}
+            peers = {i: v for i, v in best.items() if not i.startswith("pixelkm")}
+            best_peer = min(peers, key=peers.get) if peers else None
+            row = {"ms_per_iter": best, "iters": iters, "all": times, "best_peer": best_peer}
+            if best_peer and "pixelkm-cpu" in best:
+                row["cpu_over_best_peer"] = best["pixelkm-cpu"] / peers[best_peer]
+                row["cpu_over_sklearn"] = best["pixelkm-cpu"] / best["sklearn-lloyd"]
+            results[name] = row
+            cells = "  ".join(f"{i} {v:7.1f}" for i, v in best.items())
+            extra = f"  cpu/best-peer({best_peer}) {row.get('cpu_over_best_peer', float('nan')):.2f}x"
+            print(f"{name:14s} {cells}{extra}", flush=True)
+        info["loadavg_end"] = os.getloadavg()
+        print(json.dumps({"loadavg_end": info["loadavg_end"]}))
+        if args.json:
+            Path(args.json).write_text(json.dumps({"info": info, "results": results}, indent=1))
+    finally:
+        if load is not None:
+            load.terminate()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,212 @@
+"""The fused CPU backend: numba kernels, one parallel loop per pass, bit-identical whatever the thread count.
+
+Small ``d`` (up to :data:`SMALL_D`): the direct-difference kernel with the points as SIMD lanes. Larger ``d``: the
+distances through numpy's BLAS (float32/float64 GEMM, chunk by chunk), then one fused numba loop that takes the
+argmin (rechecking close calls with direct differences), the distances and the sums. uint8, float32 and float64 are
+read in place; float16 and bfloat16 are converted to float32 chunk by chunk (whole blocks, so the result does not
+depend on the chunking).
+
+Threads: ``torch.get_num_threads()`` (the user's setting for the whole package), at most the cores this process may
+run on; within a pass the workers share the blocks dynamically, so a core taken by another process costs its share
+and no more (see :func:`pass_threads`).
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import torch
+
+from ..._result import AssignUpdateResult
+from .._base import Backend
+from . import kernels as K
+
+#: up to this many features the direct-difference kernel runs (beyond, the GEMM path)
+SMALL_D = 16
+#: rows per GEMM chunk of the large-d path (a multiple of the block): its (rows, k) product stays in the cache
+GEMM_ROWS = 2048
+#: rows converted at a time for float16/bfloat16 input (a multiple of the block)
+CONVERT_ROWS = 64 * K.BLOCK
+
+_NUMPY_DTYPES = {torch.uint8: np.uint8, torch.float32: np.float32, torch.float64: np.float64}
+
+
+def pass_threads() -> int:
+    """Threads for one pass: ``torch.get_num_threads()`` (the package's one thread setting), at most the cores this
+    process may run on. ``PIXELKM_CPU_THREADS`` overrides.
+
+    Busy cores need no fewer threads: the workers take blocks from a shared counter, so a worker on a core that
+    another process holds takes fewer blocks (see ``python benchmarks/cpu_peers.py --load``)."""
+    import numba
+
+    top = numba.config.NUMBA_NUM_THREADS
+    env = os.environ.get("PIXELKM_CPU_THREADS", "").strip()
+    if env:
+        return max(1, min(int(env), top))
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = top
+    return max(1, min(torch.get_num_threads(), cores, top))
+
+
+def _slack(dtype: np.dtype, d: int) -> float:
+    """Relative bound of the rounding of a squared distance (direct differences or the expansion), with margin."""
+    return 4.0 * (d + 3) * float(np.finfo(dtype).eps) + 64 * 2.0**-52
+
+
+class CpuBackend(Backend):
+    name = "cpu"
+    devices = ("cpu",)
+    dtypes = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+    tolerances = {
+        torch.uint8: (1e-5, 1e-3),
+        torch.float16: (1e-5, 1e-3),
+        torch.bfloat16: (1e-5, 1e-3),
+        torch.float32: (1e-5, 1e-4),
+        torch.float64: (1e-12, 1e-10),
+    }
+    chunks = False  # its memory is a few blocks, whatever the chunk size
+
+    def not_supported_reasons(self, X: torch.Tensor, centers: torch.Tensor) -> list[str]:
+        reasons = super().not_supported_reasons(X, centers)
+        if X.requires_grad or centers.requires_grad:
+            reasons.append("cpu: inputs that require grad")
+        return reasons
+
+    def assign_update(
+        self,
+        X: torch.Tensor,
+        centers: torch.Tensor,
+        sample_weight: torch.Tensor | None,
+        *,
+        compute_labels: bool = True,
+        compute_distances: bool | None = None,
+        chunk_size: int | None = None,
+        deterministic: bool | None = None,
+        cache: dict | None = None,
+        compute_second: bool = False,
+    ) -> AssignUpdateResult:
+        """See :meth:`Backend.assign_update`; always deterministic. ``chunk_size`` does not change the result
+        (nor the memory: the kernel works in fixed blocks). ``compute_second`` as the torch backend's."""
+        import numba
+
+        if compute_distances is None:
+            compute_distances = compute_labels
+        b, n, d = X.shape
+        k = centers.shape[1]
+        cdt = centers.dtype
+        numba.set_num_threads(pass_threads())
+        labels = torch.empty(b, n, dtype=torch.int64)
+        want_dist = (compute_labels and compute_distances) or compute_second
+        mind = torch.empty(b, n, dtype=cdt) if want_dist else None
+        second = torch.empty(b, n, dtype=cdt) if compute_second else None
+        sums = torch.zeros(b, k, d, dtype=torch.float64)
+        counts = torch.zeros(b, k, dtype=torch.float64)
+        for i in range(b):
+            w = None if sample_weight is None else sample_weight[i]
+            self._one(
+                X[i],
+                centers[i],
+                w,
+                labels[i],
+                None if mind is None else mind[i],
+                None if second is None else second[i],
+                sums[i],
+                counts[i],
+            )
+        if compute_second:
+            s = _slack(np.dtype(str(cdt).split(".")[1]), d)
+            upper = mind * (1 + s)
+            lower = (second * (1 - s)).clamp_(min=0.0)
+            return AssignUpdateResult(labels, None, sums, counts, upper, lower)
+        out_lab = labels if compute_labels else None
+        out_dist = mind if compute_labels and compute_distances else None
+        return AssignUpdateResult(out_lab, out_dist, sums.to(cdt), counts.to(cdt))
+
+    def _one(self, X, C, w, labels, mind, second, sums, counts) -> None:
+        """One problem: X (n, d), C (k, d); outputs written in place (mind/second may be None)."""
+        import numba
+
+        n, d = X.shape
+        k = C.shape[0]
+        Cn = C.contiguous().numpy()
+        cnp = Cn.dtype
+        empty = np.empty(0, dtype=cnp)
+        # weights in float64 (they are multiplied in float64 anyway): one compiled variant fewer per dtype
+        wn = np.empty(0) if w is None else w.to(torch.float64).contiguous().numpy()
+        lab = labels.numpy()
+        md = empty if mind is None else mind.numpy()
+        sc = empty if second is None else second.numpy()
+        S = sums.numpy()
+        N = counts.numpy()
+        mode = 1 if second is not None else 0
+        nthreads = numba.get_num_threads()
+        convert = X.dtype not in _NUMPY_DTYPES
+        if d <= SMALL_D:
+            step = CONVERT_ROWS if convert else n
+            nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
+            part_s = np.empty((nb, k, d))
+            part_c = np.empty((nb, k))
+            for s0 in range(0, n, step):
+                s1 = min(n, s0 + step)
+                xs = X[s0:s1]
+                xn = xs.to(torch.float32).numpy() if convert else xs.contiguous().numpy()
+                K.small_pass(
+                    xn,
+                    Cn,
+                    wn[s0:s1] if wn.size else wn,
+                    lab[s0:s1],
+                    md[s0:s1] if md.size else md,
+                    sc[s0:s1] if sc.size else sc,
+                    part_s,
+                    part_c,
+                    S,
+                    N,
+                    (0,) * d,
+                    (0,) * (mode + 1),
+                    nthreads,
+                )
+            return
+        # large d: G = X C^T through BLAS chunk by chunk, then the fused argmin / recheck / sums loop
+        Ct = np.ascontiguousarray(Cn.T)
+        csq = np.einsum("kd,kd->k", Cn.astype(np.float64), Cn.astype(np.float64)).astype(cnp)
+        slack = _slack(cnp, d)
+        rows = GEMM_ROWS
+        G = np.empty((min(rows, n), k), dtype=cnp)
+        cand = np.empty((min(rows, n), k), dtype=np.int32)
+        md_chunk = np.empty(min(rows, n), dtype=cnp) if md.size == 0 else None
+        for s0 in range(0, n, rows):
+            s1 = min(n, s0 + rows)
+            r = s1 - s0
+            xs = X[s0:s1]
+            if xs.dtype == C.dtype:
+                xn = xs.contiguous().numpy()
+            else:
+                xn = xs.to(C.dtype).numpy()
+            np.matmul(xn, Ct, out=G[:r])
+            K.gemm_finish(
+                xn,
+                Cn,
+                G[:r],
+                csq,
+                slack,
+                wn[s0:s1] if wn.size else wn,
+                lab[s0:s1],
+                md[s0:s1] if md.size else md_chunk[:0],
+                sc[s0:s1] if sc.size else sc,
+                cand[:r],
+                S,
+                N,
+                mode,
+                nthreads,
+            )
+
+    def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int):
+        """Hamerly's bounded pass for one problem (see :class:`HamerlyBounds`); None beyond :data:`SMALL_D`."""
+        from .bounds import HamerlyBounds
+
+        if X.ndim != 2 or X.shape[1] > SMALL_D or X.device.type != "cpu" or X.dtype not in self.dtypes:
+            return None
+        return HamerlyBounds(self, X, sample_weight, n_clusters)

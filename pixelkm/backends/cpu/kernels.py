@@ -1,0 +1,383 @@
+"""numba kernels of the CPU backend: one fused parallel loop per pass (distances, argmin, per-block sums).
+
+Every kernel works on ONE problem: ``X`` (n, d) in its own dtype (uint8, float32 or float64), centers (k, d) in the
+compute dtype (float32 or float64). Squared distances are direct differences ``sum_f (x_f - c_f)^2`` computed in the
+compute dtype feature by feature in a fixed order, never the expansion ``|x|^2 - 2 x.c + |c|^2`` (which loses all
+digits for data far from the centers); the GEMM path of large ``d`` uses the expansion only to rule centers out and
+recomputes the remaining candidates directly, so that every path gives the same labels.
+
+Load: each kernel is one parallel region in which ``nthreads`` workers take blocks from a shared counter (an atomic
+fetch-and-add) until none is left, so that a worker whose core is busy with another process takes fewer blocks
+instead of holding the others at the end of a static split.
+
+Determinism: the points are cut into blocks of :data:`BLOCK` rows (a constant, not a function of the thread count);
+each block adds its points, in order, into its own float64 partial sums, and the partials are added into the
+running sums block after block in order. The result is bit-identical whatever the number of threads and whatever
+the caller's chunking (as long as chunks are whole blocks, which the backend ensures).
+
+The small-``d`` kernels take the number of features as the length of a tuple argument (``dims = (0,) * d``: the
+length of a tuple is part of its type, hence a compile-time constant, and a call from Python dispatches on it
+without recompiling), so that the loop over the features is unrolled and the loop over a tile of :data:`TILE`
+points is vectorised (the points are the SIMD lanes; each center's coordinates are broadcast from registers).
+``modes`` likewise: ``(0,)`` = labels and sums, ``(0, 0)`` = also the distance to the second-nearest center.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange, types
+from numba.core import cgutils
+from numba.extending import intrinsic
+from numba.np.unsafe.ndarray import to_fixed_tuple
+
+#: rows per block of partial sums (fixed: results do not depend on the thread count)
+BLOCK = 4096
+#: points per tile of the small-d kernel: the SIMD lanes of the inner loop (256 beat 64 by 1.4x at K = 256, the
+#: same at K = 8 and 64, one thread; its buffers stay in L1 up to d = 16)
+TILE = 256
+#: no fast-math reassociation or contraction: the same operations in the same order in every kernel, so that the
+#: bounded pass finds exactly the distances (and labels) of the full pass
+_FM = {"nnan", "ninf", "nsz"}
+
+
+@intrinsic
+def fetch_add(typingctx, counter):
+    """Atomically add 1 to ``counter[0]`` (an int64 array) and return its old value."""
+    if not (isinstance(counter, types.Array) and counter.dtype == types.int64):
+        return None
+
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [context.get_constant(types.intp, 0)])
+        return builder.atomic_rmw("add", ptr, context.get_constant(types.int64, 1), "seq_cst")
+
+    return types.int64(counter), codegen
+
+
+@njit(cache=True, parallel=True, fastmath=_FM)
+def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, modes, nthreads):
+    """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
+
+    ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second`` is
+    written only in mode 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k) are float64 scratch.
+    """
+    D = len(dims)
+    MODE = len(modes) - 1
+    n = X.shape[0]
+    k = C.shape[0]
+    has_w = w.shape[0] > 0
+    has_lab = labels.shape[0] > 0
+    has_dist = mind.shape[0] > 0
+    nb = (n + BLOCK - 1) // BLOCK
+    ct = C.dtype.type
+    ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            ps = part_s[b]
+            pc = part_c[b]
+            ps[:] = 0.0
+            pc[:] = 0.0
+            xt = np.zeros((D, TILE), C.dtype)
+            best = np.empty(TILE, C.dtype)
+            sec = np.empty(TILE, C.dtype)
+            bidx = np.empty(TILE, np.int32)
+            for t0 in range(s0, e0, TILE):
+                m = min(TILE, e0 - t0)
+                for p in range(m):
+                    for f in range(D):
+                        xt[f, p] = ct(X[t0 + p, f])
+                for p in range(m, TILE):
+                    for f in range(D):
+                        xt[f, p] = 0
+                best[:] = np.inf
+                sec[:] = np.inf
+                bidx[:] = 0
+                for j in range(k):
+                    cj = to_fixed_tuple(C[j], D)
+                    if MODE == 0:
+                        for p in range(TILE):
+                            u = xt[0, p] - cj[0]
+                            dd = u * u
+                            for f in range(1, D):
+                                u = xt[f, p] - cj[f]
+                                dd += u * u
+                            if dd < best[p]:
+                                best[p] = dd
+                                bidx[p] = j
+                    else:
+                        for p in range(TILE):
+                            u = xt[0, p] - cj[0]
+                            dd = u * u
+                            for f in range(1, D):
+                                u = xt[f, p] - cj[f]
+                                dd += u * u
+                            bp = best[p]
+                            if dd < bp:
+                                sec[p] = bp
+                                best[p] = dd
+                                bidx[p] = j
+                            elif dd < sec[p]:
+                                sec[p] = dd
+                for p in range(m):
+                    i = t0 + p
+                    lab = bidx[p]
+                    if has_lab:
+                        labels[i] = lab
+                    if has_dist:
+                        mind[i] = best[p]
+                    if MODE == 1:
+                        second[i] = sec[p]
+                    if has_w:
+                        wi = np.float64(w[i])
+                        for f in range(D):
+                            ps[lab, f] += np.float64(X[i, f]) * wi
+                        pc[lab] += wi
+                    else:
+                        for f in range(D):
+                            ps[lab, f] += np.float64(X[i, f])
+                        pc[lab] += 1.0
+    _reduce(part_s, part_c, nb, sums, counts)
+
+
+@njit(cache=True)
+def _reduce(part_s, part_c, nb, sums, counts):
+    """Add the per-block partials into the running sums, block after block (a fixed order)."""
+    k, d = sums.shape
+    for b in range(nb):
+        ps = part_s[b]
+        pc = part_c[b]
+        for j in range(k):
+            for f in range(d):
+                sums[j, f] += ps[j, f]
+            counts[j] += pc[j]
+
+
+@njit(cache=True, parallel=True, fastmath=_FM)
+def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts, MODE, nthreads):
+    """Labels, distances and sums of a chunk of rows from ``G = X @ C.T`` (r, k) in the compute dtype.
+
+    The expansion ``v_j = |c_j|^2 - 2 G_ij`` (in the compute dtype) orders the centers up to its rounding error, at
+    most ``slack * (|x|^2 + max |c|^2)``. One sweep keeps the smallest two ``v``; when they are more than twice that
+    apart the smallest is the nearest center (also in direct differences); otherwise every center within twice that
+    of the smallest is a candidate, and the candidates' squared distances are computed directly (the small-d
+    kernel's arithmetic), the lowest index winning ties. The sums are added row after row in order, each thread
+    owning a slice of the features (deterministic whatever the number of threads or the chunking). ``cand`` is
+    (r, k) int32 scratch.
+    """
+    r, d = X.shape
+    k = C.shape[0]
+    ct = C.dtype.type
+    has_w = w.shape[0] > 0
+    has_dist = mind.shape[0] > 0
+    cmax = 0.0
+    for j in range(k):
+        cmax = max(cmax, np.float64(csq[j]))
+    ng = (r + 63) // 64  # groups of 64 rows, taken as the workers finish
+    ctr = np.zeros(1, np.int64)
+    for _t in prange(nthreads):
+        while True:
+            gi = fetch_add(ctr)
+            if gi >= ng:
+                break
+            for i in range(gi * 64, min(r, gi * 64 + 64)):
+                xsq = 0.0
+                for f in range(d):
+                    xf = np.float64(X[i, f])
+                    xsq += xf * xf
+                err = slack * (xsq + cmax)
+                g = G[i]
+                b1 = ct(np.inf)
+                b2 = ct(np.inf)
+                j1 = 0
+                for j in range(k):
+                    v = csq[j] - ct(2) * g[j]
+                    if v < b2:
+                        if v < b1:
+                            b2 = b1
+                            b1 = v
+                            j1 = j
+                        else:
+                            b2 = v
+                lim = np.float64(b1) + 2.0 * err
+                best = ct(0)
+                lab = j1
+                if np.float64(b2) > lim:
+                    if has_dist or MODE == 1:
+                        u = ct(X[i, 0]) - C[lab, 0]
+                        best = u * u
+                        for f in range(1, d):
+                            u = ct(X[i, f]) - C[lab, f]
+                            best += u * u
+                        if MODE == 1:
+                            second[i] = max(np.float64(b2) + xsq - err, 0.0)
+                else:
+                    nc = 0
+                    sec_lo = np.inf
+                    ci = cand[i]
+                    for j in range(k):
+                        v = np.float64(csq[j] - ct(2) * g[j])
+                        if v <= lim:
+                            ci[nc] = j
+                            nc += 1
+                        elif v < sec_lo:
+                            sec_lo = v
+                    best = ct(np.inf)
+                    sec = ct(np.inf)
+                    for q in range(nc):
+                        j = ci[q]
+                        u = ct(X[i, 0]) - C[j, 0]
+                        dd = u * u
+                        for f in range(1, d):
+                            u = ct(X[i, f]) - C[j, f]
+                            dd += u * u
+                        if dd < best:
+                            sec = best
+                            best = dd
+                            lab = j
+                        elif dd < sec:
+                            sec = dd
+                    if MODE == 1:
+                        # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
+                        second[i] = min(np.float64(sec), max(sec_lo + xsq - err, 0.0))
+                labels[i] = lab
+                if has_dist:
+                    mind[i] = best
+    nfs = (d + 15) // 16
+    for q in prange(nfs):
+        f0 = q * 16
+        f1 = min(d, f0 + 16)
+        for i2 in range(r):
+            li = labels[i2]
+            if has_w:
+                wi = np.float64(w[i2])
+                for f in range(f0, f1):
+                    sums[li, f] += np.float64(X[i2, f]) * wi
+            else:
+                for f in range(f0, f1):
+                    sums[li, f] += np.float64(X[i2, f])
+    for i3 in range(r):
+        counts[labels[i3]] += np.float64(w[i3]) if has_w else 1.0
+
+
+@njit(cache=True, parallel=True, fastmath=_FM)
+def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower, moved, dims, nthreads):
+    """Hamerly's step over X (n, d): labels, upper and lower bounds (float64 distances) updated in place; the
+    number of points that moved per block goes to ``moved``. The labels are exactly those of a full pass."""
+    D = len(dims)
+    n = X.shape[0]
+    k = C.shape[0]
+    ct = C.dtype.type
+    nb = (n + BLOCK - 1) // BLOCK
+    grow = 1.0 + slack
+    shrink = 1.0 - slack
+    ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            nm = 0
+            for i in range(s0, e0):
+                lab = labels[i]
+                u = upper[i] + drift[lab]
+                lo = max(lower[i] - other_drift[lab], 2.0 * half_sep[lab] - u, 0.0)
+                if u * grow < lo * shrink:
+                    upper[i] = u
+                    lower[i] = lo
+                    continue
+                # the distance to the own center, exactly as a full pass computes it
+                xi = to_fixed_tuple(X[i], D)
+                cl = C[lab]
+                v = ct(xi[0]) - cl[0]
+                dd = v * v
+                for f in range(1, D):
+                    v = ct(xi[f]) - cl[f]
+                    dd += v * v
+                u = np.sqrt(np.float64(dd)) * grow
+                lo = max(lo, 2.0 * half_sep[lab] - u)
+                if u * grow < lo * shrink:
+                    upper[i] = u
+                    lower[i] = lo
+                    continue
+                # every center, as the full pass does: strict <, lowest index on ties
+                best = ct(np.inf)
+                sec = ct(np.inf)
+                new = 0
+                for j in range(k):
+                    cj = C[j]
+                    v = ct(xi[0]) - cj[0]
+                    dd = v * v
+                    for f in range(1, D):
+                        v = ct(xi[f]) - cj[f]
+                        dd += v * v
+                    if dd < best:
+                        sec = best
+                        best = dd
+                        new = j
+                    elif dd < sec:
+                        sec = dd
+                upper[i] = np.sqrt(np.float64(best)) * grow
+                lower[i] = np.sqrt(np.float64(sec)) * shrink
+                if new != lab:
+                    labels[i] = new
+                    nm += 1
+            moved[b] = nm
+
+
+@njit(cache=True, parallel=True)
+def sums_by_label(X, w, labels, part_s, part_c, sums, counts, dims, nthreads):
+    """The sums and counts of a full pass (the same blocks, the same order: the same bits) from given labels."""
+    D = len(dims)
+    n = X.shape[0]
+    has_w = w.shape[0] > 0
+    nb = (n + BLOCK - 1) // BLOCK
+    ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            ps = part_s[b]
+            pc = part_c[b]
+            ps[:] = 0.0
+            pc[:] = 0.0
+            for i in range(s0, e0):
+                lab = labels[i]
+                if has_w:
+                    wi = np.float64(w[i])
+                    for f in range(D):
+                        ps[lab, f] += np.float64(X[i, f]) * wi
+                    pc[lab] += wi
+                else:
+                    for f in range(D):
+                        ps[lab, f] += np.float64(X[i, f])
+                    pc[lab] += 1.0
+    _reduce(part_s, part_c, nb, sums, counts)
+
+
+@njit(cache=True, parallel=True)
+def half_separation(C):
+    """Half the distance (float64) of every center to its nearest other center (inf when k = 1)."""
+    k, d = C.shape
+    out = np.empty(k)
+    for i in prange(k):
+        m = np.inf
+        for j in range(k):
+            if j != i:
+                s = 0.0
+                for f in range(d):
+                    v = np.float64(C[i, f]) - np.float64(C[j, f])
+                    s += v * v
+                m = min(m, s)
+        out[i] = 0.5 * np.sqrt(m)
+    return out

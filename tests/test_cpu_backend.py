@@ -1,0 +1,300 @@
+"""The fused CPU backend (numba) against the float64 oracle, the torch reference and scikit-learn.
+
+The first run compiles the kernels (a few seconds per dtype and feature count); numba caches them on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import pixelkm
+from pixelkm.backends import get_backend, select_backend
+
+pytest.importorskip("numba")
+from test_assign_update import check_labels, direct, random_data  # noqa: E402  (the shared oracle)
+
+CPU = get_backend("cpu")
+
+
+def cpu_pass(X, C, w=None, **kw):
+    """One pass of the cpu backend on a single problem, without the batch dimension."""
+    res = CPU.assign_update(X.unsqueeze(0), C.unsqueeze(0), None if w is None else w.unsqueeze(0), **kw)
+    return res.squeeze_batch() if res.min_sq_upper is None else res
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64], ids=lambda t: str(t)[6:]
+)
+@pytest.mark.parametrize("n, d, k", [(5000, 3, 7), (517, 1, 1), (300, 20, 64), (64, 130, 5)])
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+def test_matches_direct(dtype, n, d, k, weighted):
+    """Labels, distances, sums and counts against the full float64 distance matrix (d = 20 and 130: GEMM path)."""
+    X, C = random_data(dtype, n, d, k, seed=n + d + k)
+    w = torch.rand(n, dtype=C.dtype) * 3 if weighted else None
+    res = pixelkm.assign_update(X, C, w, backend="cpu", chunk_size=97)
+    lab, mind, sums, counts, d2 = direct(X, C, w)
+    assert res.labels.dtype == torch.int64 and res.sums.dtype == C.dtype
+    check_labels(res.labels, lab, d2, rtol=1e-5 if dtype != torch.float64 else 1e-12)
+    if dtype == torch.float64 or dtype == torch.uint8:
+        assert torch.equal(res.labels, lab)
+    same = res.labels == lab
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    torch.testing.assert_close(res.min_sq_dist.double()[same], mind[same], rtol=tol, atol=tol)
+    if bool(same.all()):
+        torch.testing.assert_close(res.sums.double(), sums, rtol=tol, atol=tol)
+        torch.testing.assert_close(res.counts.double(), counts, rtol=tol, atol=tol)
+
+
+@pytest.mark.parametrize("d", [3, 130])
+def test_uint8_sums_exact_and_equal_to_torch(d):
+    X, C = random_data(torch.uint8, 20000, d, 16, seed=4)
+    ref = pixelkm.assign_update(X, C, backend="torch")
+    res = cpu_pass(X, C, compute_second=True)  # the float64 accumulators
+    lab, _, sums, counts, _ = direct(X, C, None)
+    assert torch.equal(res.labels[0], lab) and torch.equal(ref.labels, lab)
+    assert torch.equal(res.sums[0], sums) and torch.equal(res.counts[0], counts)  # integer sums: exact
+
+
+@pytest.mark.parametrize("d", [3, 5, 20])
+def test_bit_identical_across_threads_and_chunks(d, monkeypatch):
+    """Blocks of a fixed size reduced in a fixed order: the same bits with 1 or 2 threads and any chunk size."""
+    X, C = random_data(torch.float32, 3 * 4096 + 123, d, 33, seed=d)
+    w = torch.rand(X.shape[0])
+    runs = []
+    for threads, chunk in [("1", None), ("2", 97), ("2", None), ("1", 5000)]:
+        monkeypatch.setenv("PIXELKM_CPU_THREADS", threads)
+        runs.append(pixelkm.assign_update(X, C, w, backend="cpu", chunk_size=chunk))
+    for r in runs[1:]:
+        for name in ("labels", "min_sq_dist", "sums", "counts"):
+            assert torch.equal(getattr(r, name), getattr(runs[0], name)), name
+
+
+def test_float16_chunkwise_equals_float32():
+    """float16 is converted chunk by chunk (whole blocks): the same result as the float32 copy in one go."""
+    from pixelkm.backends.cpu import backend as cpu_backend
+
+    X, C = random_data(torch.float16, 3 * cpu_backend.K.BLOCK + 17, 3, 9, seed=2)
+    old = cpu_backend.CONVERT_ROWS
+    try:
+        cpu_backend.CONVERT_ROWS = cpu_backend.K.BLOCK  # several conversion chunks
+        a = cpu_pass(X, C, compute_second=True)
+    finally:
+        cpu_backend.CONVERT_ROWS = old
+    b = cpu_pass(X.float(), C, compute_second=True)
+    assert torch.equal(a.labels, b.labels) and torch.equal(a.sums, b.sums) and torch.equal(a.counts, b.counts)
+
+
+@pytest.mark.parametrize("d", [1, 20])
+def test_ties_go_to_lowest_index(d):
+    X = torch.zeros(3, d, dtype=torch.float64)
+    X[:, 0] = torch.tensor([0.0, 1.0, 2.0])
+    C = torch.zeros(4, d, dtype=torch.float64)
+    C[:, 0] = torch.tensor([1.0, -1.0, 1.0, 3.0])  # x=0 ties 0/1, x=2 ties 0/2/3
+    assert pixelkm.assign_update(X, C, backend="cpu").labels.tolist() == [0, 0, 0]
+    Xu = torch.tensor([[10, 10, 0], [20, 20, 0]], dtype=torch.uint8)
+    Cu = torch.tensor([[15.0, 15.0, 0], [5.0, 5.0, 0], [15.0, 15.0, 0], [25.0, 25.0, 0]])  # each point halfway
+    assert pixelkm.assign_update(Xu, Cu, backend="cpu").labels.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("d", [3, 40])
+def test_outlier_and_far_centers_keep_their_labels(d):
+    """Direct differences (and the GEMM path's exact recheck): an outlier at 1e5 in float32 data and centers far
+    from the data do not cost the labels their digits (the expansion |x|^2 - 2x.c + |c|^2 would)."""
+    g = torch.Generator().manual_seed(1)
+    X = torch.randn(3000, d, generator=g)
+    X[17] = 1e5
+    C = 3e4 + torch.randn(6, d, generator=g) * 0.5
+    res = pixelkm.assign_update(X, C, backend="cpu")
+    lab, mind, *_, d2 = direct(X, C, None)
+    check_labels(res.labels, lab, d2, rtol=1e-6)
+    C2 = torch.randn(6, d, generator=g)
+    C2[0] = 1e5
+    res2 = pixelkm.assign_update(X, C2, backend="cpu")
+    lab2, *_, d22 = direct(X, C2, None)
+    check_labels(res2.labels, lab2, d22, rtol=1e-6)
+
+
+def test_far_from_origin_keeps_precision():
+    g = torch.Generator().manual_seed(0)
+    X = 1e6 + torch.randn(500, 2, generator=g, dtype=torch.float64)
+    C = 1e6 + torch.tensor([[-1.0, 0.0], [1.0, 0.0]], dtype=torch.float64)
+    res = pixelkm.assign_update(X, C, backend="cpu")
+    lab, mind, *_ = direct(X, C, None)
+    assert torch.equal(res.labels, lab)
+    torch.testing.assert_close(res.min_sq_dist, mind, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("d", [3, 24])
+def test_fit_equals_sklearn_lloyd(d):
+    """Whole fits in float64 from the same init: scikit-learn's lloyd labels and centers."""
+    sk = pytest.importorskip("sklearn.cluster")
+    rng = np.random.default_rng(d)
+    X = rng.normal(size=(3000, d)) + rng.integers(0, 4, size=(3000, 1)) * 3.0
+    init = X[rng.choice(3000, 6, replace=False)]
+    ref = sk.KMeans(6, init=init, n_init=1, max_iter=50, tol=0.0, algorithm="lloyd").fit(X)
+    km = pixelkm.KMeans(6, init=init, n_init=1, max_iter=50, tol=0.0, algorithm="lloyd", backend="cpu").fit(X)
+    assert np.array_equal(np.asarray(km.labels_), ref.labels_)
+    np.testing.assert_allclose(np.asarray(km.cluster_centers_), ref.cluster_centers_, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("d", [5, 20])
+def test_outputs_are_overwritten(d):
+    """Every output element is written: outputs poisoned beforehand come back with the oracle's values."""
+    X, C = random_data(torch.float32, 4096 + 5, d, 9, seed=9)
+    n, k = X.shape[0], C.shape[0]
+    labels = torch.full((n,), -7, dtype=torch.int64)
+    mind = torch.full((n,), float("nan"))
+    second = torch.full((n,), float("nan"))
+    sums = torch.zeros(k, d, dtype=torch.float64)
+    counts = torch.zeros(k, dtype=torch.float64)
+    CPU._one(X, C, None, labels, mind, second, sums, counts)
+    lab, dist, s, c, d2 = direct(X, C, None)
+    check_labels(labels, lab, d2, rtol=1e-5)
+    assert not torch.isnan(mind).any() and not torch.isnan(second).any()
+    torch.testing.assert_close(mind.double(), d2.gather(1, labels[:, None])[:, 0], rtol=1e-5, atol=1e-4)
+    other = d2.scatter(1, labels[:, None], float("inf")).amin(1)
+    assert bool((second.double() <= other * (1 + 1e-5) + 1e-4).all())  # a lower bound of the second-nearest
+
+
+@pytest.mark.parametrize("d", [3, 20])
+def test_second_bounds_hold(d):
+    X, C = random_data(torch.float32, 2000, d, 12, seed=11)
+    res = cpu_pass(X, C, compute_second=True)
+    lab, mind, _, _, d2 = direct(X, C, None)
+    assert torch.equal(res.labels[0], pixelkm.assign_update(X, C, backend="cpu").labels)
+    assert bool((res.min_sq_upper[0].double() >= d2.gather(1, res.labels[0][:, None])[:, 0]).all())
+    second = d2.scatter(1, res.labels[0][:, None], float("inf")).amin(1)
+    assert bool((res.second_sq_lower[0].double() <= second).all())
+
+
+@pytest.mark.parametrize(
+    "X, C, match",
+    [
+        (np.array([[np.nan, 1.0]]), np.zeros((1, 2)), "NaN"),
+        (np.array([[np.inf, 1.0]]), np.zeros((1, 2)), "inf"),
+        (np.zeros((0, 3)), np.zeros((2, 3)), "0 sample"),
+        (np.zeros((4, 3)), np.zeros((0, 3)), "at least one center"),
+        (np.full((4, 3), 1e30, dtype=np.float32), np.zeros((2, 3), dtype=np.float32), "overflow"),
+    ],
+)
+def test_bad_input_refused_before_the_kernel(X, C, match):
+    with pytest.raises(ValueError, match=match):
+        pixelkm.assign_update(X, C, backend="cpu")
+
+
+def test_auto_takes_cpu_on_the_cpu_and_torch_stays():
+    X = torch.zeros(3, 2)
+    assert select_backend("auto", X, X).name == "cpu"
+    assert select_backend("torch", X, X).name == "torch"
+    names = pixelkm.available_backends()
+    assert names.index("cpu") < names.index("torch")
+    assert CPU.not_supported_reasons(X.to(torch.int32), X) != []
+
+
+def test_batched_equals_loop():
+    g = torch.Generator().manual_seed(5)
+    X = torch.randn(3, 333, 5, generator=g)
+    C = torch.randn(3, 6, 5, generator=g)
+    w = torch.rand(3, 333, generator=g)
+    res = pixelkm.assign_update(X, C, w, backend="cpu")
+    for b in range(3):
+        one = pixelkm.assign_update(X[b], C[b], w[b], backend="cpu")
+        assert torch.equal(one.labels, res.labels[b]) and torch.equal(one.sums, res.sums[b])
+
+
+def _full_iterates(X, C, w, iters):
+    """The reference iterates: full passes (float64 accumulators), centers = sums / counts in the compute dtype."""
+    out = []
+    for _ in range(iters):
+        r = cpu_pass(X, C, w, compute_second=True)
+        C = _next_centers(r.sums[0], r.counts[0], C)
+        out.append((r.labels[0].clone(), C))
+    return out
+
+
+def _next_centers(sums, counts, C):
+    new = (sums / counts.clamp(min=1e-300).unsqueeze(1)).to(C.dtype)
+    return torch.where((counts > 0).unsqueeze(1), new, C)  # an empty cluster keeps its center (both drivers)
+
+
+@st.composite
+def bounds_cases(draw):
+    d = draw(st.sampled_from([1, 3, 5]))  # (each feature count is a compiled variant of the kernels)
+    k = draw(st.integers(1, 12))
+    n = draw(st.integers(k, 400))
+    dtype = draw(st.sampled_from([torch.uint8, torch.float32, torch.float64]))
+    seed = draw(st.integers(0, 2**31 - 1))
+    kind = draw(st.sampled_from(["normal", "duplicates", "grid"]))
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, d)) * 20
+    if kind == "duplicates":
+        a = a[rng.integers(0, max(1, n // 5), size=n)]
+    elif kind == "grid":
+        a = np.round(a / 10) * 10  # many exact ties between centers
+    if dtype == torch.uint8:
+        a = np.clip(a + 128, 0, 255)
+    X = torch.from_numpy(a).to(dtype)
+    w = torch.from_numpy(rng.uniform(0, 2, size=n)) if draw(st.booleans()) else None
+    return X, k, w, seed
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(bounds_cases())
+def test_bounds_give_the_iterates_of_full_passes(case):
+    X, k, w, seed = case
+    cdt = torch.float64 if X.dtype == torch.float64 else torch.float32
+    w = None if w is None else w.to(cdt)
+    g = torch.Generator().manual_seed(seed % 1000)
+    C0 = X[torch.randperm(X.shape[0], generator=g)[:k]].to(cdt)
+    ref = _full_iterates(X, C0, w, 8)
+    state = CPU.bounds(X, w, k)
+    C = C0
+    prev = None
+    for it, (lab_ref, C_ref) in enumerate(ref):
+        labels, sums, counts, changed = state.step(C)
+        assert torch.equal(labels, lab_ref), f"labels differ at step {it}"
+        assert changed == (X.shape[0] if prev is None else int((labels != prev).sum()))
+        prev = labels.clone()
+        C = _next_centers(sums, counts, C)
+        assert torch.equal(C, C_ref), f"centers differ at step {it}"
+
+
+def test_bounds_invalidate_and_large_d():
+    X, C = random_data(torch.float32, 3000, 3, 5, seed=1)
+    state = CPU.bounds(X, None, 5)
+    state.step(C)
+    state.invalidate()
+    labels, sums, counts, _ = state.step(C + 0.5)
+    ref = cpu_pass(X, C + 0.5, compute_second=True)
+    assert torch.equal(labels, ref.labels[0]) and torch.equal(sums, ref.sums[0])
+    assert CPU.bounds(torch.zeros(10, 40), None, 3) is None  # no bounded pass beyond the small-d kernel
+
+
+@pytest.mark.slow
+def test_read_only_cache_dir_still_works(tmp_path):
+    """A read-only numba cache (e.g. a system-wide install): the kernels compile in memory, no error reaches
+    the user, the result is right."""
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    code = (
+        "import warnings, torch, pixelkm\n"
+        "warnings.simplefilter('error')\n"
+        "X = torch.arange(60.).reshape(20, 3); C = X[:2].clone()\n"
+        "r = pixelkm.assign_update(X, C, backend='cpu')\n"
+        "assert r.labels.tolist() == [0] + [1] * 19, r.labels\n"
+        "print('ok')\n"
+    )
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(ro))
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    ro.chmod(0o755)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().endswith("ok")
