@@ -329,7 +329,7 @@ def assign_update(
             num_warps=cfg["num_warps"],
         )
         total = partial.sum(1, dtype=torch.float64)  # fixed-order float64 reduction of the program slots
-        return labels, min_sq, total[..., :d].to(cdt), total[..., d].to(cdt)
+        return labels, min_sq, total[..., :d].to(cdt, copy=True), total[..., d].to(cdt, copy=True)  # no aliases
 
     dot_dtype, dot_precision = PRECISIONS[precision]
     if is_interpreted() and dot_precision != "ieee":

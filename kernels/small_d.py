@@ -44,22 +44,6 @@ def _col(x_rows, rmask, stride_xd, j: tl.constexpr, cdt: tl.constexpr):
 
 
 @triton.jit
-def _sq(x, c_row, j: tl.constexpr, acc):
-    """acc + (x - c[j])^2: one subtraction and one fused multiply-add."""
-    t = x - tl.load(c_row + j)
-    return t * t + acc
-
-
-@triton.jit
-def _add(s_row, j: tl.constexpr, x, wc):
-    """s_row[j] += sum(x * wc) over the block (in the compute dtype), into the float64 slot.
-
-    A scalar atomic add: every add into this slot comes from this program, in program order (coherence keeps
-    that order for one location), so the float64 total is the same run after run."""
-    tl.atomic_add(s_row + j, tl.sum(x * wc).to(tl.float64), sem="relaxed")
-
-
-@triton.jit
 def _red(s_rows, j: tl.constexpr, v, rmask):
     """s_rows[j] += v per point: an atomic add into the program's own slot (no other program touches it)."""
     tl.atomic_add(s_rows + j, v.to(s_rows.dtype.element_ty), mask=rmask, sem="relaxed")
@@ -127,19 +111,26 @@ def _small_d_kernel(
                 t = x0 - tl.load(c_row)
                 dist = t * t
                 if D > 1:
-                    dist = _sq(x1, c_row, 1, dist)
+                    t = x1 - tl.load(c_row + 1)
+                    dist = t * t + dist
                 if D > 2:
-                    dist = _sq(x2, c_row, 2, dist)
+                    t = x2 - tl.load(c_row + 2)
+                    dist = t * t + dist
                 if D > 3:
-                    dist = _sq(x3, c_row, 3, dist)
+                    t = x3 - tl.load(c_row + 3)
+                    dist = t * t + dist
                 if D > 4:
-                    dist = _sq(x4, c_row, 4, dist)
+                    t = x4 - tl.load(c_row + 4)
+                    dist = t * t + dist
                 if D > 5:
-                    dist = _sq(x5, c_row, 5, dist)
+                    t = x5 - tl.load(c_row + 5)
+                    dist = t * t + dist
                 if D > 6:
-                    dist = _sq(x6, c_row, 6, dist)
+                    t = x6 - tl.load(c_row + 6)
+                    dist = t * t + dist
                 if D > 7:
-                    dist = _sq(x7, c_row, 7, dist)
+                    t = x7 - tl.load(c_row + 7)
+                    dist = t * t + dist
                 better = dist < best  # strict: an equal later center never replaces an earlier one
                 best = tl.where(better, dist, best)
                 best_idx = tl.where(better, c0 + u, best_idx)
@@ -157,22 +148,24 @@ def _small_d_kernel(
                 hit = best_idx == c
                 s_row = slot + c * (D + 1)
                 wc = tl.where(hit, w, 0.0)
-                _add(s_row, D, 1.0, wc)
-                _add(s_row, 0, x0, wc)
+                # scalar atomic adds: every add into this slot comes from this program, in program order
+                # (coherence keeps that order for one location), so the float64 totals repeat run after run
+                tl.atomic_add(s_row + D, tl.sum(wc).to(tl.float64), sem="relaxed")
+                tl.atomic_add(s_row, tl.sum(x0 * wc).to(tl.float64), sem="relaxed")
                 if D > 1:
-                    _add(s_row, 1, x1, wc)
+                    tl.atomic_add(s_row + 1, tl.sum(x1 * wc).to(tl.float64), sem="relaxed")
                 if D > 2:
-                    _add(s_row, 2, x2, wc)
+                    tl.atomic_add(s_row + 2, tl.sum(x2 * wc).to(tl.float64), sem="relaxed")
                 if D > 3:
-                    _add(s_row, 3, x3, wc)
+                    tl.atomic_add(s_row + 3, tl.sum(x3 * wc).to(tl.float64), sem="relaxed")
                 if D > 4:
-                    _add(s_row, 4, x4, wc)
+                    tl.atomic_add(s_row + 4, tl.sum(x4 * wc).to(tl.float64), sem="relaxed")
                 if D > 5:
-                    _add(s_row, 5, x5, wc)
+                    tl.atomic_add(s_row + 5, tl.sum(x5 * wc).to(tl.float64), sem="relaxed")
                 if D > 6:
-                    _add(s_row, 6, x6, wc)
+                    tl.atomic_add(s_row + 6, tl.sum(x6 * wc).to(tl.float64), sem="relaxed")
                 if D > 7:
-                    _add(s_row, 7, x7, wc)
+                    tl.atomic_add(s_row + 7, tl.sum(x7 * wc).to(tl.float64), sem="relaxed")
         elif UPDATE == 2:  # many clusters: one atomic add per point and feature into the program's float32 slot
             s_rows = slot + best_idx * (D + 1)
             _red(s_rows, D, w, rmask)
