@@ -3,16 +3,18 @@
     python benchmarks/roofline.py            # full sizes, on CUDA when there is a GPU
     python benchmarks/roofline.py --quick    # small sizes: a smoke check that runs on the CPU too
 
-Per case it times, in the same run and on the same device: the fused Triton kernel (``backend="triton"``,
-both reduction modes), the torch reference (``backend="torch"``), a naive ``torch.cdist`` + ``argmin`` +
-``index_add_`` step, and ``flash_kmeans.batch_kmeans_Euclid`` where that package is importable (same initial
-centers, tol=0 so that it runs the fixed number of iterations). One iteration = labels and squared distances
-of every point, per-cluster sums and counts, new centers.
+Per case it times, in the same run and on the same device: the Triton kernels alone (the device time of
+the kernels of one pass, from the CUDA profiler), the whole Lloyd step on ``backend="triton"`` (both
+reduction modes; CUDA events), the torch reference (``backend="torch"``), a naive ``torch.cdist`` +
+``argmin`` + ``index_add_`` step, and ``flash_kmeans.batch_kmeans_Euclid`` where that package is importable
+(same initial centers, tol=0 so that it runs the fixed number of iterations). One iteration = labels of every
+point (in the narrowest dtype that holds k - 1, as a Lloyd loop needs them; no distances), per-cluster sums
+and counts, new centers.
 
-Beside the times it prints two floors: bytes moved (X read once in its own dtype, int64 labels and the
-distances written) over the measured copy bandwidth of the device, and operations (2 n k d for the
-distances) over the measured arithmetic rate (a float32 GEMM for small d; for d > 8 the rate of the
-``tl.dot`` precision the kernel uses, 3-pass TF32 = TF32 GEMM rate / 3). ``x floor`` = time / max(floors).
+Beside the times it prints two floors: bytes moved (X read once in its own dtype, the narrow labels written)
+over the measured copy bandwidth of the device, and operations (2 n k d for the distances) over the measured
+arithmetic rate (a float32 GEMM for small d; for d > 8 the rate of the ``tl.dot`` precision the kernel uses:
+one TF32 pass by default). ``x floor`` = time / max(floors).
 
 On the CPU, triton runs under its interpreter (TRITON_INTERPRET=1, set here before triton is imported):
 its times there say nothing about speed. GPU figures are recorded in benchmarks/GPU_NOTES.md.
@@ -31,6 +33,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGE = ROOT.parent / "shared" / "images" / "kodim23.png"
+if not IMAGE.exists():  # ../shared does not travel to a device machine; the package ships this photograph
+    IMAGE = ROOT / "pixelkm" / "data" / "kodim23.png"
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -89,18 +93,49 @@ def sync(device: torch.device) -> None:
 
 
 def time_ms(fn, device: torch.device, iters: int, warmup: int = 2) -> float:
-    """Median milliseconds of one call of ``fn`` (after ``warmup`` calls), device-synchronized."""
+    """Median milliseconds of one call of ``fn`` (after ``warmup`` calls): CUDA events on a GPU, else the clock."""
     for _ in range(warmup):
         fn()
     sync(device)
     times = []
     for _ in range(iters):
-        t0 = time.perf_counter()
-        fn()
-        sync(device)
-        times.append((time.perf_counter() - t0) * 1e3)
+        if device.type == "cuda":
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
     times.sort()
     return times[len(times) // 2]
+
+
+KERNELS = ("_small_d_kernel", "_large_d_kernel", "_sorted_sums_kernel", "_cluster_sums_kernel")
+
+
+def kernel_ms(fn, iters: int) -> float | None:
+    """Device milliseconds per call of ``fn`` spent in pixelkm's Triton kernels (CUDA profiler), or None."""
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        fn()
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            for _ in range(iters):
+                fn()
+            torch.cuda.synchronize()
+        total = 0.0
+        for e in prof.key_averages():
+            if any(name in e.key for name in KERNELS):
+                total += getattr(e, "device_time_total", None) or e.cuda_time_total
+        return total / iters / 1e3 if total else None
+    except Exception as exc:  # the profiler needs CUPTI; report its absence instead of failing the benchmark
+        print(f"(kernel-alone time unavailable: {type(exc).__name__}: {exc})")
+        return None
 
 
 def copy_bandwidth(device: torch.device, quick: bool) -> float:
@@ -129,11 +164,18 @@ def gemm_rate(device: torch.device, dtype: torch.dtype, tf32: bool, quick: bool)
 # ------------------------------------------------------------------------------------------ iterations
 
 
+def label_dtype(k: int) -> torch.dtype:
+    """The narrowest integer dtype that holds k - 1."""
+    return torch.uint8 if k <= 256 else torch.int16 if k <= 1 << 15 else torch.int32
+
+
 def pixelkm_step(backend: str, X: torch.Tensor, C: torch.Tensor, **kw):
-    """One Lloyd iteration through the backend: the fused pass (with labels and distances), then sums / counts."""
+    """One Lloyd iteration through the backend: the fused pass (labels, no distances), then sums / counts."""
     from pixelkm.backends import get_backend
 
-    res = get_backend(backend).assign_update(X, C, None, **kw)
+    if backend == "triton":
+        kw.setdefault("label_dtype", label_dtype(C.shape[1]))
+    res = get_backend(backend).assign_update(X, C, None, compute_distances=False, **kw)
     counts = res.counts.unsqueeze(-1)
     return torch.where(counts > 0, res.sums / counts.clamp_min(1e-30), C), res.labels
 
@@ -204,25 +246,34 @@ def main(argv: list[str] | None = None) -> int:
         n, d = X2.shape
         g = torch.Generator().manual_seed(0)
         C = X2[torch.randperm(n, generator=g)[:k].to(device)].float().unsqueeze(0) + 0.25
-        bytes_moved = n * d * X.element_size() + n * (8 + 4)
+        bytes_moved = n * d * X.element_size() + n * label_dtype(k).itemsize
         ops = 2 * n * k * d
-        rate = fp32 if d <= 8 else tf32 / 3
+        rate = fp32 if d <= 8 else tf32
         floor_mem = bytes_moved / bw * 1e3
         floor_ops = ops / rate * 1e3
         floor = max(floor_mem, floor_ops)
         impls = []
-        if "triton" in backends and (on_gpu or os.environ.get("TRITON_INTERPRET") == "1"):
-            impls.append(("triton (fast)", lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=False)))
-            impls.append(("triton (deterministic)", lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=True)))
-            if d > 8:  # the faster, less exact tl.dot precisions of the large-d path
-                for prec in ("tf32", "fp16"):
-                    label = f"triton (fast, precision={prec})"
+        triton_here = "triton" in backends and (on_gpu or os.environ.get("TRITON_INTERPRET") == "1")
+        if triton_here and on_gpu:
+            ms = kernel_ms(lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=False), iters)
+            if ms is not None:
+                rows.append((case, "triton kernels alone (fast)", ms, floor_mem, floor_ops, ms / floor))
+        if triton_here:
+            impls.append(("triton step (fast)", lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=False)))
+            impls.append(
+                ("triton step (deterministic)", lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=True))
+            )
+            if d > 8:  # the other tl.dot precisions of the large-d path (the default is one TF32 pass)
+                for prec in ("tf32x3", "fp16"):
+                    label = f"triton step (precision={prec})"
                     impls.append((label, lambda X=X, C=C, p=prec: pixelkm_step("triton", X, C, precision=p)))
         impls.append(("torch reference", lambda X=X, C=C: pixelkm_step("torch", X, C)))
         impls.append(("naive cdist+argmin+index_add_", lambda X=X, C=C: naive_step(X, C)))
         agree = None
         if impls[0][0].startswith("triton"):
-            agree = float((pixelkm_step("triton", X, C)[1] == pixelkm_step("torch", X, C)[1]).float().mean())
+            lab_x, lab_t = pixelkm_step("triton", X, C)[1][0].long(), pixelkm_step("torch", X, C)[1][0]
+            agree = float((lab_x == lab_t).float().mean())
+            inertia = [float(((X2.double() - C[0].double()[lab]) ** 2).sum()) for lab in (lab_x, lab_t)]
         for label, fn in impls:
             try:
                 ms = time_ms(fn, device, iters, warmup=1 if args.quick else 3)
@@ -234,7 +285,11 @@ def main(argv: list[str] | None = None) -> int:
         if fk is not None:
             rows.append((case, "flash-kmeans batch_kmeans_Euclid", fk, floor_mem, floor_ops, fk / floor))
         if agree is not None:
-            print(f"{case}: triton labels equal to torch's for {100 * agree:.4f}% of points")
+            rel = (inertia[0] - inertia[1]) / inertia[1]
+            print(
+                f"{case}: triton labels equal to torch's for {100 * agree:.4f}% of points; inertia of triton's "
+                f"labels {rel:+.2e} relative to torch's (float64 distances; target within 1e-4)"
+            )
 
     print()
     print(f"{'case':<42} {'implementation':<32} {'ms/iter':>10} {'mem floor':>10} {'ops floor':>10} {'x floor':>8}")

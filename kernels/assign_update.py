@@ -5,35 +5,26 @@ Shapes (b problems of n points in d features, k centers each)::
     X        (b, n, d)   uint8, float16, bfloat16, float32 or float64, any strides; read in its own dtype
     centers  (b, k, d)   float32 (float64 for float64 data): the compute dtype
     weights  (b, n)      compute dtype, or None
-    labels   (b, n)      int64: index of the nearest center, ties to the lowest index
+    labels   (b, n)      index of the nearest center (ties to the lowest index), in ``label_dtype``
     min_sq   (b, n)      compute dtype: squared distance to that center
     sums     (b, k, d)   compute dtype: per-cluster sum of weight * point, accumulated in float64
     counts   (b, k)      compute dtype: per-cluster total weight, accumulated in float64
 
-No n x k distance matrix is ever written: each program keeps a (BLOCK_N, BLOCK_K) tile of distances in
-registers, walks the centers tile by tile with a running argmin, and reduces its points into the sums.
+Two paths; no n x k distance matrix is ever written:
 
-A distance tile is ``||c - s||^2 - 2 (x - s).(c - s)`` (the argmin does not need ``||x - s||^2``, which is
-added only to the distance that is returned), where ``s`` is the mean of the problem's centers: distances
-are translation invariant, and the shift keeps data far from the origin accurate. The product is computed
+- d <= ``small_d.D_MAX`` (pixels, x,y,R,G,B): ``kernels/small_d.py``. Each thread owns whole points and
+  walks every center with direct differences; the sums come from per-program float64 slots (one-hot products
+  on the tensor cores per tile of clusters), summed by torch in a fixed order: the same bits in both modes.
+- larger d: :func:`_large_d_kernel` here. A program keeps its (BLOCK_N, d) tile of points resident (d up to
+  ``RESIDENT_D_MAX``; above it the features are walked in tiles), walks the centers in tiles of BLOCK_K with
+  ``tl.dot`` and a running argmin, and writes int32 labels. The sums then come from
+  ``kernels/sorted_sums.py`` (fast mode: points sorted by label, one float64 atomic add per run of a cluster
+  and feature) or ``kernels/cluster_sums.py`` (deterministic mode: per-program partials, fixed order).
 
-- for small d (1 to ``SMALL_D_MAX``, e.g. pixels): with one multiply-add per feature and center, no
-  padding of d (``tl.dot`` would pad d = 3 to 16);
-- for larger d: with ``tl.dot`` tiles of (BLOCK_N, BLOCK_D) x (BLOCK_D, BLOCK_K), looping over d.
-
-Three ways to reduce the points into sums and counts (``REDUCE``):
-
-- 1, one-hot in registers (small d, k <= ``ONEHOT_MAX_K``): each program walks ``blocks_per_prog`` blocks
-  of points; a block's per-cluster sums and counts are one ``tl.dot`` of its weighted one-hot matrix
-  (BLOCK_K, BLOCK_N) with its points (BLOCK_N, 16: the d features, a column of ones, zeros), in float32,
-  added into a float64 accumulator; at the end one float64 atomic add per cluster and feature
-  (fast mode), or a plain store into its own slot of a (b, programs, k, d) partial buffer that torch then
-  sums in a fixed order (deterministic mode);
-- 2, scatter (fast mode otherwise): one float64 atomic add per point and feature;
-- 0, none: only labels are written here; the deterministic mode for large k or d then runs
-  ``cluster_sums`` (a second pass, one-hot ``tl.dot`` per cluster tile into per-program partials).
-
-Float32 block partials and float64 totals keep sums accurate under heavy contention (k = 2, 10^9 points).
+A large-d distance is ``||c - s||^2 - 2 (x - s).(c - s)`` (the argmin does not need ``||x - s||^2``, which is
+added only to the distance that is returned), where ``s`` is the mean of the problem's centers: distances are
+translation invariant, and the shift keeps data far from the origin accurate. ``-2 (c - s)`` is passed in the
+operand dtype of the product (float16 for ``precision="fp16"``), so the kernel converts only its points.
 """
 
 from __future__ import annotations
@@ -42,26 +33,20 @@ import torch
 import triton
 import triton.language as tl
 
+from . import small_d
 from .cluster_sums import PARTIAL_BUDGET, cluster_sums, empty_output
+from .sorted_sums import sorted_sums
 
-#: largest d whose distances are multiply-adds per feature (larger d uses tl.dot)
-SMALL_D_MAX = 8
 #: largest batch b of one launch: the batch is grid axis 1, limited to 65535 programs by CUDA
 MAX_BATCH = 65535
-#: largest k that uses the register one-hot reduction (small d only)
-ONEHOT_MAX_K = 256
-#: elements of one (BLOCK_N, BLOCK_K) distance tile (small d). With 8 warps this and the block sizes of the
-#: large-d path compile for sm_90 without register spills (cuobjdump --dump-resource-usage; see GPU_NOTES.md)
-_TILE = 4096
-#: programs per problem that the register one-hot reduction aims for (more blocks per program above it)
-_MAX_PROGRAMS = 4096
-
-
-@triton.jit
-def _shifted_column(x_rows, rmask, stride_xd, s_ptr, j):
-    """Feature j of a block of points minus s[j], in the dtype of s (the compute dtype): (BLOCK_N,)."""
-    s = tl.load(s_ptr + j)
-    return tl.load(x_rows + j * stride_xd, mask=rmask, other=0).to(s.dtype) - s
+#: largest d whose (BLOCK_N, d) tile of points stays resident across all center tiles
+RESIDENT_D_MAX = 256
+#: programs per problem that the small-d path aims for (more blocks per program above it); shapes alone fix it
+MAX_PROGRAMS = 1024
+#: sm_90 (H100/H200) limits that every launch configuration must respect (checked by tests/test_sass.py)
+SM90_SHARED_BYTES = 232448  # 227 KB of shared memory per block (opt-in maximum)
+SM90_REGISTERS = 65536  # 32-bit registers per SM; at most 255 per thread
+LABEL_DTYPES = {torch.uint8: 256, torch.int16: 1 << 15, torch.int32: 1 << 31, torch.int64: 1 << 63}
 
 
 @triton.jit
@@ -73,189 +58,158 @@ def _shifted_tile(x_rows, rmask, stride_xd, s_ptr, dd, dmask):
 
 
 @triton.jit
-def _assign_update_kernel(
+def _large_d_kernel(
     x_ptr,
     c_ptr,
     csq_ptr,
     shift_ptr,
-    w_ptr,
     labels_ptr,
     min_sq_ptr,
-    sums_ptr,
-    counts_ptr,
     n,
     k,
     d,
-    blocks_per_prog,
     stride_xb,
     stride_xn,
     stride_xd,
-    stride_wb,
-    stride_wn,
-    SMALL_D: tl.constexpr,
-    D_PAD: tl.constexpr,
     BLOCK_N: tl.constexpr,
     BLOCK_K: tl.constexpr,
     BLOCK_D: tl.constexpr,
-    HAS_W: tl.constexpr,
-    WRITE_LABELS: tl.constexpr,
-    REDUCE: tl.constexpr,
-    DETERMINISTIC: tl.constexpr,
-    DOT_DTYPE: tl.constexpr,
+    RESIDENT: tl.constexpr,
+    WRITE_DIST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
-    SUM_PRECISION: tl.constexpr,
 ):
-    """One program: ``blocks_per_prog`` consecutive blocks of BLOCK_N points of problem ``program_id(1)``.
+    """One program: BLOCK_N points of problem ``program_id(1)``.
 
-    x_ptr (b, n, d) any strides; c_ptr (b, k, d) contiguous, compute dtype: -2 (c - s); csq_ptr (b, k):
-    ||c - s||^2; shift_ptr (b, d): s, the mean of the centers; w_ptr (b, n);
-    labels_ptr / min_sq_ptr (b, n) contiguous; sums_ptr (b, k, d) and counts_ptr (b, k) float64, or with
-    DETERMINISTIC the partials (b, programs, k, d) and (b, programs, k).
-    DOT_DTYPE / DOT_PRECISION: operand dtype and input precision of the distance ``tl.dot`` (d > SMALL_D_MAX);
-    SUM_PRECISION: input precision of the one-hot ``tl.dot`` (REDUCE == 1).
-    SMALL_D > 0 selects the multiply-add path with d == SMALL_D; D_PAD (16 > SMALL_D) is the width of the
-    one-hot product of REDUCE == 1.
+    x_ptr (b, n, d) any strides; c_ptr (b, k, d) contiguous, operand dtype: -2 (c - s); csq_ptr (b, k):
+    ||c - s||^2 in the compute dtype; shift_ptr (b, d): s, the mean of the centers, compute dtype;
+    labels_ptr (b, n) int32 and min_sq_ptr (b, n) contiguous. RESIDENT: BLOCK_D >= d, the points' tile is
+    loaded and converted once; otherwise the features are walked in tiles of BLOCK_D for every center tile.
     """
     pid = tl.program_id(0)
     bid = tl.program_id(1).to(tl.int64)
-    x_base = x_ptr + bid * stride_xb
+    cdt: tl.constexpr = csq_ptr.dtype.element_ty
+    odt: tl.constexpr = c_ptr.dtype.element_ty
+    stride_xd = tl.cast(stride_xd, tl.int64)  # dd * stride_xd may pass 2^31 (a transposed view of a huge X)
+    rows = pid.to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < n
+    x_rows = x_ptr + bid * stride_xb + rows * stride_xn
+    s_ptr = shift_ptr + bid * d
     c_base = c_ptr + bid * k * d
-    cdt = c_ptr.dtype.element_ty
-    arange_n = tl.arange(0, BLOCK_N)
-    arange_k = tl.arange(0, BLOCK_K)
-    if REDUCE == 1:
-        cols = tl.arange(0, D_PAD)
-        acc = tl.zeros((BLOCK_K, D_PAD), tl.float64)  # [:, :d] sums, [:, d] counts
-    for i in range(blocks_per_prog):
-        rows = (pid * blocks_per_prog + i).to(tl.int64) * BLOCK_N + arange_n
-        rmask = rows < n
-        x_rows = x_base + rows * stride_xn
-        if HAS_W:
-            w = tl.load(w_ptr + bid * stride_wb + rows * stride_wn, mask=rmask, other=0.0)
+    arange_d = tl.arange(0, BLOCK_D)
+    if RESIDENT:
+        dmask = arange_d < d
+        xs = _shifted_tile(x_rows, rmask, stride_xd, s_ptr, arange_d, dmask)
+        x_op = xs.to(odt)
+        xsq = tl.sum(xs * xs, axis=1)
+    best = tl.full((BLOCK_N,), float("inf"), cdt)
+    best_idx = tl.zeros((BLOCK_N,), tl.int32)
+    for k0 in range(0, k, BLOCK_K):
+        kk = k0 + tl.arange(0, BLOCK_K)
+        kmask = kk < k
+        csq = tl.load(csq_ptr + bid * k + kk, mask=kmask, other=0.0)
+        dist = tl.zeros((BLOCK_N, BLOCK_K), cdt) + csq[None, :]
+        if RESIDENT:
+            ct = tl.load(c_base + kk[None, :] * d + arange_d[:, None], mask=kmask[None, :] & dmask[:, None], other=0.0)
+            dist = tl.dot(x_op, ct, dist, input_precision=DOT_PRECISION, out_dtype=cdt)
         else:
-            w = tl.where(rmask, 1.0, 0.0).to(cdt)
-        # --- assignment: running argmin over tiles of centers of ||c'||^2 - 2 x'.c' (x' = x - s, c' = c - s) ---
-        best = tl.full((BLOCK_N,), float("inf"), cdt)
-        best_idx = tl.zeros((BLOCK_N,), tl.int32)
-        for k0 in range(0, k, BLOCK_K):
-            kk = k0 + arange_k
-            kmask = kk < k
-            csq = tl.load(csq_ptr + bid * k + kk, mask=kmask, other=0.0)
-            dist = tl.zeros((BLOCK_N, BLOCK_K), cdt) + csq[None, :]
-            if SMALL_D > 0:  # one multiply-add per feature, no padding of d
-                for j in tl.static_range(SMALL_D):
-                    xj = _shifted_column(x_rows, rmask, stride_xd, shift_ptr + bid * d, j)
-                    cj = tl.load(c_base + kk * d + j, mask=kmask, other=0.0)
-                    dist += xj[:, None] * cj[None, :]
-            else:
-                for d0 in range(0, d, BLOCK_D):
-                    dd = d0 + tl.arange(0, BLOCK_D)
-                    dmask = dd < d
-                    xt = _shifted_tile(x_rows, rmask, stride_xd, shift_ptr + bid * d, dd, dmask)
-                    ct = tl.load(
-                        c_base + kk[None, :] * d + dd[:, None], mask=kmask[None, :] & dmask[:, None], other=0.0
-                    )
-                    dist = tl.dot(xt.to(DOT_DTYPE), ct.to(DOT_DTYPE), dist, input_precision=DOT_PRECISION)
-            dist = tl.where(kmask[None, :], dist, float("inf"))
-            tile_min, tile_idx = tl.min(dist, axis=1, return_indices=True, return_indices_tie_break_left=True)
-            better = tile_min < best
-            best = tl.where(better, tile_min, best)
-            best_idx = tl.where(better, tile_idx + k0, best_idx)
-        if WRITE_LABELS:
+            for d0 in range(0, d, BLOCK_D):
+                dd = d0 + arange_d
+                ddm = dd < d
+                xt = _shifted_tile(x_rows, rmask, stride_xd, s_ptr, dd, ddm).to(odt)
+                ct = tl.load(c_base + kk[None, :] * d + dd[:, None], mask=kmask[None, :] & ddm[:, None], other=0.0)
+                dist = tl.dot(xt, ct, dist, input_precision=DOT_PRECISION, out_dtype=cdt)
+        dist = tl.where(kmask[None, :], dist, float("inf"))
+        tile_min, tile_idx = tl.min(dist, axis=1, return_indices=True, return_indices_tie_break_left=True)
+        better = tile_min < best
+        best = tl.where(better, tile_min, best)
+        best_idx = tl.where(better, tile_idx + k0, best_idx)
+    tl.store(labels_ptr + bid * n + rows, best_idx, mask=rmask)
+    if WRITE_DIST:
+        if not RESIDENT:
             xsq = tl.zeros((BLOCK_N,), cdt)
-            if SMALL_D > 0:
-                for j in tl.static_range(SMALL_D):
-                    xj = _shifted_column(x_rows, rmask, stride_xd, shift_ptr + bid * d, j)
-                    xsq += xj * xj
-            else:
-                for d0 in range(0, d, BLOCK_D):
-                    dd = d0 + tl.arange(0, BLOCK_D)
-                    dmask = dd < d
-                    xt = _shifted_tile(x_rows, rmask, stride_xd, shift_ptr + bid * d, dd, dmask)
-                    xsq += tl.sum(xt * xt, axis=1)
-            tl.store(labels_ptr + bid * n + rows, best_idx.to(tl.int64), mask=rmask)
-            tl.store(min_sq_ptr + bid * n + rows, tl.maximum(best + xsq, 0.0), mask=rmask)
-        # --- update: per-cluster sums and counts ---
-        if REDUCE == 1:
-            # BLOCK_K >= k here, so one tile holds every cluster. The block's per-cluster sums are one
-            # (BLOCK_K, BLOCK_N) x (BLOCK_N, D_PAD) product: weighted one-hot times the points, with a column
-            # of ones at index d that yields the counts. It runs on the tensor cores, in float32.
-            onehot_t = tl.where(arange_k[:, None] == best_idx[None, :], w[None, :], 0.0)
-            xt = tl.load(
-                x_rows[:, None] + cols[None, :] * stride_xd, mask=rmask[:, None] & (cols < d)[None, :], other=0
-            )
-            xt = tl.where(cols[None, :] == d, 1.0, xt.to(cdt))
-            acc += tl.dot(onehot_t, xt, input_precision=SUM_PRECISION).to(tl.float64)
-        elif REDUCE == 2:
-            tl.atomic_add(counts_ptr + bid * k + best_idx, w.to(tl.float64), mask=rmask, sem="relaxed")
-            sums_rows = sums_ptr + bid * k * d + best_idx * d
-            if SMALL_D > 0:
-                for j in tl.static_range(SMALL_D):
-                    xj = tl.load(x_rows + j * stride_xd, mask=rmask, other=0).to(cdt)
-                    tl.atomic_add(sums_rows + j, (xj * w).to(tl.float64), mask=rmask, sem="relaxed")
-            else:
-                for d0 in range(0, d, BLOCK_D):
-                    dd = d0 + tl.arange(0, BLOCK_D)
-                    m2 = rmask[:, None] & (dd < d)[None, :]
-                    xt = tl.load(x_rows[:, None] + dd[None, :] * stride_xd, mask=m2, other=0).to(cdt)
-                    val = (xt * w[:, None]).to(tl.float64)
-                    tl.atomic_add(sums_rows[:, None] + dd[None, :], val, mask=m2, sem="relaxed")
-    if REDUCE == 1:
-        kmask = arange_k < k
-        m2 = kmask[:, None] & (cols < SMALL_D)[None, :]
-        acc_counts = tl.sum(tl.where(cols[None, :] == SMALL_D, acc, 0.0), axis=1)
-        if DETERMINISTIC:
-            slot = bid * tl.num_programs(0) + pid
-            tl.store(sums_ptr + slot * k * d + arange_k[:, None] * d + cols[None, :], acc, mask=m2)
-            tl.store(counts_ptr + slot * k + arange_k, acc_counts, mask=kmask)
-        else:
-            tl.atomic_add(sums_ptr + bid * k * d + arange_k[:, None] * d + cols[None, :], acc, mask=m2)
-            tl.atomic_add(counts_ptr + bid * k + arange_k, acc_counts, mask=kmask)
+            for d0 in range(0, d, BLOCK_D):
+                dd = d0 + arange_d
+                xt = _shifted_tile(x_rows, rmask, stride_xd, s_ptr, dd, dd < d)
+                xsq += tl.sum(xt * xt, axis=1)
+        tl.store(min_sq_ptr + bid * n + rows, tl.maximum(best + xsq, 0.0), mask=rmask)
 
 
 def is_interpreted() -> bool:
     """True when triton runs kernels with its CPU interpreter (TRITON_INTERPRET=1 when triton was imported)."""
-    return type(_assign_update_kernel).__name__ == "InterpretedFunction"
+    return type(_large_d_kernel).__name__ == "InterpretedFunction"
 
 
 #: ``precision`` of the large-d distance product -> (operand dtype or None for the compute dtype, tl.dot precision)
 PRECISIONS = {
     "ieee": (None, "ieee"),  # exact float32 (or float64) multiply-adds, no tensor cores
     "tf32x3": (None, "tf32x3"),  # three TF32 tensor-core passes: about float32 accuracy
-    "tf32": (None, "tf32"),  # one TF32 pass: 10-bit mantissas, the speed of other Triton k-means kernels
-    # x - s and the centers rounded to float16, float32 accumulation: for 16-bit data whose shifted values stay
-    # within float16's range (|v| < 65504). Also for bfloat16 data: float16 keeps more mantissa bits, at the same
+    "tf32": (None, "tf32"),  # one TF32 pass (10-bit mantissas): the default for 8-to-32-bit data
+    # x - s and the centers rounded to float16, float32 accumulation: for data whose shifted values stay within
+    # float16's range (|v| < 65504). Also for bfloat16 data: float16 keeps more mantissa bits, at the same
     # speed (a bfloat16 operand mode is left out: the Triton 3.9 interpreter computes bfloat16 tl.dot wrongly,
     # so it could not be tested on the CPU).
     "fp16": (torch.float16, "ieee"),
 }
-_TL_DTYPES = {
-    torch.bfloat16: tl.bfloat16,
-    torch.float16: tl.float16,
-    torch.float32: tl.float32,
-    torch.float64: tl.float64,
-}
 
 
-def default_precision(dtype: torch.dtype, device: torch.device) -> str:
-    """Precision of ``tl.dot``: IEEE where it is exact or emulated (float64, the interpreter), else 3-pass TF32."""
-    if dtype == torch.float64 or device.type != "cuda" or is_interpreted():
-        return "ieee"
-    return "tf32x3"
+def default_precision(dtype: torch.dtype) -> str:
+    """Precision of the large-d ``tl.dot``: IEEE for float64, one TF32 pass otherwise.
 
-
-def _blocks(k: int, d: int, exact_sums: bool, block_n: int | None, block_k: int | None) -> tuple[int, int, int]:
-    """(BLOCK_N, BLOCK_K, BLOCK_D) for a problem; block_n/block_k override them for tests and tuning.
-
-    ``exact_sums``: the one-hot product runs in one TF32 pass (not three), which leaves registers for a
-    larger block of points when k is small.
+    One TF32 pass rounds the shifted points and centers to 11 significant bits: it moves only points whose two
+    nearest centers are within about 1e-3 relative, and the inertia stays within 1e-4 relative of float32's
+    (tests/test_triton.py::test_tf32_inertia_within_1e-4 checks this on a TF32 emulation). Its floor is a third
+    of that of "tf32x3".
     """
-    if d <= SMALL_D_MAX:
-        bk = block_k or (max(16, triton.next_power_of_2(k)) if k <= ONEHOT_MAX_K else 128)
-        tile = _TILE if exact_sums or bk > 16 else _TILE // 2
-        return block_n or max(16, min(1024, tile // bk)), bk, 16
-    bk = block_k or (64 if k > 32 else max(16, triton.next_power_of_2(k)))
-    return block_n or 128, bk, 16
+    return "ieee" if dtype == torch.float64 else "tf32"
+
+
+def small_config(d: int, k: int, dtype: torch.dtype) -> dict:
+    """Launch configuration of the small-d path: block sizes, unrolling, warps (every choice: ``all_configs``)."""
+    f64 = dtype == torch.float64
+    return {"block_n": 512 if f64 else 1024, "unroll": 4 if k >= 4 else 1, "num_warps": 4}
+
+
+def large_config(d: int, k: int, dtype: torch.dtype, precision: str) -> dict:
+    """Launch configuration of the large-d path (every choice: ``all_configs``)."""
+    resident = d <= RESIDENT_D_MAX
+    block_d = max(16, triton.next_power_of_2(d)) if resident else 64
+    f64 = dtype == torch.float64
+    wide = block_d > 128 or f64
+    return {
+        "block_n": 64 if wide else 128,
+        "block_k": 64 if k > 32 else max(16, triton.next_power_of_2(k)),
+        "block_d": block_d,
+        "resident": resident,
+        "num_warps": 8 if not f64 else 4,
+        "num_stages": 2,
+    }
+
+
+def all_configs() -> list[dict]:
+    """Every (path, dtype, constexpr, launch) combination the launcher can pick, for the sm_90 limits test.
+
+    Flags that only remove work (no weights, no labels or distances written) are taken at their heaviest.
+    """
+    out = []
+    for dtype in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
+        for d in range(1, small_d.D_MAX + 1):
+            for k in (3, 16, 64):  # unroll 1 and 4; update 1 and 2
+                out.append({"path": "small", "dtype": dtype, "d": d, "k": k, **small_config(d, k, dtype)})
+        precisions = ["ieee"] if dtype == torch.float64 else list(PRECISIONS)
+        for prec in precisions:
+            for d in (16, 32, 64, 128, 256, 257):  # every BLOCK_D: next power of 2 up to 256, then tiles of 64
+                for k in (16, 64):
+                    out.append(
+                        {
+                            "path": "large",
+                            "dtype": dtype,
+                            "d": d,
+                            "k": k,
+                            "precision": prec,
+                            **large_config(d, k, dtype, prec),
+                        }
+                    )
+    return out
 
 
 def assign_update(
@@ -264,19 +218,23 @@ def assign_update(
     sample_weight: torch.Tensor | None = None,
     *,
     compute_labels: bool = True,
+    compute_distances: bool | None = None,
+    label_dtype: torch.dtype = torch.int64,
     deterministic: bool = False,
     precision: str | None = None,
     block_n: int | None = None,
     block_k: int | None = None,
-    max_programs: int = _MAX_PROGRAMS,
+    max_programs: int = MAX_PROGRAMS,
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor, torch.Tensor]:
     """Launch the fused pass; returns ``(labels, min_sq, sums, counts)`` with the shapes of the module docstring.
 
-    ``deterministic`` reduces per-program partials in a fixed order (bit-identical run after run) instead of
-    float64 atomics. ``precision`` is that of the large-d distance product, a key of :data:`PRECISIONS`
-    (default from :func:`default_precision`: float32 accuracy); the faster "tf32" and "fp16" trade
-    labels at near-ties for speed. ``block_n``, ``block_k`` and ``max_programs`` override
-    the launch configuration (tests use them to cover several blocks and programs with small inputs).
+    ``compute_distances`` (default: ``compute_labels``) asks for ``min_sq``; without it None is returned and
+    nothing is written. ``label_dtype`` is the integer dtype of the labels (uint8, int16, int32 or int64; it
+    must hold k - 1). ``deterministic`` gives bit-identical results run after run (the small-d path always
+    does; for large d it takes a second pass, ``cluster_sums``, instead of sorted runs and float64 atomics).
+    ``precision`` is that of the large-d distance product, a key of :data:`PRECISIONS` (default from
+    :func:`default_precision`). ``block_n``, ``block_k`` and ``max_programs`` override the launch
+    configuration (tests use them to cover several blocks and programs with small inputs).
     """
     if X.ndim != 3 or centers.ndim != 3:
         raise ValueError(
@@ -299,90 +257,119 @@ def assign_update(
         raise ValueError(
             f"sample_weight must be ({b}, {n}) {cdt}, got {tuple(sample_weight.shape)} {sample_weight.dtype}"
         )
+    if label_dtype not in LABEL_DTYPES:
+        raise ValueError(f"label_dtype must be uint8, int16, int32 or int64, got {label_dtype}")
+    if k > LABEL_DTYPES[label_dtype]:
+        raise ValueError(f"label_dtype {label_dtype} cannot hold labels up to {k - 1}")
     dev = X.device
     if centers.device != dev or (sample_weight is not None and sample_weight.device != dev):
         raise ValueError("X, centers and sample_weight must be on the same device")
-    precision = precision or default_precision(cdt, dev)
+    precision = precision or default_precision(cdt)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
     if cdt == torch.float64 and precision != "ieee":
         raise ValueError(f"float64 data needs precision='ieee', got {precision!r}")
+    if compute_distances is None:
+        compute_distances = compute_labels
+    w = sample_weight
+    min_sq = empty_output((b, n), cdt, dev) if compute_distances else None
+    if d <= small_d.D_MAX:
+        labels = empty_output((b, n), label_dtype, dev) if compute_labels else None
+        cfg = small_config(d, k, cdt)
+        bn = block_n or cfg["block_n"]
+        unroll = cfg["unroll"]
+        k_pad = triton.cdiv(k, unroll) * unroll
+        c_pad = torch.full((b, k_pad, d), float("nan"), dtype=cdt, device=dev)  # NaN rows never win
+        c_pad[:, :k] = centers
+        update = 1 if k <= small_d.REDUCE_MAX_K else 2
+        integer_sums = w is None and X.dtype == torch.uint8  # float32 sums of < 2^24 are exact in any order
+        if update == 2 and deterministic and not integer_sums:
+            # atomic float32 adds are not order-free here: labels, then the fixed-order second pass
+            lab = empty_output((b, n), torch.int32, dev)
+            small_d.launch(
+                X,
+                c_pad,
+                w,
+                lab,
+                min_sq,
+                None,
+                k,
+                block_n=bn,
+                unroll=unroll,
+                blocks_per_prog=1,
+                update=0,
+                num_warps=cfg["num_warps"],
+            )
+            sums, counts = cluster_sums(X, lab, w, k, max_programs=max_programs)
+            labels = (lab if label_dtype == torch.int32 else lab.to(label_dtype)) if compute_labels else None
+            return labels, min_sq, sums.to(cdt), counts.to(cdt)
+        labels = empty_output((b, n), label_dtype, dev) if compute_labels else None
+        n_blocks = triton.cdiv(n, bn)
+        # points per program: float32 slots stay exact (uint8) or as accurate as a block partial (others)
+        span = 65536 if integer_sums else 4096
+        programs = max(1, min(n_blocks, max_programs, PARTIAL_BUDGET // (b * k * (d + 1))))
+        if update == 2:
+            programs = max(programs, min(triton.cdiv(n, span), PARTIAL_BUDGET // (b * k * (d + 1))))
+        blocks_per_prog = triton.cdiv(n_blocks, programs)
+        programs = triton.cdiv(n_blocks, blocks_per_prog)
+        slot_dt = torch.float64 if update == 1 else cdt
+        partial = torch.zeros(b, programs, k, d + 1, dtype=slot_dt, device=dev)
+        small_d.launch(
+            X,
+            c_pad,
+            w,
+            labels,
+            min_sq,
+            partial,
+            k,
+            block_n=bn,
+            unroll=unroll,
+            blocks_per_prog=blocks_per_prog,
+            update=update,
+            num_warps=cfg["num_warps"],
+        )
+        total = partial.sum(1, dtype=torch.float64)  # fixed-order float64 reduction of the program slots
+        return labels, min_sq, total[..., :d].to(cdt, copy=True), total[..., d].to(cdt, copy=True)  # no aliases
+
     dot_dtype, dot_precision = PRECISIONS[precision]
     if is_interpreted() and dot_precision != "ieee":
         dot_precision = "ieee"  # the interpreter computes tl.dot in float32 whatever the precision asked
-
-    small = d <= SMALL_D_MAX
-    # The one-hot product of the sums is exact in one TF32 pass when the weights are 0/1 and the data has at
-    # most 11 significant bits (uint8, float16, bfloat16); otherwise 3-pass TF32 keeps float32 accuracy.
-    exact_sums = sample_weight is None and X.dtype in (torch.uint8, torch.float16, torch.bfloat16)
-    sum_precision = default_precision(cdt, dev)
-    if exact_sums and sum_precision == "tf32x3":
-        sum_precision = "tf32"
-    bn, bk, bd = _blocks(k, d, exact_sums, block_n, block_k)
+    cfg = large_config(d, k, cdt, precision)
+    bn = block_n or cfg["block_n"]
     # Distances are translation invariant: work around the centers' mean s so that data far from the origin
     # keeps its digits in ||x - s||^2 - 2 (x - s).(c - s) + ||c - s||^2 (as the torch reference does).
     shift = centers.mean(1).contiguous()  # (b, d)
     c = centers - shift.unsqueeze(1)
     csq = (c * c).sum(-1).contiguous()  # (b, k)
-    c = (-2.0 * c).contiguous()  # scaling by -2 is exact
-    if small and k <= ONEHOT_MAX_K and bk >= max(k, 16) and bn >= 16:  # tl.dot needs tiles of 16 or more
-        reduce = 1
-    else:
-        reduce = 0 if deterministic else 2
-    n_blocks = triton.cdiv(n, bn)
-    if reduce == 1 and deterministic:  # one (k, d + 1) float64 partial per program: keep them within budget
-        max_programs = max(1, min(max_programs, PARTIAL_BUDGET // (b * k * (d + 1))))
-    blocks_per_prog = triton.cdiv(n_blocks, max_programs) if reduce == 1 else 1
-    programs = triton.cdiv(n_blocks, blocks_per_prog)
-
-    write_labels = compute_labels or reduce == 0
-    labels = empty_output((b, n), torch.int64, dev) if write_labels else None
-    min_sq = empty_output((b, n), cdt, dev) if write_labels else None
-    if reduce == 1 and deterministic:
-        sums = empty_output((b, programs, k, d), torch.float64, dev)
-        counts = empty_output((b, programs, k), torch.float64, dev)
-    else:
-        sums = torch.zeros(b, k, d, dtype=torch.float64, device=dev)
-        counts = torch.zeros(b, k, dtype=torch.float64, device=dev)
-    w = sample_weight
-    _assign_update_kernel[(programs, b)](
+    c_op = (-2.0 * c).to(dot_dtype or cdt).contiguous()  # scaling by -2 is exact
+    lab32 = empty_output((b, n), torch.int32, dev)
+    _large_d_kernel[(triton.cdiv(n, bn), b)](
         X,
-        c,
+        c_op,
         csq,
         shift,
-        X if w is None else w,
-        X if labels is None else labels,
+        lab32,
         X if min_sq is None else min_sq,
-        sums,
-        counts,
         n,
         k,
         d,
-        blocks_per_prog,
         X.stride(0),
         X.stride(1),
         X.stride(2),
-        0 if w is None else w.stride(0),
-        0 if w is None else w.stride(1),
-        SMALL_D=d if small else 0,
-        D_PAD=16 if small else 1,  # one-hot product width: the d features, a column of ones, padding
         BLOCK_N=bn,
-        BLOCK_K=bk,
-        BLOCK_D=bd,
-        HAS_W=w is not None,
-        WRITE_LABELS=write_labels,
-        REDUCE=reduce,
-        DETERMINISTIC=deterministic,
-        DOT_DTYPE=_TL_DTYPES[dot_dtype or cdt],
+        BLOCK_K=block_k or cfg["block_k"],
+        BLOCK_D=cfg["block_d"],
+        RESIDENT=cfg["resident"],
+        WRITE_DIST=min_sq is not None,
         DOT_PRECISION=dot_precision,
-        SUM_PRECISION=sum_precision,
-        num_warps=8,
-        enable_fp_fusion=True,  # the small-d distances are meant as fused multiply-adds
+        num_warps=cfg["num_warps"],
+        num_stages=cfg["num_stages"],
     )
-    if reduce == 1 and deterministic:
-        sums, counts = sums.sum(1), counts.sum(1)  # fixed-order float64 reduction of the program partials
-    elif reduce == 0:
-        sums, counts = cluster_sums(X, labels, w, k, max_programs=max_programs)
-    if not compute_labels:
-        labels = min_sq = None
+    if deterministic:
+        sums, counts = cluster_sums(X, lab32, w, k, max_programs=max_programs)
+    else:
+        sums, counts = sorted_sums(X, lab32, w, k)
+    labels = None
+    if compute_labels:
+        labels = lab32 if label_dtype == torch.int32 else lab32.to(label_dtype)
     return labels, min_sq, sums.to(cdt), counts.to(cdt)

@@ -3,7 +3,7 @@
 Shapes::
 
     X        (b, n, d)   uint8, float16, bfloat16, float32 or float64, any strides
-    labels   (b, n)      int64 in [0, k), contiguous
+    labels   (b, n)      int32 or int64 in [0, k), contiguous
     weights  (b, n)      float32 or float64, or None
     sums     (b, k, d)   float64
     counts   (b, k)      float64
@@ -81,11 +81,11 @@ def _cluster_sums_kernel(
                 w = tl.where(rmask, 1.0, 0.0).to(wdt)
             onehot = tl.where(hit, w[:, None], 0.0)
             xt = tl.load(
-                x_ptr + bid * stride_xb + rows[:, None] * stride_xn + dd[None, :] * stride_xd,
+                x_ptr + bid * stride_xb + rows[:, None] * stride_xn + dd[None, :].to(tl.int64) * stride_xd,
                 mask=rmask[:, None] & dmask[None, :],
                 other=0,
             ).to(wdt)
-            acc += tl.dot(tl.trans(onehot), xt, input_precision="ieee").to(tl.float64)
+            acc += tl.dot(tl.trans(onehot), xt, input_precision="ieee", out_dtype=wdt).to(tl.float64)
             acc_counts += tl.sum(onehot, axis=0).to(tl.float64)
     slot = bid * groups + g
     tl.store(psums_ptr + slot * k * d + kk[:, None] * d + dd[None, :], acc, mask=kmask[:, None] & dmask[None, :])
@@ -107,8 +107,8 @@ def cluster_sums(
     ``PARTIAL_BUDGET`` elements. The grouping depends only on the shapes, never on the device.
     """
     b, n, d = X.shape
-    if labels.shape != (b, n) or labels.dtype != torch.int64:
-        raise ValueError(f"labels must be ({b}, {n}) int64, got {tuple(labels.shape)} {labels.dtype}")
+    if labels.shape != (b, n) or labels.dtype not in (torch.int32, torch.int64):
+        raise ValueError(f"labels must be ({b}, {n}) int32 or int64, got {tuple(labels.shape)} {labels.dtype}")
     labels = labels.contiguous()
     block_n, block_k, block_d = 64, 32, 16  # with 4 warps: no register spills on sm_90 (cuobjdump)
     wdt = torch.float32 if sample_weight is None else sample_weight.dtype

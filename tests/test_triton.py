@@ -2,7 +2,7 @@
 
 Without a GPU these run on the CPU under TRITON_INTERPRET=1 (set by conftest.py before triton is imported),
 with small inputs because the interpreter is slow; with a GPU the same tests run the compiled kernels on
-CUDA, and the tests marked ``requires_cuda`` add larger sizes, repeatability and speed-independent checks.
+CUDA, and the tests marked ``gpu`` add larger sizes, repeatability and speed-independent checks.
 """
 
 from __future__ import annotations
@@ -20,14 +20,15 @@ if not triton_backend.TRITON_AVAILABLE:
 
 from pixelkm._kernels import assign_update as au_kernel
 from pixelkm._kernels import cluster_sums as cs_kernel
+from pixelkm._kernels.small_d import D_MAX as SMALL_D_MAX
 
 CUDA = torch.cuda.is_available()
 DEV = torch.device("cuda" if CUDA else "cpu")
 requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA GPU (compiled Triton kernels)")
 
 DTYPES = [torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64]
-DS = [1, 2, 3, 5, 16, 130]
-KS = [1, 7, 64, 300]
+DS = [1, 3, 5, 16, 128, 130]
+KS = [1, 7, 64, 256, 300]
 
 
 def make_inputs(dtype, b, n, d, k, seed, weighted):
@@ -120,14 +121,18 @@ CASES = [
 def test_matches_reference(dtype, d, k, weighted, poisoned):
     """Every dtype x every d, each k with every dtype and every d; batched, n not a multiple of the
     block, several blocks per program, both reduction modes, poisoned outputs."""
-    X, C, w = make_inputs(dtype, 2, 203, d, k, seed=1000 * d + k, weighted=weighted)
+    n, bn = (203, 64) if k <= 64 else (45, 64)  # the interpreter's time grows with k x blocks
+    X, C, w = make_inputs(dtype, 2, n, d, k, seed=1000 * d + k, weighted=weighted)
     ref = get_backend("torch").assign_update(X, C, w)
     results = {}
     for det in (False, True):
-        out = au_kernel.assign_update(X, C, w, deterministic=det, block_n=64, max_programs=2)
+        out = au_kernel.assign_update(X, C, w, deterministic=det, block_n=bn, max_programs=2)
         check_against_oracle(X, C, w, *out, ref)
         results[det] = out
     assert torch.equal(results[False][0], results[True][0]), "the two modes disagree on labels"
+    if d <= SMALL_D_MAX and (k <= 16 or (w is None and dtype == torch.uint8)):  # slots in both modes
+        for a, b in zip(results[False], results[True]):
+            assert torch.equal(a, b), "the small-d path gives different bits in the two modes"
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: str(t)[6:])
@@ -187,9 +192,11 @@ def test_far_from_origin_keeps_precision(d):
     torch.testing.assert_close(min_sq.double(), d2.amin(-1), rtol=1e-2, atol=0.5)
 
 
+@pytest.mark.gpu
+@requires_cuda
 def test_contention_precision_k2():
-    """k = 2 and 2^20 uint8 points, 32 blocks per program: the sums are integers and must come out exactly
-    (float32 block partials, float64 totals); a float32 running sum of 10^8 would have lost its last digits."""
+    """k = 2 and 2^20 uint8 points, 128 blocks per program: the sums are integers and must come out exactly
+    (float32 block sums, float64 slots); a float32 running sum of 10^8 would have lost its last digits."""
     n = (1 << 20) + 3
     g = torch.Generator().manual_seed(1)
     X = torch.randint(0, 256, (1, n, 1), generator=g, dtype=torch.uint8).to(DEV)
@@ -197,7 +204,7 @@ def test_contention_precision_k2():
     lab = (X[0, :, 0] >= 128).long()
     want = torch.stack([X[0, lab == i, 0].double().sum() for i in (0, 1)])
     for det in (False, True):
-        labels, _, sums, counts = au_kernel.assign_update(X, C, deterministic=det, block_n=4096, max_programs=8)
+        labels, _, sums, counts = au_kernel.assign_update(X, C, deterministic=det, max_programs=8)
         assert torch.equal(labels[0], lab)
         assert torch.equal(sums[0, :, 0].double(), want.float().double())
         assert torch.equal(counts[0].double(), torch.bincount(lab, minlength=2).double())
@@ -205,8 +212,14 @@ def test_contention_precision_k2():
 
 def test_deterministic_mode_is_repeatable():
     """The deterministic mode gives the same bits on every run (on a GPU, atomics would not)."""
-    for d, k in [(3, 9), (2, 260), (40, 20)]:  # the three reductions: register one-hot, then cluster_sums twice
-        X, C, w = make_inputs(torch.float32, 2, 400, d, k, seed=d + k, weighted=True)
+    # register sums, atomic slots (float data: cluster_sums), atomic slots (integer sums), large d: cluster_sums
+    for d, k, dtype, weighted in [
+        (3, 9, torch.float32, True),
+        (2, 40, torch.float32, True),
+        (2, 40, torch.uint8, False),
+        (40, 20, torch.float32, True),
+    ]:
+        X, C, w = make_inputs(dtype, 2, 150, d, k, seed=d + k, weighted=weighted)
         runs = [au_kernel.assign_update(X, C, w, deterministic=True, block_n=64) for _ in range(2)]
         for other in runs[1:]:
             for a, b in zip(runs[0], other):
@@ -274,8 +287,10 @@ def test_custom_op_opcheck_and_compile():
     """The op has a correct fake implementation, and torch.compile captures it as one node (no graph break)."""
     op = triton_backend.triton_assign_update
     X, C, w = make_inputs(torch.uint8, 1, 70, 3, 4, seed=2, weighted=True)
-    torch.library.opcheck(op, (X, C, w, True, False, ""), test_utils=("test_schema", "test_faketensor"))
-    torch.library.opcheck(op, (X, C, None, False, True, ""), test_utils=("test_schema", "test_faketensor"))
+    utils = ("test_schema", "test_faketensor")
+    torch.library.opcheck(op, (X, C, w, True, True, False, "", torch.int64), test_utils=utils)
+    torch.library.opcheck(op, (X, C, None, False, False, True, "", torch.int64), test_utils=utils)
+    torch.library.opcheck(op, (X, C, w, True, False, False, "", torch.uint8), test_utils=utils)
 
     def step(X, C, w):
         res = get_backend("triton").assign_update(X, C, w)
@@ -308,9 +323,83 @@ def test_kmeans_blobs_matches_torch():
     torch.testing.assert_close(centers_x, centers_t, rtol=1e-5, atol=1e-4)
 
 
+@pytest.mark.parametrize("d, k", [(3, 7), (3, 40), (16, 20)], ids=["small-reduce", "small-atomic", "large"])
+def test_label_dtypes_and_no_distances(d, k):
+    """Narrow labels equal the int64 ones; without distances nothing changes in the sums; errors name the problem."""
+    X, C, w = make_inputs(torch.float32, 2, 150, d, k, seed=d + k, weighted=True)
+    full = au_kernel.assign_update(X, C, w)
+    for dt in (torch.uint8, torch.int16, torch.int32):
+        labels, min_sq, sums, counts = au_kernel.assign_update(X, C, w, label_dtype=dt, compute_distances=False)
+        assert labels.dtype == dt and min_sq is None
+        assert torch.equal(labels.long(), full[0])
+        torch.testing.assert_close(sums, full[2], rtol=1e-6, atol=1e-4)
+        torch.testing.assert_close(counts, full[3], rtol=1e-6, atol=1e-5)
+    res = get_backend("triton").assign_update(X, C, w, compute_distances=False, label_dtype=torch.int16)
+    assert res.min_sq_dist is None and res.labels.dtype == torch.int16
+    with pytest.raises(ValueError, match="cannot hold labels up to 299"):
+        au_kernel.assign_update(X, torch.cat([C] * 43, 1)[:, :300], label_dtype=torch.uint8)
+    with pytest.raises(ValueError, match="label_dtype must be"):
+        au_kernel.assign_update(X, C, label_dtype=torch.float32)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_outlier_keeps_labels_small_d(dtype):
+    """Issue 16 item 1: one value of 1e5 among unit-scale float32 data. The expanded form ||x||^2 - 2 x.c + ||c||^2
+    loses the other points' distances to cancellation; the small-d path's direct differences do not."""
+    g = torch.Generator().manual_seed(3)
+    X = torch.randn(1, 300, 3, generator=g, dtype=dtype)
+    X[0, 17, 1] = 1e5
+    C = torch.randn(1, 7, 3, generator=g, dtype=dtype)
+    C[0, 6] = X[0, 17] + 1.0  # a center near the outlier, which pulls the mean of the centers far away
+    labels, min_sq, _, _ = au_kernel.assign_update(X.to(DEV), C.to(DEV))
+    d2 = ((X.double()[:, :, None] - C.double()[:, None]) ** 2).sum(-1)
+    assert torch.equal(labels.cpu(), d2.argmin(-1))
+    torch.testing.assert_close(min_sq.cpu().double(), d2.amin(-1), rtol=1e-5, atol=1e-5)
+
+
+def test_small_d_walks_every_center_in_order():
+    """k not a multiple of the unrolling (NaN padding never wins), every center the nearest for someone."""
+    for k in (1, 2, 5, 17, 33):
+        C = (torch.arange(k, dtype=torch.float32) * 10).view(1, k, 1).repeat(1, 1, 2)
+        X = (C + 0.5).repeat(1, 3, 1)  # each point sits at its center + 0.5
+        labels, min_sq, sums, counts = au_kernel.assign_update(X.to(DEV), C.to(DEV), block_n=32)
+        assert labels[0].tolist() == list(range(k)) * 3
+        assert torch.equal(counts[0].cpu(), torch.full((k,), 3.0))
+        torch.testing.assert_close(sums[0].cpu(), 3 * (C[0] + 0.5))
+        torch.testing.assert_close(min_sq.cpu(), torch.full((1, 3 * k), 0.5))
+
+
+def test_tf32_inertia_within_1e4():
+    """The default large-d precision, one TF32 pass, on a TF32 emulation (operands rounded to 11 significant bits,
+    float32 accumulation): the inertia of its labels stays within 1e-4 relative of the float32 labels' inertia.
+    (The interpreter computes tl.dot in float32 whatever the precision, so this checks the rounding itself.)"""
+    assert au_kernel.default_precision(torch.float32) == "tf32"
+    g = torch.Generator().manual_seed(5)
+    n, d, k = 4000, 128, 256
+    means = torch.randn(k, d, generator=g) * 2
+    X = means[torch.randint(0, k, (n,), generator=g)] + torch.randn(n, d, generator=g)
+    C = X[torch.randperm(n, generator=g)[:k]] + 0.01
+
+    def tf32(v):
+        bits = v.contiguous().view(torch.int32)
+        return ((bits + 0x1000) & -0x2000).view(torch.float32)
+
+    s = C.mean(0)
+    xs, cs = X - s, C - s
+    exact = (xs.double() ** 2).sum(1, keepdim=True) - 2 * xs.double() @ cs.double().T + (cs.double() ** 2).sum(1)
+    emulated = (cs * cs).sum(1) - 2 * tf32(xs) @ tf32(cs).T  # float32 accumulation of rounded operands
+    lab32 = (cs * cs).sum(1).sub(2 * xs @ cs.T).argmin(1)
+    lab_tf32 = emulated.argmin(1)
+    inertia32 = exact.gather(1, lab32[:, None]).sum()
+    inertia_tf32 = exact.gather(1, lab_tf32[:, None]).sum()
+    assert float((inertia_tf32 - inertia32).abs() / inertia32) < 1e-4
+    assert float((lab_tf32 != lab32).float().mean()) < 0.01
+
+
 # ---------------------------------------------------------------- GPU only: compiled kernels, larger sizes
 
 
+@pytest.mark.gpu
 @requires_cuda
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda t: str(t)[6:])
 @pytest.mark.parametrize("d, k", [(3, 8), (3, 256), (5, 64), (3, 1000), (128, 1024), (130, 7), (1024, 33)])
@@ -322,6 +411,7 @@ def test_gpu_matches_reference_default_launch(dtype, d, k):
         check_against_oracle(X, C, w, res.labels, res.min_sq_dist, res.sums, res.counts, ref)
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_gpu_deterministic_bit_identical_and_fast_close():
     X, C, w = make_inputs(torch.uint8, 1, 1 << 22, 3, 16, seed=11, weighted=True)
@@ -332,6 +422,7 @@ def test_gpu_deterministic_bit_identical_and_fast_close():
     torch.testing.assert_close(fast.sums, runs[0].sums, rtol=1e-6, atol=0)
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_gpu_contention_k2_many_points():
     n = 1 << 28
@@ -344,6 +435,7 @@ def test_gpu_contention_k2_many_points():
     assert torch.equal(counts[0], torch.stack([(~hi).sum(), hi.sum()]).float())
 
 
+@pytest.mark.gpu
 @requires_cuda
 def test_gpu_auto_picks_triton_and_compiles():
     X = torch.randint(0, 256, (1, 5000, 3), dtype=torch.uint8, device=DEV)

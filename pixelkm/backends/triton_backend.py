@@ -1,14 +1,15 @@
 """The Triton backend: the fused assign-and-update kernel of ``kernels/assign_update.py`` as one custom op.
 
-One launch per Lloyd step reads every point once in its own dtype, finds its nearest center, writes its
-label and squared distance, and adds it into float64 per-cluster sums and counts; no n x k distance matrix
-is ever made, so ``chunk_size`` is accepted and ignored.
+One pass per Lloyd step reads every point once in its own dtype, finds its nearest center, writes its
+label (in the dtype asked for) and, when asked, its squared distance, and adds it into per-cluster sums and
+counts accumulated in float64; no n x k distance matrix is ever made, so ``chunk_size`` is accepted and ignored.
 
-Reduction modes: *fast* (the default) adds into float64 totals with atomics (float32 per-block partials for
-d <= 8 and k <= 256, each point otherwise); the only run-to-run difference is the order of float64 additions,
-far below the float32 results'
-rounding. *Deterministic* (``deterministic=True``, or whenever ``torch.use_deterministic_algorithms(True)``
-is on) stores per-program partials and reduces them in a fixed order: the same input gives the same bits.
+Reduction modes: for d <= 8 both modes give the same bits run after run (per-program slots summed in a fixed
+order; only weighted or float data with k > 16 in deterministic mode takes a second, fixed-order pass). For
+larger d, *fast* (the default) sums runs of points sorted by label and adds them into float64 totals with
+atomics (the only run-to-run difference is the order of float64 additions, far below the float32 results'
+rounding); *deterministic* (``deterministic=True``, or whenever ``torch.use_deterministic_algorithms(True)``
+is on) reduces per-program partials in a fixed order: the same input gives the same bits.
 
 It runs on CUDA, and on the CPU only under ``TRITON_INTERPRET=1`` (the Triton interpreter: slow, for tests);
 ``backend="auto"`` picks it on CUDA only.
@@ -44,33 +45,39 @@ if TRITON_AVAILABLE:
         centers: torch.Tensor,
         sample_weight: torch.Tensor | None,
         compute_labels: bool,
+        compute_distances: bool,
         deterministic: bool,
         precision: str,
+        label_dtype: torch.dtype,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """The fused pass as one op: (labels (b, n) int64, min_sq (b, n), sums (b, k, d), counts (b, k)).
+        """The fused pass as one op: (labels (b, n) label_dtype, min_sq (b, n), sums (b, k, d), counts (b, k)).
 
-        Without ``compute_labels`` the first two have n = 0. ``precision`` "" means the default.
+        Labels not computed have n = 0, and so do distances. ``precision`` "" means the default.
         """
         labels, min_sq, sums, counts = _kernel.assign_update(
             X,
             centers,
             sample_weight,
             compute_labels=compute_labels,
+            compute_distances=compute_distances,
+            label_dtype=label_dtype,
             deterministic=deterministic,
             precision=precision or None,
         )
         if labels is None:
-            labels = torch.empty(X.shape[0], 0, dtype=torch.int64, device=X.device)
+            labels = torch.empty(X.shape[0], 0, dtype=label_dtype, device=X.device)
+        if min_sq is None:
             min_sq = centers.new_empty(X.shape[0], 0)
         return labels, min_sq, sums, counts
 
     @triton_assign_update.register_fake
-    def _triton_assign_update_fake(X, centers, sample_weight, compute_labels, deterministic, precision):
+    def _triton_assign_update_fake(
+        X, centers, sample_weight, compute_labels, compute_distances, deterministic, precision, label_dtype
+    ):
         b, n, d = X.shape
-        m = n if compute_labels else 0
         return (
-            X.new_empty(b, m, dtype=torch.int64),
-            centers.new_empty(b, m),
+            X.new_empty(b, n if compute_labels else 0, dtype=label_dtype),
+            centers.new_empty(b, n if compute_distances else 0),
             centers.new_empty(b, centers.shape[1], d),
             centers.new_empty(b, centers.shape[1]),
         )
@@ -82,7 +89,7 @@ class TritonBackend(Backend):
     devices = ("cuda", "cpu")
     dtypes = _DTYPES
     # Against the torch reference: the sums are float64 totals of float32 block partials; the large-d
-    # distances use 3-pass TF32 on CUDA (about float32 accuracy) and IEEE float32 in the interpreter.
+    # distances use one TF32 pass on CUDA (near-ties may move; inertia within 1e-4) and IEEE in the interpreter.
     tolerances: ClassVar[dict[torch.dtype, tuple[float, float]]] = {
         torch.uint8: (1e-5, 1e-3),
         torch.float16: (1e-5, 1e-3),
@@ -133,21 +140,34 @@ class TritonBackend(Backend):
         deterministic: bool | None = None,
         cache: dict | None = None,
         precision: str | None = None,
+        label_dtype: torch.dtype = torch.int64,
     ) -> AssignUpdateResult:
         """The fused pass; ``chunk_size`` and ``cache`` are ignored (no distance block is made, the data is read
-        in its own dtype), and so is ``compute_distances`` (the kernel writes them with the labels for free).
+        in its own dtype). ``compute_distances`` (default: ``compute_labels``) False skips writing them.
 
         ``deterministic`` defaults to ``torch.are_deterministic_algorithms_enabled()``; ``precision`` is the
-        ``tl.dot`` input precision for d > 8 ("ieee", "tf32x3" or "tf32"; default "tf32x3" on CUDA).
+        ``tl.dot`` precision for d > 8 ("ieee", "tf32x3", "tf32" or "fp16"; default "tf32", "ieee" for float64).
+        ``label_dtype`` (uint8, int16, int32 or int64, holding k - 1) is the dtype of the labels: a Lloyd loop
+        that only compares labels between steps can ask for the narrowest one and save bytes per pass.
         """
         reasons = self.not_supported_reasons(X, centers)
         if reasons:
             raise ValueError("backend 'triton' cannot run these inputs: " + "; ".join(reasons))
         if deterministic is None:
             deterministic = torch.are_deterministic_algorithms_enabled()
+        compute_distances = compute_labels and (compute_distances is None or compute_distances)
         labels, min_sq, sums, counts = triton_assign_update(
-            X, centers, sample_weight, compute_labels, bool(deterministic), precision or ""
+            X,
+            centers,
+            sample_weight,
+            compute_labels,
+            bool(compute_distances),
+            bool(deterministic),
+            precision or "",
+            label_dtype,
         )
         if not compute_labels:
-            labels = min_sq = None
+            labels = None
+        if not compute_distances:
+            min_sq = None
         return AssignUpdateResult(labels, min_sq, sums, counts)
