@@ -215,24 +215,9 @@ def fit_stream(
     streams Lloyd passes (no histogram reduction). Returns a :class:`pixelkm.estimators.stream.StreamFit` on
     every rank (``n_passes`` counts this rank's passes).
     """
+    options = dict(locals())
+    group = options.pop("group")
     _require_process_group("fit_stream")
     from .estimators.stream import stream_fit
 
-    return stream_fit(
-        data,
-        n_clusters,
-        sample_weight=sample_weight,
-        init=init,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=random_state,
-        reduce=False,
-        coreset_size=coreset_size,
-        backend=backend,
-        device=device,
-        max_device_memory=max_device_memory,
-        chunk_rows=chunk_rows,
-        progress=progress,
-        verbose=verbose,
-        comm=DistComm(group),
-    )
+    return stream_fit(**options, reduce=False, comm=DistComm(group))

@@ -22,6 +22,7 @@ from ._validation import (
 )
 from .engine.batched import fit_batched
 from .estimators.base import fit_params
+from .ops.distance import nearest
 
 #: elements of one (rows, k) distance block in eager mode (64 MiB of float32)
 _BLOCK_ELEMENTS = 1 << 24
@@ -46,27 +47,13 @@ def nearest_center(
     if spherical:
         x = torch.nn.functional.normalize(x, dim=-1)
     c = centers.to(device=x.device, dtype=cdt)
-    shift = c.mean(0)  # distances are translation invariant; centering keeps the digits of far-away data
-    c = c - shift
-    c_sq = (c * c).sum(-1)
-    if torch.compiler.is_compiling():  # one block: no Python loop over a (possibly symbolic) number of rows
-        lab, dist = _nearest_block(x, c, c_sq, shift)
-    else:
-        rows = max(1, _BLOCK_ELEMENTS // max(1, c.shape[0]))
-        parts = [_nearest_block(x[start : start + rows], c, c_sq, shift) for start in range(0, max(1, len(x)), rows)]
-        lab = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
-        dist = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+    # one block when compiling: no Python loop over a (possibly symbolic) number of rows
+    rows = None if torch.compiler.is_compiling() else max(1, _BLOCK_ELEMENTS // max(1, c.shape[0]))
+    lab, dist = nearest(x.unsqueeze(0), c.unsqueeze(0), rows=rows)
+    lab, dist = lab[0], dist[0]
     if spherical:
         dist = dist / 2  # |x - c|^2 = 2 - 2 cos for unit x and c
     return lab.reshape(lead), dist.reshape(lead)
-
-
-def _nearest_block(
-    x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor, shift: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    xc = x - shift
-    m, lab = torch.addmm(c_sq, xc, c.t(), alpha=-2.0).min(1)  # ||c||^2 - 2 x.c, shape (rows, k)
-    return lab, (m + (xc * xc).sum(-1)).clamp_min(0.0)
 
 
 class KMeans(torch.nn.Module):

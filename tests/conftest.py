@@ -50,3 +50,21 @@ def make_blobs(n: int, d: int, k: int, seed: int, spread: float = 1.0, scale: fl
     centers = rng.uniform(-scale, scale, size=(k, d))
     labels = rng.integers(0, k, size=n)
     return centers[labels] + rng.normal(scale=spread, size=(n, d))
+
+
+#: tests that are slow on a CPU only (they run in the default suite where CUDA is available)
+SLOW_ON_CPU = {"test_contention_precision_k2"}  # 2^20 points through the Triton interpreter
+
+
+def pytest_collection_modifyitems(config, items):
+    """Markers from what a test needs: ``gpu`` for the tests that skip without CUDA, ``interpreter`` for the Triton
+    tests that run on the CPU under TRITON_INTERPRET=1, ``slow`` for the interpreter runs on large inputs."""
+    cuda = torch.cuda.is_available()
+    for item in items:
+        reasons = " ".join(str(m.kwargs.get("reason", "")) for m in item.iter_markers("skipif"))
+        if "CUDA" in reasons or "GPU" in reasons:
+            item.add_marker(pytest.mark.gpu)
+        if item.module.__name__ == "test_triton" and not cuda:
+            item.add_marker(pytest.mark.interpreter)
+            if item.originalname in SLOW_ON_CPU:
+                item.add_marker(pytest.mark.slow)

@@ -135,10 +135,23 @@ def _compiler_unavailable() -> str | None:
     return None
 
 
-@pytest.mark.skipif(_compiler_unavailable() is not None, reason=str(_compiler_unavailable()))
-def test_predict_compiles_with_fullgraph(data):
+def _check_predict_compiles(data, backend: str) -> None:
     torch._dynamo.reset()
     km = pixelkm.nn.KMeans(6, random_state=5).fit(data)
-    compiled = torch.compile(km.predict, fullgraph=True)
+    compiled = torch.compile(km.predict, fullgraph=True, backend=backend)
     for X in (torch.randn(2, 300, 4) * 6, torch.randn(517, 4) * 6):  # a new shape recompiles, still one graph
         assert torch.equal(compiled(X), km.predict(X))
+
+
+@pytest.mark.skipif(not torch._dynamo.is_dynamo_supported(), reason="torch.compile (dynamo) is not supported here")
+def test_predict_traces_into_one_graph(data):
+    """fullgraph=True fails on any graph break: dynamo traces predict into one graph (run by aot_eager, which
+    skips inductor's C++ code generation, about 30 s on a 2-core CPU: that part is the slow test below)."""
+    _check_predict_compiles(data, "aot_eager")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(_compiler_unavailable() is not None, reason=str(_compiler_unavailable()))
+def test_predict_compiles_with_fullgraph(data):
+    """The same through inductor (the default backend), which compiles C++ for the CPU."""
+    _check_predict_compiles(data, "inductor")

@@ -71,7 +71,7 @@ def fit_batched(
     init: Any,
     n_init: int,
     max_iter: int,
-    tol: float,
+    tol: float | torch.Tensor,
     generator: torch.Generator | _init.ProblemRNG | None,
     backend: str,
     mask: torch.Tensor | None = None,
@@ -85,6 +85,7 @@ def fit_batched(
 ) -> LloydResult:
     """Fit b problems X (b, n, d): the best of ``n_init`` runs, as a :class:`~pixelkm.engine.lloyd.LloydResult`.
 
+    ``tol`` is relative to the mean feature variance of each problem (a tensor (b,): absolute tolerances).
     ``mask`` (b, n) keeps only the points where it is True (the others get label -1); ``spherical`` fits unit
     rows with unit centers (cosine k-means); ``sync=False`` runs exactly ``max_iter`` steps per initialization
     with no host synchronization inside the loop. Problem i draws its random numbers from the i-th generator.
@@ -98,7 +99,9 @@ def fit_batched(
         sample_weight = m if sample_weight is None else sample_weight * m
     if spherical:
         X = torch.nn.functional.normalize(X.to(compute_dtype(X.dtype)), dim=-1)
-    if tol > 0:
+    if isinstance(tol, torch.Tensor):
+        abs_tol = tol
+    elif tol > 0:
         abs_tol = mean_feature_variance(X, mask, comm) * tol
     else:
         abs_tol = torch.zeros(b, dtype=torch.float64, device=X.device)
@@ -108,77 +111,6 @@ def fit_batched(
         def initial(X, sample_weight):
             return initial_centers(X, sample_weight, n_clusters, init, rng, spherical, finite=sync)
 
-    return _run(
-        X,
-        sample_weight,
-        mask,
-        lambda: initial(X, sample_weight),
-        n_init=n_init,
-        max_iter=max_iter,
-        tol=abs_tol,
-        backend=backend,
-        spherical=spherical,
-        sync=sync,
-        chunk_size=chunk_size,
-        verbose=verbose,
-        algorithm=algorithm,
-        comm=comm,
-    )
-
-
-def lloyd_from(
-    X: torch.Tensor,
-    centers: torch.Tensor,
-    sample_weight: torch.Tensor | None,
-    *,
-    max_iter: int,
-    tol: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    spherical: bool = False,
-    sync: bool = True,
-    backend: str = "auto",
-    chunk_size: int | None = None,
-    verbose: bool = False,
-    algorithm: str = "lloyd",
-    comm: LocalComm = LOCAL,
-) -> LloydResult:
-    """One run of the loop over in-memory problems X (b, n, d) from ``centers`` (b, k, d), with an absolute
-    ``tol`` (b,); ``sample_weight`` must be zero where ``mask`` is False, and X unit rows when ``spherical``."""
-    return _run(
-        X,
-        sample_weight,
-        mask,
-        lambda: centers,
-        n_init=1,
-        max_iter=max_iter,
-        tol=tol,
-        backend=backend,
-        spherical=spherical,
-        sync=sync,
-        chunk_size=chunk_size,
-        verbose=verbose,
-        algorithm=algorithm,
-        comm=comm,
-    )
-
-
-def _run(
-    X,
-    sample_weight,
-    mask,
-    initial,
-    *,
-    n_init,
-    max_iter,
-    tol,
-    backend,
-    spherical,
-    sync,
-    chunk_size,
-    verbose,
-    algorithm,
-    comm,
-) -> LloydResult:
     source = BatchSource(X, sample_weight, mask, backend=backend, chunk_size=chunk_size, comm=comm)
 
     def bounds(centers: torch.Tensor):
@@ -199,12 +131,24 @@ def _run(
 
     return fit(
         source,
-        initial,
+        lambda: initial(X, sample_weight),
         n_init=n_init,
         max_iter=max_iter,
-        tol=tol,
+        tol=abs_tol,
         spherical=spherical,
         sync=sync,
         verbose=verbose,
         bounds=bounds,
+    )
+
+
+def lloyd_from(
+    X: torch.Tensor, centers: torch.Tensor, sample_weight: torch.Tensor | None, *, tol: torch.Tensor, **options: Any
+) -> LloydResult:
+    """One run of the loop over in-memory problems X (b, n, d) from ``centers`` (b, k, d), with an absolute
+    ``tol`` (b,); ``options`` as :func:`fit_batched`'s (``max_iter``; ``mask``, ``sync``, ``backend``...; full
+    passes unless ``algorithm`` says otherwise)."""
+    options = {"backend": "auto", "algorithm": "lloyd", **options}
+    return fit_batched(
+        X, sample_weight, n_clusters=centers.shape[1], init=centers, n_init=1, tol=tol, generator=None, **options
     )

@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from .._validation import as_tensor, check_data
+from ..ops.distance import sq_distances
 
 
 class ProblemRNG:
@@ -41,28 +42,13 @@ def as_problem_rng(generator: torch.Generator | ProblemRNG, b: int) -> ProblemRN
     return ProblemRNG([generator] * b)
 
 
-def _sq_dist_to_points(X: torch.Tensor, P: torch.Tensor, rows: int = 1 << 16) -> torch.Tensor:
-    """Squared distances of every point of X (b, n, d) to each of the points P (b, t, d): shape (b, t, n)."""
-    b, n, _ = X.shape
-    shift = P.mean(1, keepdim=True)
-    p = P - shift
-    p_sq = (p * p).sum(-1).unsqueeze(-1)  # (b, t, 1)
-    out = torch.empty(b, P.shape[1], n, dtype=P.dtype, device=X.device)
-    for start in range(0, n, rows):
-        xc = X[:, start : start + rows].to(P.dtype) - shift
-        dist = torch.baddbmm(p_sq, p, xc.transpose(1, 2), alpha=-2.0)
-        dist += (xc * xc).sum(-1).unsqueeze(1)
-        out[:, :, start : start + rows] = dist.clamp_min_(0.0)
-    return out
-
-
 def _gather_rows(X: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """X[b, idx[b, j]] for every b, j: shape (b, t, d), converted to ``dtype``."""
     b, _, d = X.shape
     return torch.gather(X, 1, idx.unsqueeze(-1).expand(b, idx.shape[1], d)).to(dtype)
 
 
-def _weighted_pick(cum: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+def weighted_pick(cum: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     """Indices drawn with probability proportional to the increments of ``cum`` (b, n), for uniforms u (b, t)."""
     target = u * cum[:, -1:]
     idx = torch.searchsorted(cum, target.contiguous(), right=True)
@@ -92,14 +78,14 @@ def kmeans_plusplus(
     centers = torch.empty(b, n_clusters, d, dtype=dtype, device=dev)
     uniforms = as_problem_rng(generator, b).rand((1 + (n_clusters - 1) * n_local_trials,), dev)
 
-    first = _weighted_pick(torch.cumsum(w, 1), uniforms[:, :1])  # (b, 1)
+    first = weighted_pick(torch.cumsum(w, 1), uniforms[:, :1])  # (b, 1)
     indices[:, 0] = first[:, 0]
     centers[:, 0] = _gather_rows(X, first, dtype)[:, 0]
-    closest = _sq_dist_to_points(X, centers[:, :1])[:, 0].double()  # (b, n)
+    closest = sq_distances(X, centers[:, :1])[:, :, 0].double()  # (b, n)
     for c in range(1, n_clusters):
         u = uniforms[:, 1 + (c - 1) * n_local_trials : 1 + c * n_local_trials]
-        cand = _weighted_pick(torch.cumsum(w * closest, 1), u)
-        dist = _sq_dist_to_points(X, _gather_rows(X, cand, dtype)).double()  # (b, t, n)
+        cand = weighted_pick(torch.cumsum(w * closest, 1), u)
+        dist = sq_distances(X, _gather_rows(X, cand, dtype)).transpose(1, 2).double()  # (b, t, n)
         torch.minimum(dist, closest.unsqueeze(1), out=dist)
         cand_pot = (dist * w.unsqueeze(1)).sum(-1)  # (b, t)
         best = cand_pot.argmin(1)  # (b,)

@@ -20,14 +20,14 @@ import torch
 
 from .._validation import compute_dtype
 from ..ops import run_assign_update
+from ..ops.distance import sq_distances
 from .init import (
     ProblemRNG,
-    _sq_dist_to_points,
-    _weighted_pick,
     as_problem_rng,
     explicit_init,
     kmeans_plusplus,
     random_init,
+    weighted_pick,
 )
 from .lloyd import lloyd
 from .sources import BatchSource
@@ -167,9 +167,9 @@ def _kmeans_parallel_one(
     n = X.shape[0]
     dev = X.device
     wd = torch.ones(n, dtype=torch.float64, device=dev) if w is None else w.double()
-    first = _weighted_pick(torch.cumsum(wd, 0).unsqueeze(0), _rand((1, 1), generator, dev))[0]
+    first = weighted_pick(torch.cumsum(wd, 0).unsqueeze(0), _rand((1, 1), generator, dev))[0]
     cands = [X[first].to(dtype)]
-    closest = _sq_dist_to_points(X.unsqueeze(0), cands[0].unsqueeze(0))[0, 0].double()
+    closest = sq_distances(X.unsqueeze(0), cands[0].unsqueeze(0))[0, :, 0].double()
     ell = oversampling * n_clusters
     for _ in range(n_rounds):
         phi = float((wd * closest).sum())
@@ -181,8 +181,8 @@ def _kmeans_parallel_one(
             continue
         new_c = X[new].to(dtype)
         for s in range(0, new_c.shape[0], _CAND_BLOCK):
-            dist = _sq_dist_to_points(X.unsqueeze(0), new_c[s : s + _CAND_BLOCK].unsqueeze(0))[0]
-            torch.minimum(closest, dist.min(0).values.double(), out=closest)
+            dist = sq_distances(X.unsqueeze(0), new_c[s : s + _CAND_BLOCK].unsqueeze(0))[0]
+            torch.minimum(closest, dist.min(1).values.double(), out=closest)
         cands.append(new_c)
     C = torch.cat(cands)
     if C.shape[0] <= n_clusters:  # too few candidates (tiny or degenerate data): plain k-means++ on X

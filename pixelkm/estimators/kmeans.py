@@ -1,7 +1,7 @@
 """The ``KMeans`` estimator and the ``kmeans()`` function: parameters, restarts, and outputs.
 
-The Lloyd loop itself is in ``_lloyd``; the initializations in ``_init``. This module turns user input into
-batched tensors, runs ``n_init`` restarts, keeps the best, and gives results back in the input's form.
+The Lloyd loop, the restarts and the initializations are the engine's (:mod:`pixelkm.engine`). This module turns
+user input into batched tensors, calls the engine, and gives results back in the input's form.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ from .._validation import (
     resolve_generator,
     to_output,
 )
-from ..engine import init as _init
 from ..engine.batched import fit_batched, problem_rng
 from ..engine.histogram import reduce_colors
 from ..ops import run_assign_update
+from ..ops.distance import sq_distances
 from .base import BaseEstimator, fit_params
 
 
@@ -196,7 +196,7 @@ class KMeans(BaseEstimator):
         Euclidean distances; with ``spherical``, cosine distances ``1 - cos(x, c)``.
         """
         Xt, C, was_tensor = self._check_fitted_input(X)
-        sq = _init._sq_dist_to_points(Xt.unsqueeze(0), C.unsqueeze(0))[0].t()  # (n, k)
+        sq = sq_distances(Xt.unsqueeze(0), C.unsqueeze(0))[0]  # (n, k)
         return to_output(sq / 2 if self.spherical else sq.sqrt(), was_tensor)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:

@@ -132,23 +132,7 @@ def fit_stream(
     progress : bool
         Show a progress bar (tqdm) per data pass, labelled with the pass and the iteration.
     """
-    return stream_fit(
-        data,
-        n_clusters,
-        sample_weight=sample_weight,
-        init=init,
-        max_iter=max_iter,
-        tol=tol,
-        random_state=random_state,
-        reduce=reduce,
-        coreset_size=coreset_size,
-        backend=backend,
-        device=device,
-        max_device_memory=max_device_memory,
-        chunk_rows=chunk_rows,
-        progress=progress,
-        verbose=verbose,
-    )
+    return stream_fit(**locals())  # the same parameters, by name
 
 
 def stream_fit(

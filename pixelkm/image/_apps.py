@@ -25,6 +25,7 @@ from .._validation import to_output as output
 from ..estimators.kmeans import KMeans
 from ..io.pillow import ImageError
 from ..io.progress import track as _progress
+from ..ops.distance import sq_distances
 from ._clean import Outliers, find_outliers, outlier_weights
 from ._features import PixelFeatures, check_features, pixel_features
 from ._io import LoadedImage, as_image, encoded_size, save_pil
@@ -722,7 +723,7 @@ def silhouette_score(X: torch.Tensor, labels: torch.Tensor) -> float:
     k = int(lab.max()) + 1 if n else 0
     if not 2 <= k <= n - 1:
         return math.nan
-    D = torch.cdist(X, X, compute_mode="donot_use_mm_for_euclid_dist")
+    D = sq_distances(X.unsqueeze(0), X.unsqueeze(0))[0].fill_diagonal_(0.0).sqrt_()  # as scikit-learn: 0 to itself
     onehot = F.one_hot(lab, k).to(torch.float64)
     sums = D @ onehot  # (n, k): total distance of each point to each cluster
     sizes = onehot.sum(0)
