@@ -25,12 +25,21 @@ setup(
         "pillow>=9.1",
         # Triton ships wheels for Linux x86-64/aarch64 only; elsewhere the torch backend is used.
         "triton>=3.0; platform_system == 'Linux' and (platform_machine == 'x86_64' or platform_machine == 'aarch64')",
+        # numba (the fused CPU backend) ships wheels for these; elsewhere the torch backend serves the CPU.
+        "numba>=0.59; platform_machine == 'x86_64' or platform_machine == 'AMD64' or platform_machine == 'aarch64' "
+        "or platform_machine == 'arm64'",
     ],
     extras_require={
         "plot": ["matplotlib>=3.6"],
         "progress": ["tqdm>=4.60"],
         "test": ["pytest>=7", "scikit-learn>=1.4", "hypothesis>=6", "matplotlib>=3.6", "tqdm>=4.60"],
-        "bench": ["asv>=0.6", "scikit-learn>=1.4", "matplotlib>=3.6"],
+        "bench": [
+            "asv>=0.6",
+            "scikit-learn>=1.4",
+            "matplotlib>=3.6",
+            "faiss-cpu>=1.7.4",
+            "scikit-learn-intelex>=2024.0; platform_machine == 'x86_64' or platform_machine == 'AMD64'",
+        ],
     },
     entry_points={"console_scripts": ["pixelkm=pixelkm.cli:main"]},
 )
