@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from ._distances import sq_distances
 from ._validation import as_tensor, check_data
 
 
@@ -42,18 +43,9 @@ def as_problem_rng(generator: torch.Generator | ProblemRNG, b: int) -> ProblemRN
 
 
 def _sq_dist_to_points(X: torch.Tensor, P: torch.Tensor, rows: int = 1 << 16) -> torch.Tensor:
-    """Squared distances of every point of X (b, n, d) to each of the points P (b, t, d): shape (b, t, n)."""
-    b, n, _ = X.shape
-    shift = P.mean(1, keepdim=True)
-    p = P - shift
-    p_sq = (p * p).sum(-1).unsqueeze(-1)  # (b, t, 1)
-    out = torch.empty(b, P.shape[1], n, dtype=P.dtype, device=X.device)
-    for start in range(0, n, rows):
-        xc = X[:, start : start + rows].to(P.dtype) - shift
-        dist = torch.baddbmm(p_sq, p, xc.transpose(1, 2), alpha=-2.0)
-        dist += (xc * xc).sum(-1).unsqueeze(1)
-        out[:, :, start : start + rows] = dist.clamp_min_(0.0)
-    return out
+    """Squared distances of every point of X (b, n, d) to each of the points P (b, t, d): shape (b, t, n), in P's
+    dtype, right whatever the magnitudes of the data (see :func:`pixelkm._distances.sq_distances`)."""
+    return sq_distances(X, P, P.dtype, rows)
 
 
 def _gather_rows(X: torch.Tensor, idx: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from . import _init
+from ._distances import sq_distances
 from ._histogram import reduce_colors
 from ._init_scalable import kmeans_parallel
 from ._lloyd import ALGORITHMS, lloyd, mean_feature_variance
@@ -391,7 +392,7 @@ class KMeans:
         Euclidean distances; with ``spherical``, cosine distances ``1 - cos(x, c)``.
         """
         Xt, C, was_tensor = self._check_fitted_input(X)
-        sq = _init._sq_dist_to_points(Xt.unsqueeze(0), C.unsqueeze(0))[0].t()  # (n, k)
+        sq = sq_distances(Xt.unsqueeze(0), C.unsqueeze(0), C.dtype)[0].t()  # (n, k)
         return to_output(sq / 2 if self.spherical else sq.sqrt(), was_tensor)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:

@@ -27,13 +27,22 @@ import numpy as np
 import torch
 
 from . import _init
+from ._files import refuse_inputs
 from ._histogram import color_histogram, histogram_keys, pack_keys, rescaled_tol, unpack_keys, weighted_variance
 from ._init_scalable import Moments, default_coreset_size, lightweight_coreset, resolve_init
 from ._kmeans import _check_int, fit_batched
 from ._lloyd import centers_from, ordered_farthest, relocate_empty_clusters
 from ._result import AssignUpdateResult
 from ._strips import NpyWriter, image_layout, read_strips
-from ._validation import as_tensor, compute_dtype, resolve_generator
+from ._validation import (
+    as_tensor,
+    check_data,
+    check_largest,
+    check_magnitude,
+    compute_dtype,
+    is_sparse,
+    resolve_generator,
+)
 from .backends import get_backend
 from .ops import run_assign_update
 
@@ -71,8 +80,10 @@ class ArraySource(Source):
     """An in-RAM array or memmap of shape (n, d) or an image (H, W[, C]). Memmaps with a file are read by file I/O."""
 
     def __init__(self, X: np.ndarray | torch.Tensor) -> None:
+        if is_sparse(X):
+            raise TypeError("sparse input is not supported by the stream; pass a dense array, a .npy or chunks")
         if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
+            X = _tensor_to_numpy(X)
         if X.ndim not in (1, 2, 3):
             raise ValueError(f"an array source must be (n,), (n, d) or an image (H, W, C), got shape {X.shape}")
         self.shape = tuple(X.shape)
@@ -194,9 +205,17 @@ def _chain(first: np.ndarray, rest: Iterator) -> Iterator[np.ndarray]:
         yield _as_rows(c)
 
 
+def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A host tensor as NumPy; bfloat16 (which NumPy lacks) as float32, which holds every bfloat16 value exactly."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def _as_rows(c: Any) -> np.ndarray:
+    if is_sparse(c):
+        raise TypeError("sparse chunks are not supported; pass dense arrays or tensors")
     if isinstance(c, torch.Tensor):
-        c = c.detach().cpu().numpy()
+        c = _tensor_to_numpy(c)
     c = np.asarray(c)
     if c.ndim == 3:
         c = c.reshape(-1, c.shape[-1])
@@ -221,7 +240,7 @@ def as_source(data: Any) -> Source:
         return data
     if isinstance(data, (str, os.PathLike)):
         return FileSource(data)
-    if isinstance(data, (np.ndarray, torch.Tensor)):
+    if isinstance(data, (np.ndarray, torch.Tensor)) or is_sparse(data):
         return ArraySource(data)
     return IterableSource(data)
 
@@ -473,9 +492,19 @@ class _Runner:
         self.passes += 1
         self.progress.start(what, self.source.n_samples)
         rows = rows or self.rows
+        check = self.source.dtype.kind == "f"
+        largest = None  # on an accelerator, the largest magnitude so far (a device value: no sync per chunk)
         for x in device_chunks(_prefetch(self.source.chunks(rows)), self.device, rows):
+            if check and x.numel():  # NaN, inf or out-of-range values: the same error as KMeans.fit, every pass
+                if x.device.type == "cpu":
+                    check_magnitude(x, "X")
+                else:
+                    amax = torch.linalg.vector_norm(x, float("inf"))
+                    largest = amax if largest is None else torch.maximum(largest, amax)
             yield x
             self.progress.update(x.shape[0])
+        if largest is not None:
+            check_largest(float(largest), self.source.n_features, x.dtype, "X")
 
 
 def _lloyd_pass(run: _Runner, centers: torch.Tensor, backend: str, label: str, labels_out=None):
@@ -675,6 +704,14 @@ def fit_stream(
         run.progress.close()
 
 
+def _source_files(source: Source) -> list[str]:
+    """The files a source reads (a path, or the file behind a memmap): outputs never replace them."""
+    files = [getattr(source, "path", None)]
+    if getattr(source, "_file", None) is not None:
+        files.append(source._file[0])
+    return [f for f in files if f is not None]
+
+
 def _use_lut(n: int | None, d: int) -> bool:
     """Label all 2^(8 d) colors up front when that costs at most half a pass over the n rows."""
     return n is not None and n >= 2 << (8 * d)
@@ -691,6 +728,7 @@ def predict_stream(
     max_device_memory: int | None = None,
     chunk_rows: int | None = None,
     progress: bool = False,
+    force: bool = False,
 ) -> tuple[np.ndarray | None, float]:
     """Label every row of a source against ``centers`` in one pass; returns (labels or None, inertia).
 
@@ -699,9 +737,17 @@ def predict_stream(
     writes, in the source's shape), a preallocated array of n rows, or a callable. With ``out=None`` the labels
     come back as an array of n rows (in RAM). For uint8 data of up to 3 features the labels come from a lookup
     table over every possible color (computed once), not from distances.
+
+    A ``.npy`` path is written through a temporary file: an existing file is replaced only with ``force=True``, and
+    the input file (also through symlinks or hard links) never.
     """
     source = as_source(data)
-    C = torch.as_tensor(np.asarray(centers))
+    if isinstance(out, (str, os.PathLike)):  # before any work
+        refuse_inputs(out, _source_files(source))
+        if os.path.exists(out) and not force:
+            raise FileExistsError(f"{out} exists; pass force=True to overwrite it")
+    C, _ = as_tensor(centers, "centers")
+    check_data(C, "centers", ndims=(2,))
     k, d = C.shape
     if d != source.n_features:
         raise ValueError(f"centers have {d} features, the data {source.n_features}")
@@ -731,10 +777,10 @@ def predict_stream(
             raise ValueError("writing a .npy needs the number of rows: pass an array, a .npy or an image file")
         image = source.shape is not None and len(source.shape) == 3
         rows_shape = tuple(source.shape[:2]) if image else (source.n_samples,)
-        if quantize:
-            writer = NpyWriter(out, rows_shape + (d,), palette.cpu().numpy().dtype)
-        else:
-            writer = NpyWriter(out, rows_shape, lab_dtype)
+        out_dtype = palette.cpu().numpy().dtype if quantize else lab_dtype
+        writer = NpyWriter(
+            out, rows_shape + ((d,) if quantize else ()), out_dtype, force=force, inputs=_source_files(source)
+        )
 
     def emit(labels: torch.Tensor, mapped: bool = False) -> None:
         block_out = (labels if mapped or not quantize else palette[labels]).cpu().numpy()
@@ -768,10 +814,14 @@ def predict_stream(
         else:
             _, _, inertia_t, _ = _lloyd_pass(run, C, backend, "labels", labels_out=emit)
             inertia = float(inertia_t)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
     finally:
         run.progress.close()
-        if writer is not None:
-            writer.close()
+    if writer is not None:
+        writer.close()
     labels = np.concatenate(collected) if out is None else None
     return labels, inertia
 

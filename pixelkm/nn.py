@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from ._distances import exact_nearest, expansion_error
 from ._kmeans import _check_params, fit_batched
 from ._validation import (
     as_tensor,
@@ -45,27 +46,39 @@ def nearest_center(
     if spherical:
         x = torch.nn.functional.normalize(x, dim=-1)
     c = centers.to(device=x.device, dtype=cdt)
-    shift = c.mean(0)  # distances are translation invariant; centering keeps the digits of far-away data
-    c = c - shift
-    c_sq = (c * c).sum(-1)
-    if torch.compiler.is_compiling():  # one block: no Python loop over a (possibly symbolic) number of rows
-        lab, dist = _nearest_block(x, c, c_sq, shift)
+    if torch.compiler.is_compiling():  # one graph, no data-dependent branch: direct differences (which the
+        # compiler fuses into one reduction), exact whatever the magnitudes
+        dist, lab = (x.unsqueeze(1) - c).square().sum(-1).min(1)
     else:
+        shift = c.median(0).values  # distances are translation invariant: work near the centers (robustly)
         rows = max(1, _BLOCK_ELEMENTS // max(1, c.shape[0]))
-        parts = [_nearest_block(x[start : start + rows], c, c_sq, shift) for start in range(0, max(1, len(x)), rows)]
-        lab = parts[0][0] if len(parts) == 1 else torch.cat([p[0] for p in parts])
-        dist = parts[0][1] if len(parts) == 1 else torch.cat([p[1] for p in parts])
+        labs = [_nearest_labels(x[start : start + rows], c, shift) for start in range(0, max(1, len(x)), rows)]
+        lab = labs[0] if len(labs) == 1 else torch.cat(labs)
+        dist = (x - c[lab]).square().sum(-1)  # direct differences to the chosen center (differentiable in X)
     if spherical:
         dist = dist / 2  # |x - c|^2 = 2 - 2 cos for unit x and c
     return lab.reshape(lead), dist.reshape(lead)
 
 
-def _nearest_block(
-    x: torch.Tensor, c: torch.Tensor, c_sq: torch.Tensor, shift: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
-    xc = x - shift
-    m, lab = torch.addmm(c_sq, xc, c.t(), alpha=-2.0).min(1)  # ||c||^2 - 2 x.c, shape (rows, k)
-    return lab, (m + (xc * xc).sum(-1)).clamp_min(0.0)
+def _nearest_labels(x: torch.Tensor, c: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+    """Labels of a block of rows: the expansion around ``shift`` (its ||c||^2 lowered by the error bound), and direct
+    differences for the rows whose margin is below that bound (see :mod:`pixelkm._distances`)."""
+    with torch.no_grad():
+        xc = x - shift
+        cc = c - shift
+        err = expansion_error(x.shape[1], x.dtype)
+        c_sq = (cc * cc).sum(-1)
+        x_sq = (xc * xc).sum(-1)
+        D = torch.addmm(c_sq * (1.0 - err), xc, cc.t(), alpha=-2.0).add_(x_sq.unsqueeze(1))  # (rows, k)
+        if c.shape[0] == 1:
+            return torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        two = torch.topk(D, 2, dim=1, largest=False, sorted=True)
+        lab = D.argmin(1)  # (the lowest index among ties)
+        bound = (x_sq + c_sq[lab]).mul_(2.0 * err)
+        close = torch.nonzero((two.values[:, 1] - two.values[:, 0]) < bound).squeeze(1)
+        if close.numel():
+            lab[close] = exact_nearest(x[close], c)[0]
+        return lab
 
 
 class KMeans(torch.nn.Module):
