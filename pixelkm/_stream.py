@@ -42,6 +42,7 @@ from ._validation import (
     compute_dtype,
     is_sparse,
     resolve_generator,
+    warn_fewer_clusters,
 )
 from .backends import get_backend
 from .ops import run_assign_update
@@ -645,8 +646,11 @@ def fit_stream(
     try:
         if use_hist:
             colors, counts, wsums = _histogram_pass(run)
-            if colors.shape[0] < k:
+            fewer = colors.shape[0] < k  # then the streamed Lloyd passes below fit (and warn), as in memory
+            if fewer and (reduce is True or not source.reiterable or k > int(counts.sum())):
                 raise ValueError(f"n_clusters={k} is more than the {colors.shape[0]} distinct rows of the data")
+            use_hist = not fewer
+        if use_hist:
             if verbose:
                 print(f"Histogram: {int(counts.sum())} rows, {colors.shape[0]} distinct")
             tol_h = rescaled_tol(tol, colors, weighted_variance(colors, counts))  # unweighted, as in memory
@@ -698,7 +702,8 @@ def fit_stream(
         centers, n_iter = _stream_lloyd(run, centers, max_iter, abs_tol, backend, verbose)
         if k > source.n_samples:
             raise ValueError(f"n_clusters={k} must be <= n_samples={source.n_samples}")
-        _, _, inertia, _ = _lloyd_pass(run, centers, backend, "final inertia")
+        _, counts, inertia, _ = _lloyd_pass(run, centers, backend, "final inertia")
+        warn_fewer_clusters((counts > 0).unsqueeze(0), k)
         return StreamFit(centers.cpu().numpy(), float(inertia), n_iter, run.passes, None, time.perf_counter() - t0)
     finally:
         run.progress.close()

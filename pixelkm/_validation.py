@@ -40,6 +40,46 @@ def not_fitted_error(message: str) -> NotFittedError:
 _SK_NOT_FITTED: type | None = None
 
 
+class ConvergenceWarning(UserWarning):
+    """A fit that found fewer distinct clusters than asked for (as scikit-learn's ConvergenceWarning; when
+    scikit-learn is imported, the warning issued is an instance of both)."""
+
+
+_SK_CONVERGENCE: type | None = None
+
+
+def warn_fewer_clusters(present: torch.Tensor, n_clusters: int, stacklevel: int = 3) -> None:
+    """Warn when a problem's clusters holding at least one point, ``present`` (b, k) bool, are fewer than k.
+
+    Reads one value on the host."""
+    found = int(present.sum(-1).min())
+    if found >= n_clusters:
+        return
+    global _SK_CONVERGENCE
+    category = ConvergenceWarning
+    sk = sys.modules.get("sklearn.exceptions")
+    if sk is not None:
+        if _SK_CONVERGENCE is None:
+            _SK_CONVERGENCE = type(
+                "ConvergenceWarning", (ConvergenceWarning, sk.ConvergenceWarning), {"__module__": __name__}
+            )
+        category = _SK_CONVERGENCE
+    warnings.warn(
+        f"Number of distinct clusters ({found}) found smaller than n_clusters ({n_clusters}). "
+        "Possibly due to duplicate points in X.",
+        category,
+        stacklevel=stacklevel,
+    )
+
+
+def labels_present(labels: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """(b, k) bool: which clusters the labels (b, n) use (label -1, a masked-out point, counts for none)."""
+    b = labels.shape[0]
+    seen = torch.zeros(b, n_clusters + 1, dtype=torch.bool, device=labels.device)
+    seen.scatter_(1, labels + 1, True)
+    return seen[:, 1:]
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The floating dtype in which data of ``dtype`` is computed: float64 stays float64, all else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32

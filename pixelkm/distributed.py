@@ -22,7 +22,15 @@ import torch.distributed as dist
 from . import _init
 from ._kmeans import _check_params, initial_centers
 from ._lloyd import lloyd, mean_feature_variance
-from ._validation import as_tensor, check_data, compute_dtype, resolve_generator, to_output
+from ._validation import (
+    as_tensor,
+    check_data,
+    compute_dtype,
+    labels_present,
+    resolve_generator,
+    to_output,
+    warn_fewer_clusters,
+)
 
 __all__ = ["kmeans"]
 
@@ -171,6 +179,10 @@ def kmeans(
         backend=p["backend"],
     )
     inertia = res.inertia[0] if fixed_iterations else float(res.inertia[0])
+    if not fixed_iterations:  # clusters used on any rank
+        present = labels_present(res.labels, p["n_clusters"]).to(torch.float64)
+        comm.sum_(present)
+        warn_fewer_clusters(present > 0, p["n_clusters"])
     return to_output(res.centers[0], was_tensor), to_output(res.labels[0], was_tensor), inertia
 
 
