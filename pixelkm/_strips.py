@@ -125,9 +125,21 @@ def image_layout(path: str | os.PathLike, *, max_pixels: int | None = None, chec
     limit.
     """
     path = os.fspath(path)
-    if path.endswith(".npy"):
-        return _npy_layout(path)
-    return _pillow_layout(path, max_pixels, check)
+    try:
+        if path.endswith(".npy"):
+            return _npy_layout(path)
+        return _pillow_layout(path, max_pixels, check)
+    except (ValueError, OSError, SyntaxError, EOFError) as e:  # numpy's and Pillow's parsers: name the file
+        raise _named(path, e) from None
+
+
+def _named(path: str, e: BaseException) -> BaseException:
+    """``e`` itself when its message names ``path`` (or it is about a missing file), else an error that does."""
+    if path in str(e) or isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return e
+    from .image._io import ImageError
+
+    return ImageError(f"cannot read {path}: {e or type(e).__name__} (the file may be truncated or corrupt)")
 
 
 def strip_readable(path: str | os.PathLike) -> bool:
@@ -188,8 +200,11 @@ def read_strips(
     if layout.tiles is None:
         from .image._io import _open_with_limit
 
-        with _open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
-            whole = np.asarray(im)
+        try:
+            with _open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
+                whole = np.asarray(im)
+        except (ValueError, OSError, SyntaxError, EOFError) as e:  # a truncated or corrupt file
+            raise _named(layout.path, e) from None
         for y in range(0, h, rows):
             yield y, whole[y : y + rows].copy()
         return

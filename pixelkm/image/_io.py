@@ -93,6 +93,23 @@ def _check_size(width: int, height: int, limit: int | None, what: str) -> None:
         )
 
 
+def _check_memory(im: Image.Image, what: str) -> None:
+    """Refuse, before decoding, an image whose decoded pixels and their copies would not fit in the free memory
+    (whatever the pixel limit says): Pillow's buffer, the RGB(A) conversion, the arrays and tensors made of it."""
+    from .._sysinfo import available_memory
+
+    bands = max(1, len(im.getbands()))
+    bytes_per_band = 4 if im.mode in ("I", "F") else (2 if im.mode.startswith("I;16") else 1)
+    need = im.width * im.height * (bands * bytes_per_band + 4 + 4 + 4)  # decoded, converted, array, tensor copies
+    free = available_memory()
+    if free is not None and need > free:
+        raise ImageTooLargeError(
+            f"{what}: decoding its {im.width}x{im.height} pixels needs about {need / 2**30:,.1f} GiB, more than the "
+            f"{free / 2**30:,.1f} GiB of memory available (whatever max_pixels allows); use a smaller image, or "
+            "convert it to an uncompressed TIFF or .npy, which pixelkm.fit_stream reads in strips"
+        )
+
+
 def _rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     """(H, W, 3) uint8 and (H, W) uint8 alpha or None, from a PIL image of any mode."""
     mode = im.mode
@@ -163,6 +180,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None, device
         im = _open_with_limit(path, limit)
         with im:
             _check_size(im.width, im.height, limit, str(path))
+            _check_memory(im, str(path))
             source_mode = im.mode
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
