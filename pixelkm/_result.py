@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 
@@ -11,7 +12,8 @@ import torch
 class AssignUpdateResult:
     """Output of one pass of :func:`pixelkm.assign_update`.
 
-    Shapes are given for a batch of ``b`` problems; a 2-D input drops the leading ``b``.
+    Shapes are given for a batch of ``b`` problems; a 2-D input drops the leading ``b``. :func:`pixelkm.assign_update`
+    gives NumPy arrays for NumPy (or array-like) ``X`` and tensors on X's device for a tensor.
 
     Attributes
     ----------
@@ -39,13 +41,21 @@ class AssignUpdateResult:
             counts=self.counts[0],
         )
 
+    def numpy(self) -> AssignUpdateResult:
+        """The same result with NumPy arrays (host copies) in place of tensors."""
+        fields = (self.labels, self.min_sq_dist, self.sums, self.counts, self.min_sq_upper, self.second_sq_lower)
+        return AssignUpdateResult(*(None if t is None else t.detach().cpu().numpy() for t in fields))
+
     def inertia(self, sample_weight: torch.Tensor | None = None) -> torch.Tensor:
-        """Sum of (weighted) squared distances per problem, in float64."""
+        """Sum of (weighted) squared distances per problem, in float64 (a NumPy value for a NumPy result)."""
         if self.min_sq_dist is None:
             raise ValueError("inertia needs min_sq_dist: call assign_update with compute_labels=True")
+        if isinstance(self.min_sq_dist, np.ndarray):
+            d = self.min_sq_dist.astype(np.float64)
+            return (d if sample_weight is None else d * np.asarray(sample_weight, dtype=np.float64)).sum(-1)
         d = self.min_sq_dist.to(torch.float64)
         if sample_weight is not None:
-            d = d * sample_weight.to(torch.float64)
+            d = d * torch.as_tensor(sample_weight, device=d.device).to(torch.float64)
         return d.sum(-1)
 
 

@@ -43,12 +43,53 @@ def not_fitted_error(message: str) -> NotFittedError:
 _SK_NOT_FITTED: type | None = None
 
 
+class ConvergenceWarning(UserWarning):
+    """A fit that found fewer distinct clusters than asked for (as scikit-learn's ConvergenceWarning; when
+    scikit-learn is imported, the warning issued is an instance of both)."""
+
+
+_SK_CONVERGENCE: type | None = None
+
+
+def warn_fewer_clusters(present: torch.Tensor, n_clusters: int, stacklevel: int = 3) -> None:
+    """Warn when a problem's clusters holding at least one point, ``present`` (b, k) bool, are fewer than k.
+
+    Reads one value on the host."""
+    found = int(present.sum(-1).min())
+    if found >= n_clusters:
+        return
+    global _SK_CONVERGENCE
+    category = ConvergenceWarning
+    sk = sys.modules.get("sklearn.exceptions")
+    if sk is not None:
+        if _SK_CONVERGENCE is None:
+            _SK_CONVERGENCE = type(
+                "ConvergenceWarning", (ConvergenceWarning, sk.ConvergenceWarning), {"__module__": __name__}
+            )
+        category = _SK_CONVERGENCE
+    warnings.warn(
+        f"Number of distinct clusters ({found}) found smaller than n_clusters ({n_clusters}). "
+        "Possibly due to duplicate points in X.",
+        category,
+        stacklevel=stacklevel,
+    )
+
+
+def labels_present(labels: torch.Tensor, n_clusters: int) -> torch.Tensor:
+    """(b, k) bool: which clusters the labels (b, n) use (label -1, a masked-out point, counts for none)."""
+    b = labels.shape[0]
+    seen = torch.zeros(b, n_clusters + 1, dtype=torch.bool, device=labels.device)
+    seen.scatter_(1, labels + 1, True)
+    return seen[:, 1:]
+
+
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     """The floating dtype in which data of ``dtype`` is computed: float64 stays float64, all else float32."""
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _is_sparse(X: Any) -> bool:
+def is_sparse(X: Any) -> bool:
+    """Whether ``X`` is a SciPy sparse matrix/array or a sparse torch tensor."""
     if isinstance(X, torch.Tensor):
         return X.layout != torch.strided
     return hasattr(X, "tocsr") or type(X).__module__.startswith("scipy.sparse")
@@ -58,16 +99,20 @@ def as_tensor(X: Any, name: str = "X", device: torch.device | str | None = None)
     """Convert ``X`` to a torch tensor without copying when possible.
 
     Returns ``(tensor, was_tensor)``; ``was_tensor`` tells the caller whether outputs should be tensors.
-    NumPy integer and boolean data become float64 (as scikit-learn does), uint8 stays uint8; torch integer
-    tensors other than uint8 become float32.
+    NumPy integer and boolean data become float64 (as scikit-learn does), uint8 stays uint8; torch int32 and
+    int64 tensors become float64 too (float32 holds integers exactly only up to 2^24), smaller integer and
+    boolean tensors float32. A tensor that requires grad is detached (k-means is not differentiated); NumPy
+    views with negative strides are copied.
     """
-    if _is_sparse(X):
+    if is_sparse(X):
         raise TypeError(f"{name}: sparse input is not supported; pass a dense array or tensor")
     if isinstance(X, torch.Tensor):
-        t = X
+        t = X.detach()
         if t.is_complex():
             raise ValueError(f"{name}: Complex data not supported")
-        if t.dtype not in SUPPORTED_DTYPES:
+        if t.dtype in (torch.int32, torch.int64):
+            t = t.to(torch.float64)
+        elif t.dtype not in SUPPORTED_DTYPES:
             t = t.to(torch.float32)
         was_tensor = True
     else:
@@ -75,7 +120,14 @@ def as_tensor(X: Any, name: str = "X", device: torch.device | str | None = None)
         if arr.dtype.kind == "c":
             raise ValueError(f"{name}: Complex data not supported")
         if arr.dtype.kind == "O":
-            arr = arr.astype(np.float64)
+            try:
+                arr = arr.astype(np.float64)
+            except (TypeError, ValueError):
+                if any(v is None or type(v).__name__ == "NAType" for v in arr.ravel().tolist()):
+                    raise ValueError(
+                        f"Input {name} contains missing values (pandas NA or None); remove or impute them first"
+                    ) from None
+                raise
         if arr.dtype.kind not in "biuf":
             raise TypeError(f"{name}: expected numeric data, got an array of dtype {arr.dtype}")
         if arr.dtype.kind == "f" and arr.dtype.itemsize not in (2, 4, 8):
@@ -84,6 +136,8 @@ def as_tensor(X: Any, name: str = "X", device: torch.device | str | None = None)
             arr = arr.astype(np.float64)
         if arr.dtype.byteorder not in ("=", "|", "<" if np.little_endian else ">"):
             arr = arr.astype(arr.dtype.newbyteorder("="))
+        if any(st < 0 for st in arr.strides):  # torch cannot view negative strides (e.g. X[::-1]): copy
+            arr = np.ascontiguousarray(arr)
         with warnings.catch_warnings():
             # Read-only inputs (memmaps) are fine: the engine never writes into X.
             warnings.filterwarnings("ignore", message=".*non-writable.*")
@@ -125,13 +179,18 @@ def check_magnitude(X: torch.Tensor, name: str = "X") -> None:
     One pass over X (its largest magnitude, which is NaN or inf when any value is); the finer checks run
     only when that pass finds a problem.
     """
-    amax = float(torch.linalg.vector_norm(X, float("inf")))  # max |x| with no copy of X; NaN if any is NaN
+    check_largest(float(torch.linalg.vector_norm(X, float("inf"))), X.shape[-1], X.dtype, name)  # NaN if any is
+
+
+def check_largest(amax: float, n_features: int, dtype: torch.dtype, name: str = "X") -> None:
+    """:func:`check_magnitude` from the largest magnitude ``amax`` of data of ``dtype`` (NaN when any value is
+    NaN): for callers that see the data in pieces (streams)."""
     if not math.isfinite(amax):
-        kind = "NaN" if bool(torch.isnan(X).any()) else "inf"
+        kind = "NaN" if math.isnan(amax) else "inf"
         raise ValueError(f"Input {name} contains {kind}; remove or impute non-finite values (NaN or inf) first")
-    cdt = compute_dtype(X.dtype)
+    cdt = compute_dtype(dtype)
     high, low = _MAGNITUDE_LIMITS[cdt]
-    amax *= math.sqrt(X.shape[-1])
+    amax *= math.sqrt(n_features)
     hint = "pass float64 data or rescale it" if cdt == torch.float32 else "rescale it"
     if amax > high:
         raise ValueError(f"{name} has values of magnitude {amax:.3g}: their squared distances overflow {cdt}; {hint}")
@@ -377,6 +436,7 @@ PARAMETERS: dict[str, Any] = {
     "reduce": Options("auto", True, False),
     "progress": _bool,
     "quantize": _bool,
+    "force": _bool,
     "fixed_iterations": _bool,
     "init_sample_size": Int(1, none=True),
     "deterministic": Either(Options(None), _bool),

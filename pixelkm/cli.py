@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -39,9 +40,13 @@ def _non_negative_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not v >= 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text}")
+    if not (v >= 0 and math.isfinite(v)):
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
     return v
+
+
+#: the most values of k that choose-k tries (each is one fit)
+MAX_KS = 1000
 
 
 def parse_ks(text: str) -> list[int]:
@@ -53,7 +58,13 @@ def parse_ks(text: str) -> list[int]:
             if "-" in part:
                 rng, _, step = part.partition(":")
                 lo, hi = (int(v) for v in rng.split("-"))
-                ks.extend(range(lo, hi + 1, int(step) if step else 1))
+                values = range(lo, hi + 1, int(step) if step else 1)
+                if len(ks) + len(values) > MAX_KS:  # checked before the list is built: one fit per k
+                    raise argparse.ArgumentTypeError(
+                        f"--ks {text} asks for {len(ks) + len(values)} values of k (one fit each); give at most "
+                        f"{MAX_KS}, e.g. 2-20 or 2-200:10"
+                    )
+                ks.extend(values)
             else:
                 ks.append(int(part))
     except ValueError:
@@ -110,13 +121,20 @@ def _clean_arg(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _check_targets(paths: list[Path | None], force: bool) -> None:
-    """Fail before any work when an output exists (without --force) or its folder is missing."""
+def _check_targets(paths: list[Path | None], force: bool, inputs: tuple = ()) -> None:
+    """Fail before any work when an output exists (without --force), is an input (even with --force), is no
+    regular file (a device such as /dev/full) or its folder is missing."""
+    from .io.files import not_regular, refuse_inputs
+
     for p in paths:
         if p is None:
             continue
         if p.is_dir():
             raise IsADirectoryError(f"output {p} is a folder; give a file name")
+        why = not_regular(p)
+        if why:
+            raise ValueError(f"cannot write the output {p}: {why}; give a file name")
+        refuse_inputs(p, inputs)
         if p.exists() and not force:
             raise FileExistsError(f"{p} exists; pass --force to overwrite it")
         if not p.parent.is_dir():
@@ -150,7 +168,7 @@ def _plot(a: argparse.Namespace, make: Callable[[], Any], path: Path | None) -> 
 def cmd_quantize(a: argparse.Namespace) -> None:
     from .image import plot_quantize, quantize
 
-    _check_targets([a.out, a.plot], a.force)
+    _check_targets([a.out, a.plot], a.force, (a.input,))
     r = quantize(a.input, a.k, features=a.features, dither=a.dither, clean=a.clean, **_fit_kwargs(a))
     info = r.save(a.out, force=a.force)
     _say(
@@ -165,7 +183,7 @@ def cmd_quantize(a: argparse.Namespace) -> None:
 def cmd_segment(a: argparse.Namespace) -> None:
     from .image import plot_segments, save_image, segment
 
-    _check_targets([a.out, a.mean_image, a.plot], a.force)
+    _check_targets([a.out, a.mean_image, a.plot], a.force, (a.input,))
     r = segment(a.input, a.k, features=a.features, spatial_weight=a.spatial_weight, clean=a.clean, **_fit_kwargs(a))
     info = r.save(a.out, force=a.force)
     _say(a, f"wrote {info.path} ({r.n_segments} segments overlaid, {_kb(info.bytes)})")
@@ -181,7 +199,7 @@ def cmd_segment(a: argparse.Namespace) -> None:
 def cmd_palette(a: argparse.Namespace) -> None:
     from .image import palette, plot_palette
 
-    _check_targets([a.out, a.plot], a.force)
+    _check_targets([a.out, a.plot], a.force, (a.input,))
     r = palette(a.input, a.k, features=a.features, clean=a.clean, **_fit_kwargs(a))
     if a.json:
         print(json.dumps(r.to_dict(), indent=2))
@@ -197,10 +215,21 @@ def cmd_palette(a: argparse.Namespace) -> None:
     _plot(a, lambda: plot_palette(r), a.plot)
 
 
+#: Pillow formats that keep an alpha channel
+ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF", "JPEG2000"}
+
+
 def cmd_remove_bg(a: argparse.Namespace) -> None:
     from .image import remove_background, save_image
 
-    _check_targets([a.out, a.mask], a.force)
+    _check_targets([a.out, a.mask], a.force, (a.input,))
+    from .image._io import image_format
+
+    if image_format(a.out) not in ALPHA_FORMATS:  # the result is its transparency: never drop it silently
+        raise ValueError(
+            f"{a.out}: the {image_format(a.out)} format has no transparency, which is the result of remove-bg; "
+            "write a .png, .webp or .tif"
+        )
     kw = _fit_kwargs(a)
     r = remove_background(
         a.input,
@@ -222,7 +251,13 @@ def cmd_remove_bg(a: argparse.Namespace) -> None:
 def cmd_choose_k(a: argparse.Namespace) -> None:
     from .image import choose_k, plot_choose_k
 
-    _check_targets([a.plot], a.force)
+    _check_targets([a.plot], a.force, (a.input,))
+    from ._strips import image_layout
+
+    shape = image_layout(a.input, check=False).shape  # the header only: k is checked before any work
+    n_pixels = shape[0] * shape[1]
+    if max(a.ks) > n_pixels:
+        raise ValueError(f"--ks goes up to k = {max(a.ks)}, more than the {n_pixels} pixels of {a.input}")
     r = choose_k(
         a.input,
         a.ks,
@@ -281,7 +316,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
         files.update(plots)
     paths = {key: out / name for key, name in files.items()}
     if out.is_dir():
-        _check_targets(list(paths.values()), a.force)
+        _check_targets(list(paths.values()), a.force, (src,))
     out.mkdir(parents=True, exist_ok=True)
     kw = _fit_kwargs(a)
     img = pim.load_image(src, max_pixels=a.max_pixels)
@@ -337,8 +372,16 @@ def cmd_demo(a: argparse.Namespace) -> None:
     from .io.progress import track
 
     t0 = time.perf_counter()
-    for step in track(steps, True, "demo"):
-        step()
+    try:
+        for step in track(steps, True, "demo"):
+            step()
+    except BaseException:
+        if written:  # say what the failed run left behind
+            names = ", ".join(str(p) for p, _ in written)
+            print(
+                f"pixelkm: the demo stopped half-way; it had written {len(written)} file(s): {names}", file=sys.stderr
+            )
+        raise
     _say(a, f"pixelkm demo on {src} ({img.pixels.shape[1]}x{img.pixels.shape[0]}), {time.perf_counter() - t0:.1f} s:")
     for path, what in written:
         _say(a, f"  wrote {path}: {what}")
@@ -430,7 +473,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pixelkm`` command; returns the exit code (0 ok, 1 error, 2 bad usage)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    if not (sys.argv[1:] if argv is None else argv):  # no command: the list of commands, not just "COMMAND"
+        parser.print_help(sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     try:
         args.func(args)
     except KeyboardInterrupt:
@@ -440,7 +487,13 @@ def main(argv: list[str] | None = None) -> int:
         if os.environ.get("PIXELKM_DEBUG"):
             raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if not isinstance(e, (OSError, ValueError, TypeError, ImportError)):
+        if isinstance(e, MemoryError):
+            msg = (
+                "out of memory"
+                + (f": {msg}" if str(e).strip() else "")
+                + ("; the image or the number of clusters is too large for the free memory")
+            )
+        elif not isinstance(e, (OSError, ValueError, TypeError, ImportError)):
             msg = f"{type(e).__name__}: {msg}"
         print(f"pixelkm: error: {msg}", file=sys.stderr)
         return 1

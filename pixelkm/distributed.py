@@ -18,7 +18,13 @@ from typing import Any
 
 import torch
 
-from ._validation import as_tensor, check_data, compute_dtype, resolve_generator, to_output
+from ._validation import (
+    as_tensor,
+    check_data,
+    compute_dtype,
+    resolve_generator,
+    to_output,
+)
 from .engine import init as _init
 from .engine.batched import fit_batched, initial_centers
 from .engine.comm import DistComm

@@ -205,10 +205,15 @@ class KMeans(torch.nn.Module):
     def forward(self, X: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels (...,) and distances (...,) to the nearest center, for X of shape (..., n_features).
 
-        Distances are squared Euclidean, or cosine ``1 - cos`` when ``spherical``; differentiable in X.
+        Distances are squared Euclidean, or cosine ``1 - cos`` when ``spherical``; differentiable in X (the
+        centers are not: k-means is fitted, not differentiated). A NumPy array gives NumPy arrays.
         """
         if self.centers.shape[1] == 0:
             raise not_fitted_error(f"This {type(self).__name__} has no centers yet: call fit or load_state_dict")
+        if not isinstance(X, torch.Tensor):  # NumPy (or array-like) in, NumPy out
+            Xt, _ = as_tensor(X, "X")
+            lab, dist = self(Xt.to(self.centers.device))
+            return lab.cpu().numpy(), dist.detach().cpu().numpy()
         if X.shape[-1] != self.centers.shape[1]:
             raise ValueError(f"X has {X.shape[-1]} features, but the centers have {self.centers.shape[1]}")
         return nearest_center(X, self.centers, spherical=self.spherical)

@@ -86,7 +86,7 @@ def test_several_empty_clusters_with_ties_take_far_points_in_order():
     # three far centers go empty at once; the farthest points are tied: the lowest index goes first
     X = np.array([[[0.0], [0.0], [4.0], [4.0], [4.0], [4.0], [1.0]]])
     init = np.array([[[0.0], [100.0], [200.0], [300.0]]])
-    res = pixelkm.assign_update(X[0], init[0])
+    res = pixelkm.assign_update(torch.from_numpy(X[0]), torch.from_numpy(init[0]))
     res = relocate_empty_clusters(
         pixelkm.AssignUpdateResult(res.labels[None], res.min_sq_dist[None], res.sums[None], res.counts[None]),
         torch.from_numpy(X),

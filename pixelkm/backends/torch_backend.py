@@ -10,8 +10,10 @@ augmented data of the first pass is kept for the next ones (see :class:`_Prepare
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from .._distances import exact_nearest, expansion_error
 from .._result import AssignUpdateResult, PassExtras
 from .._sysinfo import available_memory
 from .._validation import SUPPORTED_DTYPES
@@ -38,6 +40,24 @@ def default_chunk_rows(b: int, k: int, itemsize: int, device: torch.device, n: i
     if device.type == "cpu":
         rows = min(max(rows, 1024), ROW_CAP)  # below ~1k rows per-chunk overhead dominates
     return int(max(1, min(n, rows)))
+
+
+def _capturing(device: torch.device) -> bool:
+    """Whether a CUDA graph is being captured on ``device`` (no host reads, no data-dependent shapes then)."""
+    return device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+
+
+def _where(mask: torch.Tensor) -> torch.Tensor | None:
+    """(m, 2) indices of the True entries of a (b, r) mask; None while a CUDA graph is captured (no
+    data-dependent shapes: the caller then treats every entry). On the CPU NumPy finds the few True entries
+    some 200 times faster than torch.nonzero."""
+    if mask.device.type == "cpu":
+        flat = np.flatnonzero(mask.numpy())
+        r = mask.shape[1]
+        return torch.from_numpy(np.stack([flat // r, flat % r], 1))
+    if _capturing(mask.device):
+        return None
+    return torch.nonzero(mask)
 
 
 def _argmin(dist: torch.Tensor, dim: int, out: torch.Tensor) -> torch.Tensor:
@@ -67,6 +87,7 @@ class _Prepared:
     def __init__(self, X, shift, sample_weight, rows, whole):
         b, n, d = X.shape
         self.X, self.shift, self.w, self.rows, self.whole = X, shift, sample_weight, rows, whole
+        self.stale = False  # set when the centers left the shift far behind: the next pass prepares afresh
         self.key = self.key_of(X, sample_weight)
         m = n if whole else min(rows, n)
         self._xa = torch.empty(b, m, d + 2, dtype=shift.dtype, device=X.device)
@@ -111,7 +132,7 @@ class _Prepared:
         """The prepared data of the problems ``keep`` only, now held in ``X`` (= the old X[keep]): the same
         numbers as before, the same shift, so that a problem's passes do not depend on its batch-mates."""
         new = object.__new__(_Prepared)
-        new.X, new.w, new.rows, new.whole = X, sample_weight, self.rows, self.whole
+        new.X, new.w, new.rows, new.whole, new.stale = X, sample_weight, self.rows, self.whole, self.stale
         new.shift = self.shift[keep]
         new.key = self.key_of(X, sample_weight)
         new._xa, new._src = self._xa[keep], self._src[:, keep]
@@ -172,28 +193,34 @@ class TorchBackend(Backend):
         cpu = dev.type == "cpu"
         rows = chunk_size or self.chunk_rows(X, centers)
         prep = self._prepare(X, centers, sample_weight, rows, cache if cpu else None)
-        # Distances are translation invariant: work around a point near the data (the centers' mean, or that of
+        # Distances are translation invariant: work around a point near the data (the centers' median, or that of
         # the first pass's centers when the prepared data is reused) so that data far from the origin does not
         # lose its digits in ||x||^2 - 2 x.c + ||c||^2.
         c = centers - prep.shift
-        # One matmul gives ||x - c||^2 = [x, ||x||^2, 1] . [-2c, 1, ||c||^2]
-        c_aug = torch.cat([-2.0 * c, torch.ones_like(c[..., :1]), (c * c).sum(-1, keepdim=True)], -1)  # (b, k, d+2)
+        # One matmul gives ||x - c||^2 = [x, ||x||^2, 1] . [-2c, 1, ||c||^2], within err * (||x||^2 + ||c||^2)
+        # (pixelkm._distances). The ||c||^2 term is lowered by that bound: then a point's label is its exact nearest
+        # center whenever the margin (second-nearest minus nearest) is at least 2 err (||x||^2 + ||c_label||^2);
+        # the points below that margin (near-ties, outliers, centers far from the shift) are recomputed from direct
+        # differences, so that labels are always the nearest centers of sum((x - c)^2).
+        err = expansion_error(d, cdt)
+        c_sq = (c * c).sum(-1)  # (b, k)
+        c_aug = torch.cat([-2.0 * c, torch.ones_like(c[..., :1]), (c_sq * (1.0 - err)).unsqueeze(-1)], -1)
         c_aug = c_aug.transpose(1, 2).contiguous()  # (b, d+2, k): a transposed operand halves bmm's speed
-        c_flat = c.reshape(b * k, d)
+        c_flat = centers.reshape(b * k, d)  # the distance to the chosen center: direct differences of the raw values
         c_cols = c_flat.t().contiguous()  # (d, b * k)
+        c_sq_flat = c_sq.reshape(b * k).mul_(2.0 * err)
+        lin = torch.arange(min(rows, n), device=dev) * k  # where each row of a (1, r, k) block starts
+        lin_buf = torch.empty_like(lin)
+        bound_buf = torch.empty(b * min(rows, n), dtype=cdt, device=dev)
+        close_buf = torch.empty(b, min(rows, n), dtype=torch.bool, device=dev)
+        thr_buf = torch.empty(b, min(rows, n), dtype=cdt, device=dev)
+        lab2_buf = torch.empty(b, min(rows, n), dtype=torch.int64, device=dev)
+        n_checked = 0
         labels = torch.empty(b, n, dtype=torch.int64, device=dev) if compute_labels else None
         min_sq = torch.empty(b, n, dtype=cdt, device=dev) if compute_labels and compute_distances else None
         upper = second = None
         if compute_second:
             upper, second = torch.empty(2, b, n, dtype=cdt, device=dev)
-            # The expansion's rounding error is at most about (d + 2) eps (|x|^2 + 2|x||c| + |c|^2) <= (d + 2) eps
-            # 2 (|x|^2 + max |c|^2), measured from the shift; the bounds move by twice that (and a little more for
-            # their own rounding), so that they hold whatever the rounding did.
-            slack = 4.0 * (d + 3) * torch.finfo(cdt).eps
-            c_sq_max = (c * c).sum(-1).amax(1, keepdim=True)  # (b, 1)
-            err = torch.empty(b, min(rows, n), dtype=cdt, device=dev)
-            lin = torch.arange(min(rows, n), device=dev) * k  # where each row of a (1, r, k) block starts
-            lin_buf = torch.empty_like(lin)
         r0 = min(rows, n)
         dist = torch.empty(b, r0, k, dtype=cdt, device=dev)
         lab_buf = torch.empty(b, r0, dtype=torch.int64, device=dev)
@@ -212,30 +239,54 @@ class TorchBackend(Backend):
             xa, src = prep.chunk(start, stop)
             D = torch.bmm(xa, c_aug, out=dist[:, :r])  # distances (b, r, k), reduced over the centers
             lab = _argmin(D, 2, out=labels[:, start:stop] if b == 1 and labels is not None else lab_buf[:, :r])
+            # the nearest and (with the nearest out of the way) the second-nearest of the block; a second argmin
+            # and a gather beat amin over a short last dimension 3 times on the CPU
+            if b == 1:  # linear indices into the block: index_select/index_fill_ beat gather/scatter
+                at = torch.add(lin[:r], lab[0], out=lin_buf[:r])
+                nearest = D.view(-1).index_select(0, at).view(1, r)
+                D.view(-1).index_fill_(0, at, torch.inf)
+                torch.add(lin[:r], _argmin(D, 2, out=lab2_buf[:, :r])[0], out=at)
+                d2 = D.view(-1).index_select(0, at).view(1, r)
+            else:
+                nearest = D.gather(2, lab.unsqueeze(-1)).squeeze(-1)
+                D.scatter_(2, lab.unsqueeze(-1), torch.inf)
+                d2 = D.gather(2, _argmin(D, 2, out=lab2_buf[:, :r]).unsqueeze(-1)).squeeze(-1)
+            # a label is sure when the margin d2 - nearest reaches 2 err (||x||^2 + ||c_label||^2)
+            flat = (lab + offsets).reshape(-1) if b > 1 else lab.reshape(-1)
+            bound = torch.index_select(c_sq_flat, 0, flat, out=bound_buf[: b * r]).view(b, r)
+            bound.add_(xa[..., d], alpha=2.0 * err)
+            close = torch.lt(d2, torch.add(bound, nearest, out=thr_buf[:, :r]), out=close_buf[:, :r])
+            idx = _where(close)
+            if k > 1 and (idx is None or idx.shape[0]):
+                n_checked += r * b if idx is None else idx.shape[0]
+                nearest, d2 = self._recompute(X, centers, start, lab, nearest, d2, close, idx)
+                flat = (lab + offsets).reshape(-1) if b > 1 else lab.reshape(-1)
             if labels is not None and b > 1:
                 labels[:, start:stop] = lab
-            if second is not None:
-                e = torch.add(xa[..., d], c_sq_max, out=err[:, :r]).mul_(slack)
-                if b == 1:  # linear indices into the block: index_select/index_fill_ beat gather/scatter
-                    at = torch.add(lin[:r], lab[0], out=lin_buf[:r])
-                    nearest = D.view(-1).index_select(0, at).view(1, r)
-                    D.view(-1).index_fill_(0, at, torch.inf)  # the nearest out of the way: the minimum is the second
-                else:
-                    nearest = D.gather(2, lab.unsqueeze(-1)).squeeze(-1)
-                    D.scatter_(2, lab.unsqueeze(-1), torch.inf)
-                torch.add(nearest, e, out=upper[:, start:stop])
-                d2 = torch.amin(D.view(torch.int32), 2).view(cdt) if cdt == torch.float32 else torch.amin(D, 2)
-                torch.sub(d2, e, out=second[:, start:stop]).clamp_(min=0.0)
-            flat = (lab + offsets).reshape(-1) if b > 1 else lab.reshape(-1)
+            if second is not None:  # nearest + err (|x|^2 + 2 |c|^2) and second - err |x|^2: sound bounds
+                xe = xa[..., d] * err
+                up, lo = upper[:, start:stop], second[:, start:stop]
+                torch.add(nearest, bound, out=up).sub_(xe)
+                torch.sub(d2, xe, out=lo).clamp_(min=0.0)
+                if idx is None or idx.shape[0]:  # the recomputed points: their exact values, rounded outwards
+                    eps = 2 * torch.finfo(cdt).eps
+                    if idx is None:
+                        up.copy_(torch.where(close, nearest * (1 + eps), up))
+                        lo.copy_(torch.where(close, d2 * (1 - eps), lo))
+                    else:
+                        pb, pr = idx[:, 0], idx[:, 1]
+                        up[pb, pr] = nearest[pb, pr] * (1 + eps)
+                        lo[pb, pr] = d2[pb, pr] * (1 - eps)
             if min_sq is not None:
                 # The expansion above has an absolute error of about eps * ||x||^2: recompute the distance
-                # to the chosen center directly, which costs d (not k) operations per point.
+                # to the chosen center directly (raw values, no shift), which costs d (not k) operations per point.
+                xr = X[:, start:stop]
                 out = min_sq[:, start:stop]
                 if d <= _COLUMNWISE_D:  # one 1-D gather per feature beats gathering rows
                     acc_d = out.view(r) if b == 1 else sq_buf[: b * r]
                     for j in range(d):
                         g = torch.index_select(c_cols[j], 0, flat, out=diff[: b * r, j])
-                        torch.sub(xa[..., j].reshape(b * r), g, out=g)
+                        torch.sub(xr[..., j].reshape(b * r), g, out=g)
                         if j == 0:
                             torch.mul(g, g, out=acc_d)
                         else:
@@ -244,7 +295,7 @@ class TorchBackend(Backend):
                         out.copy_(acc_d.view(b, r))
                 else:
                     g = torch.index_select(c_flat, 0, flat, out=diff[: b * r])
-                    torch.sub(xa[..., :d].reshape(b * r, d), g, out=g)
+                    torch.sub(xr, g.view(b, r, d), out=g.view(b, r, d))
                     if b == 1:
                         torch.mm(g.square_(), ones, out=out.view(r, 1))
                     else:
@@ -258,19 +309,47 @@ class TorchBackend(Backend):
             else:
                 sums.index_add_(0, flat, src.permute(1, 2, 0).reshape(b * r, d))
                 counts.index_add_(0, flat, torch.ones_like(flat, dtype=acc) if wc is None else wc)
+        if prep.whole and n_checked * 16 > b * n:  # the shift is far from where the centers went: prepare afresh
+            prep.stale = True
         sums = sums_t.permute(1, 2, 0) if cpu else sums.view(b, k, d)
         if compute_second:  # for the bounds pass strategy, which updates them point by point
             extras.min_sq_upper, extras.second_sq_lower = upper, second
             return AssignUpdateResult(labels, min_sq, sums, counts.view(b, k))
         return AssignUpdateResult(labels, min_sq, sums.to(cdt), counts.view(b, k).to(cdt))
 
+    @staticmethod
+    def _recompute(X, centers, start, lab, nearest, d2, close, idx):
+        """Labels from direct differences for the points ``close`` to a tie (``idx``: their (problem, row) indices
+        in the chunk, or None for every point of the chunk), written into ``lab``. Returns the block's nearest and
+        second-nearest values with those points' exact ones (rounded to the compute dtype: the slack the caller's
+        bounds add covers that rounding)."""
+        b, r = lab.shape
+        if idx is None:  # while a CUDA graph is captured: no data-dependent shapes, every point, then a select
+            grid = torch.meshgrid(torch.arange(b, device=X.device), torch.arange(r, device=X.device), indexing="ij")
+            idx = torch.stack(grid, -1).reshape(-1, 2)
+            keep = close.reshape(-1)
+        else:
+            keep = None
+        pb, pr = idx[:, 0], idx[:, 1]
+        new, near, sec = exact_nearest(X[pb, start + pr], centers, pb)
+        near, sec = near.to(nearest.dtype), sec.to(nearest.dtype)
+        nearest, d2 = nearest.clone(), d2.clone()
+        if keep is not None:
+            new = torch.where(keep, new, lab[pb, pr])
+            near = torch.where(keep, near, nearest[pb, pr])
+            sec = torch.where(keep, sec, d2[pb, pr])
+        lab[pb, pr] = new
+        nearest[pb, pr] = near
+        d2[pb, pr] = sec
+        return nearest, d2
+
     def _prepare(self, X, centers, sample_weight, rows, cache):
         """The prepared data of this pass: from ``cache`` when a previous pass of the fit left it there."""
-        shift = centers.mean(1, keepdim=True)
+        shift = centers.median(1, keepdim=True).values  # robust to outlying centers (the mean is not)
         if cache is None:
             return _Prepared(X, shift, sample_weight, rows, whole=False)
         prep = cache.get(self.name)
-        if prep is not None and prep.key == _Prepared.key_of(X, sample_weight) and prep.rows == rows:
+        if prep is not None and prep.key == _Prepared.key_of(X, sample_weight) and prep.rows == rows and not prep.stale:
             return prep
         nbytes = _Prepared.nbytes(X, centers.element_size())
         free = available_memory() if nbytes > 1 << 26 else None  # (small data: no need to ask)

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from .._validation import labels_present, warn_fewer_clusters
 from .comm import LocalComm
 
 
@@ -205,4 +206,9 @@ def fit(
             best.labels = torch.where(better.view(b, 1), res.labels, best.labels)
         best.inertia = torch.where(better, res.inertia, best.inertia)
         best.n_iter = torch.where(better, res.n_iter, best.n_iter)
+    if sync and best.labels is not None:  # as scikit-learn: fewer distinct clusters than asked is worth a warning
+        k = best.centers.shape[1]
+        present = labels_present(best.labels, k).to(torch.float64)
+        comm.sum_(present)  # clusters used on any process
+        warn_fewer_clusters(present > 0, k, stacklevel=5)
     return best

@@ -173,5 +173,5 @@ class StreamSource:
         return self
 
     def final(self, centers: torch.Tensor, spherical: bool) -> tuple[None, torch.Tensor]:
-        _, _, inertia, _ = self._reduced_pass(centers, "final inertia")
+        _, self.final_counts, inertia, _ = self._reduced_pass(centers, "final inertia")
         return None, inertia.view(1)

@@ -6,6 +6,8 @@ user input into batched tensors, calls the engine, and gives results back in the
 
 from __future__ import annotations
 
+import sys
+import warnings
 from typing import Any
 
 import numpy as np
@@ -26,6 +28,17 @@ from ..engine.histogram import reduce_colors
 from ..ops import run_assign_update
 from ..ops.distance import sq_distances
 from .base import BaseEstimator, fit_params
+
+
+def _feature_names(X: Any) -> np.ndarray | None:
+    """The column names of a DataFrame-like X when they are all strings (as scikit-learn takes them), else None."""
+    cols = getattr(X, "columns", None)
+    if cols is None or isinstance(X, (np.ndarray, torch.Tensor)):
+        return None
+    names = np.asarray(list(cols), dtype=object)
+    if len(names) == 0 or not all(isinstance(c, str) for c in names):
+        return None
+    return names
 
 
 class KMeans(BaseEstimator):
@@ -120,6 +133,73 @@ class KMeans(BaseEstimator):
     def __sklearn_is_fitted__(self) -> bool:
         return hasattr(self, "_centers")
 
+    # -- feature names and output containers (pandas) ------------------------------------------------------
+    def _set_feature_names(self, X: Any) -> None:
+        """``feature_names_in_`` from a DataFrame's (string) column names, as scikit-learn sets it."""
+        names = _feature_names(X)
+        if names is None:
+            self.__dict__.pop("feature_names_in_", None)
+        else:
+            self.feature_names_in_ = names
+
+    def _check_feature_names(self, X: Any) -> None:
+        """Refuse columns other than those of the fit (or in another order); warn when names appear or vanish."""
+        fitted = getattr(self, "feature_names_in_", None)
+        names = _feature_names(X)
+        name = type(self).__name__
+        if fitted is not None and names is not None:
+            if len(fitted) != len(names) or not (fitted == names).all():
+                raise ValueError(
+                    "The feature names should match those that were passed during fit: fitted on "
+                    f"{list(fitted)}, got {list(names)}. Feature names must be in the same order as they were in fit."
+                )
+        elif fitted is not None:
+            warnings.warn(
+                f"X does not have valid feature names, but {name} was fitted with feature names",
+                UserWarning,
+                stacklevel=3,
+            )
+        elif names is not None:
+            warnings.warn(
+                f"X has feature names, but {name} was fitted without feature names", UserWarning, stacklevel=3
+            )
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the ``transform`` columns: ``"<class name in lower case><i>"`` for each cluster i."""
+        if not hasattr(self, "_centers"):
+            raise not_fitted_error(f"This {type(self).__name__} instance is not fitted yet; call 'fit' first")
+        if input_features is not None:
+            fitted = getattr(self, "feature_names_in_", None)
+            given = np.asarray(input_features, dtype=object)
+            if fitted is not None and (len(given) != len(fitted) or not (given == fitted).all()):
+                raise ValueError("input_features is not equal to feature_names_in_")
+            if len(given) != self.n_features_in_:
+                raise ValueError(f"input_features should have length equal to {self.n_features_in_} features")
+        prefix = type(self).__name__.lower()
+        return np.asarray([f"{prefix}{i}" for i in range(self._centers.shape[0])], dtype=object)
+
+    def set_output(self, *, transform: str | None = None) -> KMeans:
+        """Output container of ``transform`` and ``fit_transform``: "default" (NumPy or tensors, as the input) or
+        "pandas" (a DataFrame with the columns of :meth:`get_feature_names_out`); None leaves it as it is."""
+        if transform is not None:
+            if transform not in ("default", "pandas"):
+                raise ValueError(f"set_output(transform=...) takes 'default' or 'pandas', got {transform!r}")
+            self._output_transform = transform
+        return self
+
+    def _wrap_output(self, out: Any, X: Any) -> Any:
+        mode = getattr(self, "_output_transform", None)
+        if mode is None:  # scikit-learn's global setting, when scikit-learn is imported
+            sk = sys.modules.get("sklearn")
+            mode = sk.get_config().get("transform_output", "default") if sk is not None else "default"
+        if mode != "pandas":
+            return out
+        import pandas as pd
+
+        values = out.detach().cpu().numpy() if isinstance(out, torch.Tensor) else out
+        index = X.index if isinstance(X, pd.DataFrame) else None
+        return pd.DataFrame(values, index=index, columns=self.get_feature_names_out())
+
     # -- fitting ----------------------------------------------------------------------------------------
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> KMeans:
         """Compute k-means clustering of X of shape (n_samples, n_features); returns self."""
@@ -127,6 +207,7 @@ class KMeans(BaseEstimator):
         Xt, was_tensor = as_tensor(X, "X", p["device"])
         check_data(Xt, "X", ndims=(2,))
         p = fit_params(self.get_params(), Xt.shape[0])
+        self._set_feature_names(X)
         w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
         gen = resolve_generator(p["random_state"])
         # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
@@ -164,7 +245,7 @@ class KMeans(BaseEstimator):
 
     def fit_transform(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit and return the distances of X to the centers, shape (n_samples, n_clusters)."""
-        return self.fit(X, sample_weight=sample_weight).transform(X)
+        return self.fit(X, sample_weight=sample_weight).transform(X)  # (wrapped by transform)
 
     # -- using a fitted model ---------------------------------------------------------------------------
     def _check_fitted_input(self, X: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
@@ -172,6 +253,7 @@ class KMeans(BaseEstimator):
             raise not_fitted_error(
                 f"This {type(self).__name__} instance is not fitted yet; call 'fit' with appropriate arguments first"
             )
+        self._check_feature_names(X)
         Xt, was_tensor = as_tensor(X, "X", self._device())
         check_data(Xt, "X", ndims=(2,))
         if Xt.shape[1] != self.n_features_in_:
@@ -197,7 +279,7 @@ class KMeans(BaseEstimator):
         """
         Xt, C, was_tensor = self._check_fitted_input(X)
         sq = sq_distances(Xt.unsqueeze(0), C.unsqueeze(0))[0]  # (n, k)
-        return to_output(sq / 2 if self.spherical else sq.sqrt(), was_tensor)
+        return self._wrap_output(to_output(sq / 2 if self.spherical else sq.sqrt(), was_tensor), X)
 
     def score(self, X: Any, y: Any = None, sample_weight: Any = None) -> float:
         """Opposite of the (weighted) inertia of X against the fitted centers."""

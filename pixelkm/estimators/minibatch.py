@@ -20,6 +20,7 @@ from .._validation import (
     compute_dtype,
     resolve_generator,
     to_output,
+    warn_fewer_clusters,
 )
 from ..engine.init_scalable import resolve_init
 from ..ops import run_assign_update
@@ -202,6 +203,7 @@ class MiniBatchKMeans(KMeans):
             res = run_assign_update(X.unsqueeze(0), centers.unsqueeze(0), w.unsqueeze(0), backend=self.backend)
             self.labels_ = to_output(res.labels[0], was_tensor)
             self.inertia_ = float(res.inertia(w.unsqueeze(0))[0])
+            warn_fewer_clusters(res.counts > 0, self.n_clusters, stacklevel=4)
 
     def _prepare(self, X: Any, sample_weight: Any) -> tuple[torch.Tensor, torch.Tensor, bool]:
         Xt, was_tensor = as_tensor(X, "X", self._device())
@@ -214,6 +216,7 @@ class MiniBatchKMeans(KMeans):
     def fit(self, X: Any, y: Any = None, sample_weight: Any = None) -> MiniBatchKMeans:
         """Compute the centers of X of shape (n_samples, n_features) by mini-batches; returns self."""
         Xt, w, was_tensor = self._prepare(X, sample_weight)
+        self._set_feature_names(X)
         self._setup(Xt)
         n = Xt.shape[0]
         max_iter = self._max_iter
@@ -261,6 +264,7 @@ class MiniBatchKMeans(KMeans):
         """Update the centers with one mini-batch step on X (the first call also initializes them)."""
         Xt, w, was_tensor = self._prepare(X, sample_weight)
         if not hasattr(self, "_centers"):
+            self._set_feature_names(X)
             self._setup(Xt)
             self._centers = self._init_centers(Xt, w)
             self._counts = torch.zeros(self.n_clusters, dtype=torch.float64, device=Xt.device)
@@ -270,6 +274,8 @@ class MiniBatchKMeans(KMeans):
                 f"X has {Xt.shape[1]} features, but MiniBatchKMeans is expecting "
                 f"{self.n_features_in_} features as input"
             )
+        else:
+            self._check_feature_names(X)
         centers = self._centers.to(device=Xt.device, dtype=compute_dtype(Xt.dtype))
         centers, _ = self._step(Xt, w, centers, self._random_reassign())
         self.n_steps_ += 1

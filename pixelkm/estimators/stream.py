@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import compute_dtype, resolve_generator
+from .._validation import as_tensor, check_data, compute_dtype, resolve_generator, warn_fewer_clusters
 from ..engine import init as _init
 from ..engine.batched import fit_batched
 from ..engine.comm import LOCAL, LocalComm
@@ -29,6 +29,7 @@ from ..engine.histogram import color_histogram, histogram_keys, pack_keys, resca
 from ..engine.init_scalable import Moments, default_coreset_size, lightweight_coreset, resolve_init
 from ..engine.lloyd import lloyd
 from ..engine.sources import StreamSource
+from ..io.files import refuse_inputs
 from ..io.pipeline import (
     CPU_ROWS,
     HIST_ROWS,
@@ -191,7 +192,9 @@ def stream_fit(
         raise ValueError("reduce=True needs uint8 data of at most 3 features")
     try:
         if use_hist:
-            return _histogram_fit(run, k, init, max_iter, tol, gen, backend, verbose, t0)
+            fit = _histogram_fit(run, k, init, max_iter, tol, gen, backend, verbose, t0, reduce)
+            if fit is not None:
+                return fit
         if not source.reiterable:
             raise ValueError(
                 "a streamed Lloyd fit needs several passes but the source is a one-shot iterator; pass "
@@ -221,8 +224,9 @@ def stream_fit(
         centers = centers.to(dev).contiguous()
         comm.broadcast_(centers)
         abs_tol = float(moments.variance()) * tol if tol > 0 else 0.0
+        stream = StreamSource(run, backend=backend, comm=comm)
         res = lloyd(
-            StreamSource(run, backend=backend, comm=comm),
+            stream,
             centers.unsqueeze(0),
             max_iter=max_iter,
             tol=torch.full((1,), abs_tol, dtype=torch.float64, device=dev),
@@ -231,6 +235,7 @@ def stream_fit(
         n_total = _total_rows(source.n_samples, comm, dev)
         if k > n_total:
             raise ValueError(f"n_clusters={k} must be <= n_samples={n_total}")
+        warn_fewer_clusters((stream.final_counts > 0).unsqueeze(0), k)
         return StreamFit(
             res.centers[0].cpu().numpy(),
             float(res.inertia[0]),
@@ -272,12 +277,16 @@ def _gathered(pts: torch.Tensor, w: torch.Tensor, comm: LocalComm) -> tuple[torc
     return torch.cat([p[:s] for p, s in zip(all_p, sizes)]), torch.cat([q[:s] for q, s in zip(all_w, sizes)])
 
 
-def _histogram_fit(run, k, init, max_iter, tol, gen, backend, verbose, t0) -> StreamFit:
-    """The exact fit of uint8 data of up to 3 features on its color histogram (one counting pass)."""
+def _histogram_fit(run, k, init, max_iter, tol, gen, backend, verbose, t0, reduce) -> StreamFit | None:
+    """The exact fit of uint8 data of up to 3 features on its color histogram (one counting pass). None when the
+    data has fewer distinct rows than clusters but enough rows: the streamed Lloyd passes then fit (and warn), as a
+    fit in memory does."""
     cdt = run.weight_dtype
     colors, counts, wsums = _histogram_pass(run)
     if colors.shape[0] < k:
-        raise ValueError(f"n_clusters={k} is more than the {colors.shape[0]} distinct rows of the data")
+        if reduce is True or not run.source.reiterable or k > int(counts.sum()):
+            raise ValueError(f"n_clusters={k} is more than the {colors.shape[0]} distinct rows of the data")
+        return None
     if verbose:
         print(f"Histogram: {int(counts.sum())} rows, {colors.shape[0]} distinct")
     tol_h = rescaled_tol(tol, colors, weighted_variance(colors, counts))  # unweighted, as in memory
@@ -307,6 +316,14 @@ def _histogram_fit(run, k, init, max_iter, tol, gen, backend, verbose, t0) -> St
     )
 
 
+def _source_files(source: Any) -> list[str]:
+    """The files a source reads (a path, or the file behind a memmap): outputs never replace them."""
+    files = [getattr(source, "path", None)]
+    if getattr(source, "_file", None) is not None:
+        files.append(source._file[0])
+    return [f for f in files if f is not None]
+
+
 def _use_lut(n: int | None, d: int) -> bool:
     """Label all 2^(8 d) colors up front when that costs at most half a pass over the n rows."""
     return n is not None and n >= 2 << (8 * d)
@@ -323,6 +340,7 @@ def predict_stream(
     max_device_memory: int | None = None,
     chunk_rows: int | None = None,
     progress: bool = False,
+    force: bool = False,
 ) -> tuple[np.ndarray | None, float]:
     """Label every row of a source against ``centers`` in one pass; returns (labels or None, inertia).
 
@@ -331,6 +349,9 @@ def predict_stream(
     writes, in the source's shape), a preallocated array of n rows, or a callable. With ``out=None`` the labels
     come back as an array of n rows (in RAM). For uint8 data of up to 3 features the labels come from a lookup
     table over every possible color (computed once), not from distances.
+
+    A ``.npy`` path is written through a temporary file: an existing file is replaced only with ``force=True``, and
+    the input file (also through symlinks or hard links) never.
     """
     p = fit_params(
         {
@@ -340,13 +361,19 @@ def predict_stream(
             "max_device_memory": max_device_memory,
             "chunk_rows": chunk_rows,
             "progress": progress,
+            "force": force,
         },
         None,
     )
-    quantize, backend, progress = p["quantize"], p["backend"], p["progress"]
+    quantize, backend, progress, force = p["quantize"], p["backend"], p["progress"], p["force"]
     source = as_source(data)
-    C = torch.as_tensor(np.asarray(centers))
-    if C.ndim != 2 or C.shape[0] < 1:
+    if isinstance(out, (str, os.PathLike)):  # before any work
+        refuse_inputs(out, _source_files(source))
+        if os.path.exists(out) and not force:
+            raise FileExistsError(f"{out} exists; pass force=True to overwrite it")
+    C, _ = as_tensor(centers, "centers")
+    check_data(C, "centers", ndims=(2,))
+    if C.shape[0] < 1:
         raise ValueError(f"centers must have shape (n_clusters, n_features), got {tuple(C.shape)}")
     k, d = C.shape
     if d != source.n_features:
@@ -373,10 +400,10 @@ def predict_stream(
             raise ValueError("writing a .npy needs the number of rows: pass an array, a .npy or an image file")
         image = source.shape is not None and len(source.shape) == 3
         rows_shape = tuple(source.shape[:2]) if image else (source.n_samples,)
-        if quantize:
-            writer = NpyWriter(out, rows_shape + (d,), palette.cpu().numpy().dtype)
-        else:
-            writer = NpyWriter(out, rows_shape, lab_dtype)
+        out_dtype = palette.cpu().numpy().dtype if quantize else lab_dtype
+        writer = NpyWriter(
+            out, rows_shape + ((d,) if quantize else ()), out_dtype, force=force, inputs=_source_files(source)
+        )
 
     def emit(labels: torch.Tensor, mapped: bool = False) -> None:
         block_out = (labels if mapped or not quantize else palette[labels]).cpu().numpy()
@@ -410,10 +437,14 @@ def predict_stream(
         else:
             _, _, inertia_t, _ = StreamSource(run, backend=backend).pass_(C, "labels", labels_out=emit)
             inertia = float(inertia_t)
+    except BaseException:
+        if writer is not None:
+            writer.discard()
+        raise
     finally:
         run.progress.close()
-        if writer is not None:
-            writer.close()
+    if writer is not None:
+        writer.close()
     labels = np.concatenate(collected) if out is None else None
     return labels, inertia
 

@@ -7,11 +7,11 @@ application accepts the same inputs. ``atomic_write`` is the one helper behind e
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
-import secrets
+import threading
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +22,9 @@ import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .._validation import check_device
+from ..io.files import TempFile
 from ..io.pillow import ImageError
+from ..io.pillow import check_memory as _check_memory
 from ..io.pillow import check_size as _check_size
 from ..io.pillow import open_with_limit as _open_with_limit
 from ..io.pillow import pixel_limit as _pixel_limit
@@ -56,6 +58,10 @@ class LoadedImage:
     def opaque(self) -> torch.Tensor | None:
         """Bool (H, W): the pixels that take part in a fit (alpha > 0); None when there is no alpha."""
         return None if self.alpha is None else self.alpha > 0
+
+    def __post_init__(self) -> None:
+        if self.path is not None:
+            _remember(self)  # an output never replaces the file of an image in use
 
     def to_pil(self) -> Image.Image:
         rgb = self.pixels.cpu().numpy()
@@ -115,6 +121,7 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None, device
         im = _open_with_limit(path, limit)
         with im:
             _check_size(im.width, im.height, limit, str(path))
+            _check_memory(im, str(path))
             source_mode = im.mode
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
@@ -200,53 +207,37 @@ def as_image(image: Any, *, max_pixels: int | None = None, device: Any = None) -
 # -- writing ------------------------------------------------------------------------------------------------
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], *, force: bool = False) -> Path:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[io.BufferedWriter], None], *, force: bool = False, inputs=()
+) -> Path:
     """Write a file through ``write(fileobj)`` atomically: a temporary file in the same folder, then a rename.
 
     An existing file is never replaced unless ``force`` (FileExistsError otherwise, checked again at the
-    rename so that a file that appears meanwhile is not lost). When ``write`` fails, nothing is left behind.
-    Returns the path written.
+    rename so that a file that appears meanwhile is not lost). The file of an image loaded by this process (and
+    still held, e.g. by a result) and the files ``inputs`` are never replaced, ``force`` or not, whatever links
+    lead to them (ValueError). When ``write`` fails, or SIGTERM/SIGHUP/SIGINT end the process meanwhile, nothing is
+    left behind. Returns the path written.
     """
-    path = Path(path)
-    folder = path.parent
-    if not folder.is_dir():
-        raise FileNotFoundError(f"cannot write {path}: folder {folder} does not exist")
-    if path.is_dir():
-        raise IsADirectoryError(f"cannot write {path}: it is a folder")
-    if path.exists() and not force:
-        raise FileExistsError(f"{path} exists; pass force=True (command line: --force) to overwrite it")
-    if path.exists() and not path.is_file():  # a device (/dev/full), a pipe, a socket: never replaced
-        raise FileExistsError(f"cannot write {path}: it exists and is not a regular file")
-    tmp = folder / f".{path.name}.{secrets.token_hex(4)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        if force:
-            os.replace(tmp, path)
-        else:
-            _link_without_overwrite(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    return path
+    with TempFile(path, force=force, inputs=(*inputs, *loaded_files())) as tmp:
+        write(tmp.file)
+        return tmp.commit()
 
 
-def _link_without_overwrite(tmp: Path, path: Path) -> None:
-    """Move ``tmp`` to ``path`` unless ``path`` exists (atomically where the file system has hard links)."""
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        raise FileExistsError(f"{path} exists; pass force=True (command line: --force) to overwrite it") from None
-    except OSError:  # no hard links here (some network and FAT file systems): check, then rename
-        if path.exists():
-            raise FileExistsError(f"{path} exists; pass force=True (command line: --force) to overwrite it") from None
-        os.replace(tmp, path)
-        return
-    os.unlink(tmp)
+#: (weak reference to a LoadedImage, its file): the images read from files, while they are alive
+_LOADED: list[tuple[weakref.ref, str]] = []
+_LOADED_LOCK = threading.Lock()
+
+
+def _remember(img: LoadedImage) -> None:
+    with _LOADED_LOCK:
+        _LOADED[:] = [(r, p) for r, p in _LOADED if r() is not None]
+        _LOADED.append((weakref.ref(img), str(img.path)))
+
+
+def loaded_files() -> list[str]:
+    """The files of the images read by :func:`load_image` that are still held: outputs never replace them."""
+    with _LOADED_LOCK:
+        return [p for r, p in _LOADED if r() is not None]
 
 
 _PALETTE_FORMATS = {"PNG", "GIF", "BMP", "TIFF"}

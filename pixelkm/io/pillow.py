@@ -56,3 +56,20 @@ def open_with_limit(path: Path, limit: int | None) -> Image.Image:
             return Image.open(path)
     except Image.DecompressionBombError as e:
         raise ImageTooLargeError(f"{path}: {e}; {MAX_PIXELS_HINT}") from None
+
+
+def check_memory(im: Image.Image, what: str) -> None:
+    """Refuse, before decoding, an image whose decoded pixels and their copies would not fit in the free memory
+    (whatever the pixel limit says): Pillow's buffer, the RGB(A) conversion, the arrays and tensors made of it."""
+    from .._sysinfo import available_memory
+
+    bands = max(1, len(im.getbands()))
+    bytes_per_band = 4 if im.mode in ("I", "F") else (2 if im.mode.startswith("I;16") else 1)
+    need = im.width * im.height * (bands * bytes_per_band + 4 + 4 + 4)  # decoded, converted, array, tensor copies
+    free = available_memory()
+    if free is not None and need > free:
+        raise ImageTooLargeError(
+            f"{what}: decoding its {im.width}x{im.height} pixels needs about {need / 2**30:,.1f} GiB, more than the "
+            f"{free / 2**30:,.1f} GiB of memory available (whatever max_pixels allows); use a smaller image, or "
+            "convert it to an uncompressed TIFF or .npy, which pixelkm.fit_stream reads in strips"
+        )

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_tensor
+from .._validation import as_tensor, check_largest, check_magnitude, is_sparse
 from .progress import Progress
 from .strips import image_layout, read_strips, readinto_exact
 
@@ -55,8 +55,10 @@ class ArraySource(Source):
     """An in-RAM array or memmap of shape (n, d) or an image (H, W[, C]). Memmaps with a file are read by file I/O."""
 
     def __init__(self, X: np.ndarray | torch.Tensor) -> None:
+        if is_sparse(X):
+            raise TypeError("sparse input is not supported by the stream; pass a dense array, a .npy or chunks")
         if isinstance(X, torch.Tensor):
-            X = X.detach().cpu().numpy()
+            X = _tensor_to_numpy(X)
         if X.ndim not in (1, 2, 3):
             raise ValueError(f"an array source must be (n,), (n, d) or an image (H, W, C), got shape {X.shape}")
         self.shape = tuple(X.shape)
@@ -176,9 +178,17 @@ def _chain(first: np.ndarray, rest: Iterator) -> Iterator[np.ndarray]:
         yield _as_rows(c)
 
 
+def _tensor_to_numpy(t: torch.Tensor) -> np.ndarray:
+    """A host tensor as NumPy; bfloat16 (which NumPy lacks) as float32, which holds every bfloat16 value exactly."""
+    t = t.detach().cpu()
+    return (t.float() if t.dtype == torch.bfloat16 else t).numpy()
+
+
 def _as_rows(c: Any) -> np.ndarray:
+    if is_sparse(c):
+        raise TypeError("sparse chunks are not supported; pass dense arrays or tensors")
     if isinstance(c, torch.Tensor):
-        c = c.detach().cpu().numpy()
+        c = _tensor_to_numpy(c)
     c = np.asarray(c)
     if c.ndim == 3:
         c = c.reshape(-1, c.shape[-1])
@@ -203,7 +213,7 @@ def as_source(data: Any) -> Source:
         return data
     if isinstance(data, (str, os.PathLike)):
         return FileSource(data)
-    if isinstance(data, (np.ndarray, torch.Tensor)):
+    if isinstance(data, (np.ndarray, torch.Tensor)) or is_sparse(data):
         return ArraySource(data)
     return IterableSource(data)
 
@@ -401,6 +411,16 @@ class ChunkReader:
         self.passes += 1
         self.progress.start(what, self.source.n_samples)
         rows = rows or self.rows
+        check = self.source.dtype.kind == "f"
+        largest = None  # on an accelerator, the largest magnitude so far (a device value: no sync per chunk)
         for x in device_chunks(prefetch(self.source.chunks(rows)), self.device, rows):
+            if check and x.numel():  # NaN, inf or out-of-range values: the same error as KMeans.fit, every pass
+                if x.device.type == "cpu":
+                    check_magnitude(x, "X")
+                else:
+                    amax = torch.linalg.vector_norm(x, float("inf"))
+                    largest = amax if largest is None else torch.maximum(largest, amax)
             yield x
             self.progress.update(x.shape[0])
+        if largest is not None:
+            check_largest(float(largest), self.source.n_features, x.dtype, "X")

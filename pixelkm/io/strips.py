@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._sysinfo import available_memory
+from .files import TempFile
 
 #: Pillow raw modes read directly: rawmode -> (channels, reverse channel order)
 _RAW_MODES = {"L": (1, False), "RGB": (3, False), "RGBA": (4, False), "BGR": (3, True)}
@@ -124,9 +125,21 @@ def image_layout(path: str | os.PathLike, *, max_pixels: int | None = None, chec
     limit.
     """
     path = os.fspath(path)
-    if path.endswith(".npy"):
-        return _npy_layout(path)
-    return _pillow_layout(path, max_pixels, check)
+    try:
+        if path.endswith(".npy"):
+            return _npy_layout(path)
+        return _pillow_layout(path, max_pixels, check)
+    except (ValueError, OSError, SyntaxError, EOFError) as e:  # numpy's and Pillow's parsers: name the file
+        raise _named(path, e) from None
+
+
+def _named(path: str, e: BaseException) -> BaseException:
+    """``e`` itself when its message names ``path`` (or it is about a missing file), else an error that does."""
+    if path in str(e) or isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
+        return e
+    from .image._io import ImageError
+
+    return ImageError(f"cannot read {path}: {e or type(e).__name__} (the file may be truncated or corrupt)")
 
 
 def strip_readable(path: str | os.PathLike) -> bool:
@@ -187,8 +200,11 @@ def read_strips(
     if layout.tiles is None:
         from .pillow import open_with_limit
 
-        with open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
-            whole = np.asarray(im)
+        try:
+            with open_with_limit(Path(layout.path), None) as im:  # the size was checked by image_layout
+                whole = np.asarray(im)
+        except (ValueError, OSError, SyntaxError, EOFError) as e:  # a truncated or corrupt file
+            raise _named(layout.path, e) from None
         for y in range(0, h, rows):
             yield y, whole[y : y + rows].copy()
         return
@@ -204,17 +220,27 @@ def read_strips(
 
 
 class NpyWriter:
-    """Write a C-order .npy file of known shape block by block (plain writes, no mmap), e.g. a quantized image."""
+    """Write a C-order .npy file of known shape block by block (plain writes, no mmap), e.g. a quantized image.
 
-    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype) -> None:
+    The blocks go to a temporary file beside ``path``, which becomes ``path`` at :meth:`close` once every byte is
+    written (see :class:`pixelkm._files.TempFile`): an existing file is replaced only with ``force``, a file in
+    ``inputs`` never, and a failure or a signal leaves nothing behind.
+    """
+
+    def __init__(self, path: str | os.PathLike, shape: tuple[int, ...], dtype, *, force: bool = False, inputs=()):
         self.path = Path(path)
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
-        self._f = open(self.path, "wb")  # noqa: SIM115 (kept open across write calls)
+        self._tmp = TempFile(self.path, force=force, inputs=inputs)
+        self._f = self._tmp.file
         header = {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False, "shape": self.shape}
         try:
-            np.lib.format.write_array_header_1_0(self._f, header)
-        except ValueError:  # header too long for format 1.0
-            np.lib.format.write_array_header_2_0(self._f, header)
+            try:
+                np.lib.format.write_array_header_1_0(self._f, header)
+            except ValueError:  # header too long for format 1.0
+                np.lib.format.write_array_header_2_0(self._f, header)
+        except BaseException:
+            self._tmp.discard()
+            raise
         self._left = int(np.prod(self.shape)) * self.dtype.itemsize
 
     def write(self, block: np.ndarray) -> None:
@@ -225,9 +251,15 @@ class NpyWriter:
         self._left -= block.nbytes
 
     def close(self) -> None:
-        self._f.close()
+        """Commit the file; when bytes are missing, discard it (ValueError)."""
         if self._left:
+            self._tmp.discard()
             raise ValueError(f"{self.path}: {self._left} bytes of the array were never written")
+        self._tmp.commit()
+
+    def discard(self) -> None:
+        """Give up: the temporary file is deleted, ``path`` untouched."""
+        self._tmp.discard()
 
     def __enter__(self) -> NpyWriter:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
@@ -236,4 +268,4 @@ class NpyWriter:
         if exc[0] is None:
             self.close()
         else:
-            self._f.close()
+            self.discard()

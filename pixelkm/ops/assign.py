@@ -124,9 +124,9 @@ def assign_update(
     -------
     AssignUpdateResult
         ``labels`` (int64), ``min_sq_dist``, ``sums`` and ``counts``, computed in float32 (float64 for float64
-        data) and accumulated in float64, on the device of ``X``.
+        data) and accumulated in float64: tensors on the device of ``X`` for a tensor ``X``, NumPy arrays otherwise.
     """
-    Xt, _ = as_tensor(X, "X")
+    Xt, was_tensor = as_tensor(X, "X")
     check_data(Xt, "X", ndims=(2, 3))
     cdt = compute_dtype(Xt.dtype)
     C, _ = as_tensor(centers, "centers")
@@ -146,4 +146,5 @@ def assign_update(
     result = run_assign_update(
         Xb, Cb, wb, backend=backend, compute_labels=compute_labels, chunk_size=chunk_size, deterministic=deterministic
     )
-    return result if batched else result.squeeze_batch()
+    result = result if batched else result.squeeze_batch()
+    return result if was_tensor else result.numpy()  # NumPy in, NumPy out
