@@ -43,7 +43,7 @@ class AssignUpdateResult:
 
     def numpy(self) -> AssignUpdateResult:
         """The same result with NumPy arrays (host copies) in place of tensors."""
-        fields = (self.labels, self.min_sq_dist, self.sums, self.counts, self.min_sq_upper, self.second_sq_lower)
+        fields = (self.labels, self.min_sq_dist, self.sums, self.counts)
         return AssignUpdateResult(*(None if t is None else t.detach().cpu().numpy() for t in fields))
 
     def inertia(self, sample_weight: torch.Tensor | None = None) -> torch.Tensor:

@@ -252,7 +252,7 @@ def cmd_choose_k(a: argparse.Namespace) -> None:
     from .image import choose_k, plot_choose_k
 
     _check_targets([a.plot], a.force, (a.input,))
-    from ._strips import image_layout
+    from .io.strips import image_layout
 
     shape = image_layout(a.input, check=False).shape  # the header only: k is checked before any work
     n_pixels = shape[0] * shape[1]

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import pixelkm
+from pixelkm._result import PassExtras
 from pixelkm.backends import get_backend, select_backend
 
 pytest.importorskip("numba")
@@ -24,10 +25,15 @@ from test_assign_update import check_labels, direct, random_data  # noqa: E402  
 CPU = get_backend("cpu")
 
 
-def cpu_pass(X, C, w=None, **kw):
-    """One pass of the cpu backend on a single problem, without the batch dimension."""
-    res = CPU.assign_update(X.unsqueeze(0), C.unsqueeze(0), None if w is None else w.unsqueeze(0), **kw)
-    return res.squeeze_batch() if res.min_sq_upper is None else res
+def cpu_pass(X, C, w=None, compute_second=False, **kw):
+    """One pass of the cpu backend on a single problem, without the batch dimension; with ``compute_second`` the
+    batched result, with the bounds of :class:`pixelkm._result.PassExtras` as ``min_sq_upper``/``second_sq_lower``."""
+    extras = PassExtras(bounds=True) if compute_second else None
+    res = CPU.assign_update(X.unsqueeze(0), C.unsqueeze(0), None if w is None else w.unsqueeze(0), extras=extras, **kw)
+    if extras is None:
+        return res.squeeze_batch()
+    res.min_sq_upper, res.second_sq_lower = extras.min_sq_upper, extras.second_sq_lower
+    return res
 
 
 @pytest.mark.parametrize(

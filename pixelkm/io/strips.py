@@ -137,7 +137,7 @@ def _named(path: str, e: BaseException) -> BaseException:
     """``e`` itself when its message names ``path`` (or it is about a missing file), else an error that does."""
     if path in str(e) or isinstance(e, (FileNotFoundError, PermissionError, IsADirectoryError)):
         return e
-    from .image._io import ImageError
+    from .pillow import ImageError
 
     return ImageError(f"cannot read {path}: {e or type(e).__name__} (the file may be truncated or corrupt)")
 

@@ -18,7 +18,7 @@ import os
 import numpy as np
 import torch
 
-from ..._result import AssignUpdateResult
+from ..._result import AssignUpdateResult, PassExtras
 from .._base import Backend
 from . import kernels as K
 
@@ -51,7 +51,7 @@ def pass_threads() -> int:
     return max(1, min(torch.get_num_threads(), cores, top))
 
 
-def _slack(dtype: np.dtype, d: int) -> float:
+def rounding_slack(dtype: np.dtype, d: int) -> float:
     """Relative bound of the rounding of a squared distance (direct differences or the expansion), with margin."""
     return 4.0 * (d + 3) * float(np.finfo(dtype).eps) + 64 * 2.0**-52
 
@@ -86,12 +86,14 @@ class CpuBackend(Backend):
         chunk_size: int | None = None,
         deterministic: bool | None = None,
         cache: dict | None = None,
-        compute_second: bool = False,
+        extras: PassExtras | None = None,
     ) -> AssignUpdateResult:
         """See :meth:`Backend.assign_update`; always deterministic. ``chunk_size`` does not change the result
-        (nor the memory: the kernel works in fixed blocks). ``compute_second`` as the torch backend's."""
+        (nor the memory: the kernel works in fixed blocks). ``extras.bounds`` as the torch backend's: the rounding-safe
+        bounds ``extras.min_sq_upper`` and ``extras.second_sq_lower``, with float64 sums and counts."""
         import numba
 
+        compute_second = extras is not None and extras.bounds
         if compute_distances is None:
             compute_distances = compute_labels
         b, n, d = X.shape
@@ -117,10 +119,11 @@ class CpuBackend(Backend):
                 counts[i],
             )
         if compute_second:
-            s = _slack(np.dtype(str(cdt).split(".")[1]), d)
+            s = rounding_slack(np.dtype(str(cdt).split(".")[1]), d)
             upper = mind * (1 + s)
             lower = (second * (1 - s)).clamp_(min=0.0)
-            return AssignUpdateResult(labels, None, sums, counts, upper, lower)
+            extras.min_sq_upper, extras.second_sq_lower = upper, lower
+            return AssignUpdateResult(labels, None, sums, counts)
         out_lab = labels if compute_labels else None
         out_dist = mind if compute_labels and compute_distances else None
         return AssignUpdateResult(out_lab, out_dist, sums.to(cdt), counts.to(cdt))
@@ -172,7 +175,7 @@ class CpuBackend(Backend):
         # large d: G = X C^T through BLAS chunk by chunk, then the fused argmin / recheck / sums loop
         Ct = np.ascontiguousarray(Cn.T)
         csq = np.einsum("kd,kd->k", Cn.astype(np.float64), Cn.astype(np.float64)).astype(cnp)
-        slack = _slack(cnp, d)
+        slack = rounding_slack(cnp, d)
         rows = GEMM_ROWS
         G = np.empty((min(rows, n), k), dtype=cnp)
         cand = np.empty((min(rows, n), k), dtype=np.int32)

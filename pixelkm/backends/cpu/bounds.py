@@ -14,6 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..._result import PassExtras
 from . import kernels as K
 
 
@@ -42,26 +43,27 @@ class HamerlyBounds:
     def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         import numba
 
-        from .backend import _slack, pass_threads
+        from .backend import rounding_slack, pass_threads
 
         C = centers.contiguous()
         Cn = C.numpy()
         n, d = self._xn.shape
         k = Cn.shape[0]
-        slack = _slack(Cn.dtype, d)
+        slack = rounding_slack(Cn.dtype, d)
         numba.set_num_threads(pass_threads())
         nt = numba.get_num_threads()
         if self.prev is None:
             old = self.labels.clone()
+            extras = PassExtras(bounds=True)
             res = self.backend.assign_update(
                 self.X.unsqueeze(0),
                 C.unsqueeze(0),
                 None if self.w is None else self.w.unsqueeze(0),
-                compute_second=True,
+                extras=extras,
             )
             self.labels = res.labels[0]
-            self.upper = res.min_sq_upper[0].double().sqrt_().numpy().copy()
-            self.lower = res.second_sq_lower[0].double().sqrt_().numpy().copy()
+            self.upper = extras.min_sq_upper[0].double().sqrt_().numpy().copy()
+            self.lower = extras.second_sq_lower[0].double().sqrt_().numpy().copy()
             changed = n if not hasattr(self, "_started") else int((old != self.labels).sum())
             self._started = True
             self.prev = Cn.astype(np.float64)
