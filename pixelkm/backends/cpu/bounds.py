@@ -43,7 +43,7 @@ class HamerlyBounds:
     def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         import numba
 
-        from .backend import rounding_slack, pass_threads
+        from .backend import pass_threads, rounding_slack
 
         C = centers.contiguous()
         Cn = C.numpy()
