@@ -72,7 +72,8 @@ def test_empty_cluster_is_refilled_as_in_full_passes():
 
 def test_fallback_to_full_passes_and_auto(monkeypatch):
     """With the default thresholds the loop mixes full passes and bounded steps; auto takes the bounds on the CPU
-    from MIN_ROWS rows only, and never for a batch."""
+    from MIN_ROWS rows only, and never for a batch (on the torch backend: the cpu backend has bounds of its own)."""
+    monkeypatch.setenv("PIXELKM_BACKEND", "torch")
     monkeypatch.setattr(_hamerly, "ENTER_FRACTION", 0.05)
     monkeypatch.setattr(_hamerly, "FULL_PASS_FRACTION", 0.2)
     X = make_blobs(6000, 3, 10, seed=8, spread=3.0).astype(np.float32)
