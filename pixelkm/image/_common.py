@@ -288,6 +288,7 @@ class SaveInfo:
     path: Path
     bytes: int
     original_bytes: int | None = None
+    skipped: str | None = None  # why nothing was written (a size guard), else None
 
     @property
     def ratio(self) -> float | None:

@@ -29,7 +29,7 @@ from ._common import (
     with_alpha,
 )
 from ._features import color_features
-from ._io import LoadedImage, as_image, encoded_size, output
+from ._io import LoadedImage, as_image, atomic_write, encode_for, encoded_size, output
 
 #: entries of a palette image (PNG, GIF); more colors are written as truecolor
 PALETTE_LIMIT = 256
@@ -114,13 +114,37 @@ class QuantizeResult:
                 im.info["transparency"] = bytes(alpha)  # one alpha per entry (PNG tRNS)
         return im
 
-    def save(self, path: str | os.PathLike, *, force: bool = False) -> SaveInfo:
+    def save(
+        self,
+        path: str | os.PathLike,
+        *,
+        force: bool = False,
+        max_bytes: int | None = None,
+        skip_if_larger: bool = False,
+    ) -> SaveInfo:
         """Write the quantized image (a palette PNG for .png when at most 256 entries) atomically; ``ratio``
-        compares its size with the original file's (or, for an array input, with the original as PNG)."""
+        compares its size with the original file's (or, for an array input, with the original as PNG).
+
+        With ``max_bytes`` (an output larger than that) or ``skip_if_larger`` (an output larger than the
+        original) nothing is written and ``SaveInfo.skipped`` says why, as pngquant's ``--skip-if-larger``.
+        """
         original = self._img.file_size
         if original is None:
             original = encoded_size(self._img.to_pil())
-        return save_as(self.to_pil(), path, force, original)
+        if max_bytes is None and not skip_if_larger:
+            return save_as(self.to_pil(), path, force, original)
+        if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
+            raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
+        data = encode_for(self.to_pil(), path)
+        why = None
+        if max_bytes is not None and len(data) > max_bytes:
+            why = f"{len(data)} bytes would be more than the {max_bytes} allowed (--max-size)"
+        elif skip_if_larger and len(data) > original:
+            why = f"{len(data)} bytes would be larger than the original's {original} (--skip-if-larger)"
+        if why is not None:
+            return SaveInfo(Path(path), len(data), original, skipped=why)
+        p = atomic_write(path, lambda f: f.write(data), force=force)
+        return SaveInfo(p, len(data), original)
 
     def dither(self) -> QuantizeResult:
         """The same palette applied with Floyd-Steinberg dithering (no new fit)."""
