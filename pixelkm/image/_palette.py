@@ -109,6 +109,8 @@ def merge_shades(
             if idx.numel() <= n_colors and float(d[i, j]) >= min_delta_e:
                 break
         a, b = int(idx[i]), int(idx[j])
+        if cnt[a] < cnt[b]:  # the larger absorbs the smaller (and keeps its group id)
+            a, b = b, a
         w = cnt[a] + cnt[b]
         mean[a] = (mean[a] * cnt[a] + mean[b] * cnt[b]) / w
         cnt[a] = w
