@@ -32,7 +32,7 @@ import torch
 from PIL import Image
 
 from .._kmeans import KMeans
-from ._common import SaveInfo, as_pil, check_k, color_data, fit_colors, save_as
+from ._common import SaveInfo, check_k, color_data, fit_colors, save_as
 from ._features import rgb_to_lab
 from ._io import ImageError, LoadedImage, as_image, output
 
@@ -73,8 +73,7 @@ class BackgroundResult:
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> SaveInfo:
         """Write the RGBA image atomically (use .png or .webp to keep the transparency)."""
-        t = torch.as_tensor(self.image).cpu()
-        return save_as(as_pil(t[:, :, :3], t[:, :, 3]), path, force)
+        return save_as(Image.fromarray(np.asarray(torch.as_tensor(self.image).cpu()), "RGBA"), path, force)
 
 
 def _poly_terms(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:

@@ -24,7 +24,7 @@ from .._histogram import color_histogram, rescaled_tol, weighted_variance
 from .._kmeans import KMeans
 from ._clean import Outliers, find_outliers, outlier_weights
 from ._features import check_features, color_features
-from ._io import ImageError, LoadedImage, save_pil
+from ._io import ImageError, LoadedImage, image_format, save_pil
 
 #: scikit-learn's default ``tol``, relative to the variance of the pixels (not of the distinct colors)
 TOL = 1e-4
@@ -296,6 +296,17 @@ class SaveInfo:
         return None if not self.original_bytes else self.bytes / self.original_bytes
 
 
+#: truecolor PNGs of at least this many pixels are written with zlib level 1: five times faster than
+#: Pillow's default level 6 for a 12 MP photo, for files about 15% larger (palette PNGs keep level 6)
+FAST_PNG_PIXELS = 1 << 20
+
+
+def png_options(im: Image.Image, path: str | os.PathLike) -> dict[str, Any]:
+    if image_format(path) == "PNG" and im.mode in ("RGB", "RGBA") and im.width * im.height >= FAST_PNG_PIXELS:
+        return {"compress_level": 1}
+    return {}
+
+
 def save_as(im: Image.Image, path: str | os.PathLike, force: bool, original_bytes: int | None = None) -> SaveInfo:
-    p = save_pil(im, path, force=force)
+    p = save_pil(im, path, force=force, **png_options(im, path))
     return SaveInfo(p, p.stat().st_size, original_bytes)

@@ -62,17 +62,39 @@ class QuantizeResult:
 
     palette: Any
     labels: Any
-    image: Any
     shares: Any
     psnr: float
     inertia: float
     n_outliers: int
     dithered: bool
     features: str
-    original: Any = field(repr=False)
     palette_alpha: Any = None
     _img: LoadedImage = field(default=None, repr=False)
     _as_tensor: bool = field(default=False, repr=False)
+    _image: Any = field(default=None, repr=False)
+
+    @property
+    def image(self) -> Any:
+        """The quantized image (made on first use: the command line writes the palette image directly)."""
+        if self._image is None:
+            img = self._img
+            dev = img.pixels.device
+            pal = torch.as_tensor(self.palette).to(dev)
+            labels = torch.as_tensor(self.labels).to(dev)
+            quant = paint(pal, labels)
+            alpha = img.alpha
+            if self.palette_alpha is not None:
+                pa = torch.as_tensor(self.palette_alpha).to(dev)
+                alpha = torch.where(labels >= 0, pa[labels.clamp_min(0)], torch.zeros_like(img.alpha))
+            self._image = output(with_alpha(quant, alpha), self._as_tensor)
+        return self._image
+
+    @property
+    def original(self) -> Any:
+        """The input image (RGB, or RGBA when it has alpha)."""
+        img = self._img
+        t = img.pixels if img.alpha is None else torch.cat([img.pixels, img.alpha.unsqueeze(-1)], -1)
+        return output(t, self._as_tensor)
 
     @property
     def n_colors(self) -> int:
@@ -105,8 +127,8 @@ class QuantizeResult:
             idx = torch.where(labels < 0, pal.shape[0], labels)
             colors += [0, 0, 0]
             alpha = (alpha if alpha is not None else [255] * pal.shape[0]) + [0]
-        im = Image.fromarray(idx.to(torch.uint8).numpy(), "L").convert("P")
-        im.putpalette(colors)
+        im = Image.fromarray(idx.to(torch.uint8).numpy(), "L")
+        im.putpalette(colors)  # "L" becomes "P", without a copy
         if alpha is not None:
             if all(a == 255 for a in alpha[:-1]):
                 im.info["transparency"] = len(alpha) - 1  # one transparent entry: the plain tRNS index
@@ -308,7 +330,8 @@ def quantize(
     psnr = histogram_psnr(data.colors[:, :3], data.counts, approx)
     labels = pixel_labels(data, color_labels)
     n_out = 0 if data.outliers is None else data.outliers.n_outliers
-    return _quantized(img, as_t, pal, pal_alpha, labels, psnr, inertia, n_out, dither, features)
+    counts = torch.zeros(pal.shape[0], dtype=torch.float64, device=dev).index_add_(0, color_labels, data.counts)
+    return _quantized(img, as_t, pal, pal_alpha, labels, psnr, inertia, n_out, dither, features, counts)
 
 
 def _quantized(
@@ -322,34 +345,27 @@ def _quantized(
     n_outliers: int,
     dither: bool,
     features: str,
+    counts: torch.Tensor | None = None,
 ) -> QuantizeResult:
     """The result of quantizing ``img`` with palette ``pal`` and nearest-color ``labels`` (dithered on request)."""
-    quant = None
     if dither:
         labels = torch.where(labels >= 0, _dither(img.pixels, pal), labels)
-        quant = paint(pal, labels)
-        psnr = image_psnr(quant, img.pixels, img.opaque)
-    cnt = torch.bincount(labels[labels >= 0] if img.alpha is not None else labels.reshape(-1), minlength=pal.shape[0])
-    if quant is None:
-        quant = paint(pal, labels)
-    if pal_alpha is not None:
-        qa = torch.where(labels >= 0, pal_alpha[labels.clamp_min(0)], torch.zeros_like(img.alpha))
-        out = with_alpha(quant, qa)
-    else:
-        out = with_alpha(quant, img.alpha)
-    original = img.pixels if img.alpha is None else torch.cat([img.pixels, img.alpha.unsqueeze(-1)], -1)
-    cnt = cnt.double()
+        psnr = image_psnr(paint(pal, labels), img.pixels, img.opaque)
+        counts = None
+    if counts is None:
+        counts = torch.bincount(
+            labels[labels >= 0] if img.alpha is not None else labels.reshape(-1), minlength=pal.shape[0]
+        )
+    counts = counts.double()
     return QuantizeResult(
         palette=output(pal, as_t),
         labels=output(labels, as_t),
-        image=output(out, as_t),
-        shares=output(cnt / cnt.sum(), as_t),
+        shares=output(counts / counts.sum(), as_t),
         psnr=psnr,
         inertia=inertia,
         n_outliers=n_outliers,
         dithered=dither,
         features=features,
-        original=output(original, as_t),
         palette_alpha=None if pal_alpha is None else output(pal_alpha, as_t),
         _img=img,
         _as_tensor=as_t,
