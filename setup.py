@@ -23,6 +23,7 @@ setup(
         "torch>=2.1",
         "numpy>=1.23",
         "pillow>=9.1",
+        "scipy>=1.9",  # image background removal: ndimage labelling, hole filling, morphology
         # Triton ships wheels for Linux x86-64/aarch64 only; elsewhere the torch backend is used.
         "triton>=3.0; platform_system == 'Linux' and (platform_machine == 'x86_64' or platform_machine == 'aarch64')",
     ],
@@ -30,7 +31,7 @@ setup(
         "plot": ["matplotlib>=3.6"],
         "progress": ["tqdm>=4.60"],
         "test": ["pytest>=7", "scikit-learn>=1.4", "hypothesis>=6", "matplotlib>=3.6", "tqdm>=4.60"],
-        "bench": ["asv>=0.6", "scikit-learn>=1.4", "matplotlib>=3.6"],
+        "bench": ["asv>=0.6", "scikit-learn>=1.4", "matplotlib>=3.6", "imagequant>=1.1"],
     },
     entry_points={"console_scripts": ["pixelkm=pixelkm.cli:main"]},
 )
