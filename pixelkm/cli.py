@@ -87,7 +87,7 @@ def _common(p: argparse.ArgumentParser, *, k: int, k_help: str, features: tuple[
 
 def _engine(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("engine")
-    g.add_argument("--device", default=None, help="cpu, cuda, cuda:1, mps ... (default cpu)")
+    g.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps ... (default auto: CUDA if present)")
     g.add_argument("--backend", default="auto", help="assign-update backend: auto, torch, triton (default auto)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--n-init", type=_positive_int, default=1, help="k-means restarts, best kept (default 1)")
@@ -106,7 +106,7 @@ def _fit_kwargs(a: argparse.Namespace) -> dict[str, Any]:
         "n_init": a.n_init,
         "max_iter": a.max_iter,
         "random_state": a.seed,
-        "device": a.device,
+        "device": _device(a),
         "backend": a.backend,
         "max_pixels": a.max_pixels,
     }
@@ -162,45 +162,205 @@ def _plot(a: argparse.Namespace, make: Callable[[], Any], path: Path | None) -> 
     _say(a, f"wrote {path} (plot)")
 
 
+# -- many inputs --------------------------------------------------------------------------------------------
+
+_GLOB_CHARS = set("*?[")
+
+
+def _image_suffixes() -> set[str]:
+    from PIL import Image
+
+    return {ext for ext, fmt in Image.registered_extensions().items() if fmt in Image.OPEN}
+
+
+def expand_inputs(items: list[Path]) -> list[Path]:
+    """Files as given, glob patterns expanded (sorted), folders replaced by the image files directly in them
+    (sorted); an error names the pattern or folder that matches nothing. Duplicates are dropped."""
+    import glob
+
+    out: list[Path] = []
+    suffixes = None
+    for item in items:
+        text = str(item)
+        if item.is_dir():
+            suffixes = suffixes or _image_suffixes()
+            found = sorted(p for p in item.iterdir() if p.is_file() and p.suffix.lower() in suffixes)
+            if not found:
+                raise FileNotFoundError(f"folder {item} holds no image files")
+            out.extend(found)
+        elif not item.exists() and _GLOB_CHARS & set(text):
+            found = sorted(Path(p) for p in glob.glob(text) if Path(p).is_file())
+            if not found:
+                raise FileNotFoundError(f"no file matches {text!r}")
+            out.extend(found)
+        else:
+            out.append(item)
+    seen: set[Path] = set()
+    unique = []
+    for p in out:
+        key = p.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append(p)
+    return unique
+
+
+def _targets(a: argparse.Namespace, inputs: list[Path], suffix: str) -> list[Path]:
+    """One output per input: ``-o`` for a single input, else ``--out-dir``/<stem><suffix>.png."""
+    if a.out is not None and a.out_dir is not None:
+        raise ValueError("give either -o/--out (one input) or --out-dir (any number of inputs), not both")
+    if a.out is not None:
+        if len(inputs) > 1:
+            raise ValueError(f"-o/--out names one output but {len(inputs)} inputs were given; use --out-dir")
+        return [a.out]
+    if a.out_dir is None:
+        raise ValueError("give -o/--out for the output file, or --out-dir for a folder of outputs")
+    if not a.out_dir.is_dir():
+        raise FileNotFoundError(f"--out-dir {a.out_dir} is not an existing folder")
+    outs = [a.out_dir / f"{p.stem}{suffix}.png" for p in inputs]
+    if len({o.resolve() for o in outs}) != len(outs):
+        raise ValueError("two inputs have the same file name; their outputs in --out-dir would collide")
+    return outs
+
+
+def _parse_size(text: str) -> int:
+    """ "200000", "200K", "1.5M" (K = 1024) -> bytes."""
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    mult = 1
+    if t and t[-1] in "KMG":
+        mult = 1024 ** ("KMG".index(t[-1]) + 1)
+        t = t[:-1]
+    try:
+        v = float(t) * mult
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a size such as 200000, 200K or 1.5M; got {text!r}") from None
+    if not v >= 1:
+        raise argparse.ArgumentTypeError(f"expected a size of at least 1 byte, got {text!r}")
+    return int(v)
+
+
+def _device(a: argparse.Namespace) -> Any:
+    """--device auto: CUDA when this torch sees a GPU, else the CPU."""
+    if a.device != "auto":
+        return a.device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else None
+
+
+def _bar(a: argparse.Namespace, items: list, desc: str):
+    from .image import progress
+
+    return progress(items, enabled=not a.quiet and not getattr(a, "json", False), desc=desc, total=len(items))
+
+
 # -- commands -----------------------------------------------------------------------------------------------
 
 
 def cmd_quantize(a: argparse.Namespace) -> None:
-    from .image import plot_quantize, quantize
+    from .image import load_image, load_palette, plot_quantize, quantize
 
-    _check_targets([a.out, a.plot], a.force, (a.input,))
-    r = quantize(a.input, a.k, features=a.features, dither=a.dither, clean=a.clean, **_fit_kwargs(a))
-    info = r.save(a.out, force=a.force)
-    _say(
-        a,
-        f"wrote {info.path} ({r.n_colors} colors{', dithered' if r.dithered else ''}, {_kb(info.bytes)}, "
-        f"{info.ratio:.3f} x the original's {_kb(info.original_bytes)}), PSNR {r.psnr:.2f} dB"
-        + (f", {r.n_outliers} outlier pixels {a.clean}d" if a.clean else ""),
-    )
-    _plot(a, lambda: plot_quantize(r), a.plot)
+    inputs = expand_inputs(a.input)
+    outs = _targets(a, inputs, a.suffix)
+    if a.plot is not None and len(inputs) > 1:
+        raise ValueError("--plot takes one input")
+    _check_targets(outs + [a.plot], a.force, tuple(inputs))
+    given = None if a.palette is None else load_palette(a.palette)  # read (and checked) once, before any work
+    kw = _fit_kwargs(a)
+    kw.pop("max_pixels")
+    failed = skipped = 0
+    many = len(inputs) > 1
+    pairs = list(zip(inputs, outs))
+    for src, dst in _bar(a, pairs, "quantize") if many else pairs:
+        t0 = time.perf_counter()
+        try:
+            steps = ["load", "fit", "write"]
+            state: dict[str, Any] = {}
+            for step in steps if many else _bar(a, steps, "quantize"):
+                if step == "load":
+                    state["img"] = load_image(src, max_pixels=a.max_pixels)
+                elif step == "fit":
+                    state["r"] = quantize(
+                        state["img"], a.k, features=a.features, palette=given, dither=a.dither, clean=a.clean, **kw
+                    )
+                else:
+                    state["info"] = state["r"].save(
+                        dst, force=a.force, max_bytes=a.max_size, skip_if_larger=a.skip_if_larger
+                    )
+        except Exception as e:
+            if not many:
+                raise
+            failed += 1
+            print(f"pixelkm: error: {src}: {_message(e)}", file=sys.stderr)
+            continue
+        r, info = state["r"], state["info"]
+        if info.skipped:
+            skipped += 1
+            _say(a, f"skipped {dst}: {info.skipped}")
+            continue
+        kind = "palette PNG" if r.is_palette_image else "truecolor: more than 256 colors do not fit a palette"
+        if info.path.suffix.lower() != ".png":
+            kind = info.path.suffix.lower().lstrip(".").upper()
+        _say(
+            a,
+            f"wrote {info.path} ({r.n_colors} colors{', dithered' if r.dithered else ''}, {kind}, {_kb(info.bytes)}, "
+            f"{info.ratio:.3f} x the original's {_kb(info.original_bytes)}), PSNR {r.psnr:.2f} dB"
+            + (f", {r.n_outliers} outlier pixels {a.clean}d" if a.clean else "")
+            + (f", {time.perf_counter() - t0:.2f} s" if many else ""),
+        )
+    if many:
+        _say(a, f"{len(inputs) - failed - skipped} of {len(inputs)} written, {skipped} skipped, {failed} failed")
+    if a.plot is not None and not failed:
+        _plot(a, lambda: plot_quantize(state["r"]), a.plot)
+    if failed:
+        raise RuntimeError(f"{failed} of {len(inputs)} inputs failed")
+    if skipped:
+        raise _Skipped(f"{skipped} of {len(inputs)} outputs skipped by --max-size / --skip-if-larger")
+
+
+class _Skipped(Exception):
+    """Exit status 98 (as pngquant's --skip-if-larger): some output was not written because of a size guard."""
 
 
 def cmd_segment(a: argparse.Namespace) -> None:
-    from .image import plot_segments, save_image, segment
+    from .image import load_image, plot_segments, save_image, segment
 
     _check_targets([a.out, a.mean_image, a.plot], a.force, (a.input,))
-    r = segment(a.input, a.k, features=a.features, spatial_weight=a.spatial_weight, clean=a.clean, **_fit_kwargs(a))
-    info = r.save(a.out, force=a.force)
+    st: dict[str, Any] = {}
+    for step in _bar(a, ["load", "fit", "write"], "segment"):
+        if step == "load":
+            st["img"] = load_image(a.input, max_pixels=a.max_pixels)
+        elif step == "fit":
+            kw = _fit_kwargs(a)
+            kw.pop("max_pixels")
+            st["r"] = segment(st["img"], a.k, features=a.features, spatial_weight=a.spatial_weight, clean=a.clean, **kw)
+        else:
+            st["info"] = st["r"].save(a.out, force=a.force)
+            if a.mean_image is not None:
+                save_image(st["r"].mean_image, a.mean_image, force=a.force)
+    r, info = st["r"], st["info"]
     _say(a, f"wrote {info.path} ({r.n_segments} segments overlaid, {_kb(info.bytes)})")
     for i, (size, color) in enumerate(zip(r.sizes.tolist(), r.mean_colors.tolist())):
         hexc = "#" + "".join(f"{c:02x}" for c in color)
         _say(a, f"  segment {i}: {size} pixels, mean color {hexc}")
     if a.mean_image is not None:
-        save_image(r.mean_image, a.mean_image, force=a.force)
         _say(a, f"wrote {a.mean_image} (segments in their mean colors)")
     _plot(a, lambda: plot_segments(r), a.plot)
 
 
 def cmd_palette(a: argparse.Namespace) -> None:
-    from .image import palette, plot_palette
+    from .image import load_image, palette, plot_palette
 
     _check_targets([a.out, a.plot], a.force, (a.input,))
-    r = palette(a.input, a.k, features=a.features, clean=a.clean, **_fit_kwargs(a))
+    st: dict[str, Any] = {}
+    for step in _bar(a, ["load", "fit"], "palette"):
+        if step == "load":
+            st["img"] = load_image(a.input, max_pixels=a.max_pixels)
+        else:
+            kw = _fit_kwargs(a)
+            kw.pop("max_pixels")
+            st["r"] = palette(st["img"], a.k, features=a.features, min_delta_e=a.min_delta_e, clean=a.clean, **kw)
+    r = st["r"]
     if a.json:
         print(json.dumps(r.to_dict(), indent=2))
     else:
@@ -220,7 +380,7 @@ ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF", "JPEG2000"}
 
 
 def cmd_remove_bg(a: argparse.Namespace) -> None:
-    from .image import remove_background, save_image
+    from .image import load_image, remove_background, save_image
 
     _check_targets([a.out, a.mask], a.force, (a.input,))
     from .image._io import image_format
@@ -230,21 +390,22 @@ def cmd_remove_bg(a: argparse.Namespace) -> None:
             f"{a.out}: the {image_format(a.out)} format has no transparency, which is the result of remove-bg; "
             "write a .png, .webp or .tif"
         )
-    kw = _fit_kwargs(a)
-    r = remove_background(
-        a.input,
-        a.k,
-        features=a.features,
-        border=a.border,
-        min_border_share=a.min_border_share,
-        connected=not a.not_connected,
-        **kw,
-    )
-    info = r.save(a.out, force=a.force)
+    st: dict[str, Any] = {}
+    for step in _bar(a, ["load", "find the background", "write"], "remove-bg"):
+        if step == "load":
+            st["img"] = load_image(a.input, max_pixels=a.max_pixels)
+        elif step == "write":
+            st["info"] = st["r"].save(a.out, force=a.force)
+            if a.mask is not None:
+                save_image(st["r"].mask, a.mask, force=a.force)
+        else:
+            st["r"] = remove_background(
+                st["img"], a.k, border=a.border, feather=a.feather, random_state=a.seed, device=_device(a)
+            )
+    r, info = st["r"], st["info"]
     total = r.mask.size
     _say(a, f"wrote {info.path} (RGBA, {r.n_background} of {total} pixels made transparent)")
     if a.mask is not None:
-        save_image(r.mask, a.mask, force=a.force)
         _say(a, f"wrote {a.mask} (mask: white = kept)")
 
 
@@ -264,7 +425,7 @@ def cmd_choose_k(a: argparse.Namespace) -> None:
         features=a.features,
         sample_size=a.sample_size,
         fit_size=a.fit_size,
-        progress=not a.json,
+        progress=not a.json and not a.quiet,
         **_fit_kwargs(a),
     )
     if a.json:
@@ -303,6 +464,7 @@ def cmd_demo(a: argparse.Namespace) -> None:
         "segments_mean": "segments-mean.png",
         "swatch": "palette.png",
         "palette_json": "palette.json",
+        "product": "product.png",
         "background": "background-removed.png",
         "choose_k_json": "choose-k.json",
     }
@@ -348,10 +510,14 @@ def cmd_demo(a: argparse.Namespace) -> None:
         write_json("palette_json", r.to_dict())
         written.append((paths["palette_json"], "palette: hex codes and proportions"))
 
-    def background() -> None:
-        r = pim.remove_background(img, **kw)
+    def background() -> None:  # on a product-like photo (a photo rarely has a background to remove)
+        product, truth = pim.product_scene("shadow", "bottle", size=(480, 640), seed=a.seed)
+        pim.save_image(product, paths["product"], force=a.force)
+        written.append((paths["product"], "a synthetic product photo (bottle, soft shadow)"))
+        r = pim.remove_background(product, random_state=a.seed, device=kw["device"])
         info = r.save(paths["background"], force=a.force)
-        written.append((info.path, f"background removed: {r.n_background} pixels transparent"))
+        iou = float((r.mask & truth).sum() / (r.mask | truth).sum())
+        written.append((info.path, f"background removed: {r.n_background} pixels transparent, IoU {iou:.3f}"))
 
     def choose_k() -> None:
         r = results["choose_k"] = pim.choose_k(img, range(2, 11), fit_size=100_000, **kw)
@@ -369,11 +535,9 @@ def cmd_demo(a: argparse.Namespace) -> None:
             written.append((paths[key], "plot"))
 
     steps = [quantize, segment, palette, background, choose_k] + ([figures] if have_plots else [])
-    from .io.progress import track
-
     t0 = time.perf_counter()
     try:
-        for step in track(steps, True, "demo"):
+        for step in pim.progress(steps, enabled=not a.quiet, desc="demo", total=len(steps)):
             step()
     except BaseException:
         if written:  # say what the failed run left behind
@@ -409,11 +573,22 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=fn)
         return p
 
-    p = add("quantize", "reduce an image to K colors; writes a palette PNG and reports the size ratio", cmd_quantize)
-    p.add_argument("input", type=Path, help="image file (PNG, JPEG, TIFF, WebP, BMP, GIF, ...)")
-    p.add_argument("-o", "--out", type=Path, required=True, help="output image (.png gives a palette PNG)")
-    p.add_argument("--dither", action="store_true", help="Floyd-Steinberg dithering with the fitted palette")
-    p.add_argument("--plot", type=Path, help="also write original vs quantized side by side")
+    p = add(
+        "quantize",
+        "reduce images to K colors (or onto a given palette); writes palette PNGs and reports the size ratio",
+        cmd_quantize,
+    )
+    p.add_argument("input", type=Path, nargs="+", help="image files, glob patterns ('photos/*.jpg') or folders")
+    p.add_argument("-o", "--out", type=Path, help="output image for one input (.png gives a palette PNG)")
+    p.add_argument("--out-dir", type=Path, help="folder for the outputs of any number of inputs: <name><suffix>.png")
+    p.add_argument("--suffix", default="-quant", help="added to each input's name in --out-dir (default -quant)")
+    p.add_argument(
+        "--palette", type=Path, help="map onto this palette: JSON list of '#rrggbb' / [r, g, b], or a swatch"
+    )
+    p.add_argument("--dither", action="store_true", help="Floyd-Steinberg dithering with the palette")
+    p.add_argument("--max-size", type=_parse_size, help="skip an output larger than this (e.g. 200K, 1.5M)")
+    p.add_argument("--skip-if-larger", action="store_true", help="skip an output larger than its input file")
+    p.add_argument("--plot", type=Path, help="also write original vs quantized side by side (one input)")
     _clean_arg(p)
     _common(p, k=16, k_help="number of colors", features=COLOR_FEATURES, default_features="rgb")
 
@@ -426,29 +601,30 @@ def build_parser() -> argparse.ArgumentParser:
     _clean_arg(p)
     _common(p, k=8, k_help="number of segments", features=ALL_FEATURES, default_features="xyrgb")
 
-    p = add("palette", "the K dominant colors, by share, with hex codes", cmd_palette)
+    p = add("palette", "the K dominant colors, by share, with hex codes (near-duplicate shades merged)", cmd_palette)
     p.add_argument("input", type=Path, help="image file")
     p.add_argument("-o", "--out", type=Path, help="also write a swatch image")
     p.add_argument("--json", action="store_true", help="print JSON (hex, rgb, proportion) instead of a table")
+    p.add_argument(
+        "--min-delta-e",
+        type=_non_negative_float,
+        default=0.0,
+        help="also merge colors closer than this CIEDE2000 difference (default 0: merge only down to K)",
+    )
     p.add_argument("--plot", type=Path, help="also write a bar chart of the palette")
     _clean_arg(p)
-    _common(p, k=6, k_help="number of colors", features=COLOR_FEATURES, default_features="rgb")
+    _common(p, k=6, k_help="largest number of colors", features=COLOR_FEATURES, default_features="lab")
 
-    p = add("remove-bg", "make the color clusters that dominate the border transparent", cmd_remove_bg)
+    p = add("remove-bg", "find the background from the image border and make it transparent", cmd_remove_bg)
     p.add_argument("input", type=Path, help="image file")
     p.add_argument("-o", "--out", type=Path, required=True, help="output RGBA image (.png or .webp)")
     p.add_argument("--mask", type=Path, help="also write the mask (white = kept)")
     p.add_argument("--border", type=_positive_int, default=None, help="border band in pixels (default 2%% of side)")
     p.add_argument(
-        "--min-border-share",
-        type=_non_negative_float,
-        default=0.2,
-        help="share of the border a cluster needs to be background (default 0.2)",
+        "--feather", type=_non_negative_float, default=0.0, help="soft edge: blur the alpha by this many pixels"
     )
-    p.add_argument(
-        "--not-connected", action="store_true", help="remove background colors everywhere, not only from the border"
-    )
-    _common(p, k=4, k_help="number of color clusters", features=COLOR_FEATURES, default_features="lab")
+    p.add_argument("-k", "--k", type=_positive_int, default=4, metavar="K", help="color clusters per model (default 4)")
+    _engine(p)
 
     p = add("choose-k", "inertia (elbow) and silhouette for a range of K, and a suggested K", cmd_choose_k)
     p.add_argument("input", type=Path, help="image file")
@@ -471,8 +647,23 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _message(e: BaseException) -> str:
+    """One line naming the problem (the exception's type too, where the message alone may not say it)."""
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    if isinstance(e, MemoryError):
+        msg = (
+            "out of memory"
+            + (f": {msg}" if str(e).strip() else "")
+            + "; the image or the number of clusters is too large for the free memory"
+        )
+    elif not isinstance(e, (OSError, ValueError, TypeError, ImportError)):
+        msg = f"{type(e).__name__}: {msg}"
+    return msg
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``pixelkm`` command; returns the exit code (0 ok, 1 error, 2 bad usage)."""
+    """Entry point of the ``pixelkm`` command; returns the exit code (0 ok, 1 error, 2 bad usage, 98 some
+    output skipped by --max-size / --skip-if-larger)."""
     parser = build_parser()
     if not (sys.argv[1:] if argv is None else argv):  # no command: the list of commands, not just "COMMAND"
         parser.print_help(sys.stderr)
@@ -483,19 +674,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("pixelkm: interrupted", file=sys.stderr)
         return 130
+    except _Skipped as e:
+        if not args.quiet:
+            print(f"pixelkm: {e}", file=sys.stderr)
+        return 98
     except Exception as e:  # one line, no traceback: the message names the problem
         if os.environ.get("PIXELKM_DEBUG"):
             raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        if isinstance(e, MemoryError):
-            msg = (
-                "out of memory"
-                + (f": {msg}" if str(e).strip() else "")
-                + ("; the image or the number of clusters is too large for the free memory")
-            )
-        elif not isinstance(e, (OSError, ValueError, TypeError, ImportError)):
-            msg = f"{type(e).__name__}: {msg}"
-        print(f"pixelkm: error: {msg}", file=sys.stderr)
+        print(f"pixelkm: error: {_message(e)}", file=sys.stderr)
         return 1
     return 0
 

@@ -43,7 +43,7 @@ def test_quantize_writes_and_refuses_to_overwrite(capsys, small_photo, tmp_path)
     out = tmp_path / "q.png"
     code, text, _ = run(capsys, "quantize", small_photo, "-o", out, "-k", "8", "--seed", "3")
     assert code == 0 and out.exists()
-    assert "8 colors" in text and "x the original" in text and "PSNR" in text
+    assert "8 colors" in text and "palette PNG" in text and "x the original" in text and "PSNR" in text
     with Image.open(out) as im:
         assert im.mode == "P" and len(im.getcolors()) == 8
     before = out.read_bytes()
@@ -93,8 +93,20 @@ def test_bad_inputs(capsys, small_photo, tmp_path):
     one_line_error(code, err, "suffix")
     code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--max-pixels", "100")
     one_line_error(code, err, "--max-pixels")
-    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "-k", "300")
-    one_line_error(code, err, "n_colors must be <= 256")
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--palette", tmp_path / "none.json")
+    one_line_error(code, err, "does not exist")
+    (tmp_path / "bad.json").write_text('["#12345g"]')
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--palette", tmp_path / "bad.json")
+    one_line_error(code, err, "is not a color")
+    code, _, err = run(capsys, "quantize", small_photo, small_photo.parent / "*.nothing", "--out-dir", tmp_path)
+    one_line_error(code, err, "no file matches")
+    code, _, err = run(capsys, "quantize", small_photo, small_photo, "-o", tmp_path / "o.png")
+    assert code == 0  # the same file twice is one input
+    (tmp_path / "o.png").unlink()
+    code, _, err = run(capsys, "quantize", small_photo, "-o", small_photo, "--force")
+    one_line_error(code, err, "is one of the inputs")
+    code, _, err = run(capsys, "quantize", small_photo)
+    one_line_error(code, err, "--out-dir")
     code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--device", "cuda:7")
     one_line_error(code, err, "not available")
     if os.geteuid() != 0:  # root reads everything
@@ -167,6 +179,7 @@ def test_demo(capsys, tmp_path):
     names = sorted(p.name for p in out.iterdir())
     expected = [
         "background-removed.png",
+        "product.png",
         "choose-k.json",
         "palette.json",
         "palette.png",
@@ -213,3 +226,99 @@ def test_demo_without_matplotlib_or_tqdm(capsys, small_photo, tmp_path, monkeypa
     assert code == 0 and "plots skipped: matplotlib is not installed" in text
     names = sorted(p.name for p in out.iterdir())
     assert "quantized-8colors.png" in names and not any(n.startswith("plot-") for n in names)
+
+
+def test_quantize_many_inputs_out_dir_and_summary(capsys, small_photo, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        shutil.copy(small_photo, src / name)
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    out.mkdir()
+    code, text, _ = run(capsys, "quantize", src, "--out-dir", out, "-k", "4")
+    assert code == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a-quant.png", "b-quant.png"]
+    lines = text.strip().splitlines()
+    assert len(lines) == 3 and lines[0].startswith(f"wrote {out / 'a-quant.png'}") and "4 colors" in lines[0]
+    assert lines[-1] == "2 of 2 written, 0 skipped, 0 failed"
+    code, text, _ = run(capsys, "quantize", str(src / "*.png"), "--out-dir", out, "--suffix=-g", "-k", "4")
+    assert code == 0 and sorted(p.name for p in out.iterdir()) == ["a-g.png", "a-quant.png", "b-g.png", "b-quant.png"]
+    # one bad input among good ones: the others are written, the exit code says it failed
+    (src / "c.png").write_text("broken")
+    code, text, err = run(capsys, "quantize", src, "--out-dir", out, "--suffix=-h", "-k", "4")
+    assert code == 1 and "c.png" in err and "not an image" in err
+    assert "2 of 3 written, 0 skipped, 1 failed" in text
+    code, _, err = run(capsys, "quantize", src / "a.png", src / "b.png", "-o", out / "x.png")
+    one_line_error(code, err, "use --out-dir")
+
+
+def test_quantize_size_guards(capsys, small_photo, tmp_path):
+    out = tmp_path / "q.png"
+    code, text, err = run(capsys, "quantize", small_photo, "-o", out, "--max-size", "100")
+    assert code == 98 and not out.exists() and "skipped" in text and "--max-size" in text
+    code, text, _ = run(capsys, "quantize", small_photo, "-o", out, "--max-size", "10M", "--skip-if-larger")
+    assert code == 0 and out.exists()  # 16 colors: smaller than the original
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(tmp_path / "noise.jpg", quality=5)  # a tiny JPEG: its PNG is larger
+    code, text, _ = run(capsys, "quantize", tmp_path / "noise.jpg", "-o", tmp_path / "n.png", "--skip-if-larger")
+    assert code == 98 and not (tmp_path / "n.png").exists() and "larger than the original" in text
+    with pytest.raises(SystemExit):
+        cli.main(["quantize", str(small_photo), "-o", str(out), "--max-size", "lots"])
+    assert "expected a size" in capsys.readouterr().err
+
+
+def test_quantize_more_than_256_colors_is_truecolor(capsys, small_photo, tmp_path):
+    out = tmp_path / "q.png"
+    code, text, _ = run(capsys, "quantize", small_photo, "-o", out, "-k", "300", "--max-iter", "5")
+    assert code == 0 and "truecolor: more than 256 colors" in text
+    with Image.open(out) as im:
+        assert im.mode == "RGB" and 256 < len(im.getcolors(1 << 16)) <= 300
+
+
+def test_quantize_onto_a_given_palette(capsys, small_photo, tmp_path):
+    pal = tmp_path / "pal.json"
+    pal.write_text(json.dumps(["#000000", "#ffffff", [200, 30, 40]]))
+    out = tmp_path / "q.png"
+    code, text, _ = run(capsys, "quantize", small_photo, "-o", out, "--palette", pal)
+    assert code == 0
+    used = {tuple(c) for _, c in Image.open(out).convert("RGB").getcolors()}
+    assert used <= {(0, 0, 0), (255, 255, 255), (200, 30, 40)}
+    # a swatch image works too, and so does `pixelkm palette --json` output
+    code, js, _ = run(capsys, "palette", small_photo, "-k", "4", "--json")
+    (tmp_path / "p.json").write_text(js)
+    code, _, _ = run(capsys, "quantize", small_photo, "-o", tmp_path / "q2.png", "--palette", tmp_path / "p.json")
+    assert code == 0
+    want = {tuple(c["rgb"]) for c in json.loads(js)["colors"]}
+    assert {tuple(c) for _, c in Image.open(tmp_path / "q2.png").convert("RGB").getcolors()} <= want
+
+
+def test_progress_only_on_a_terminal_and_never_with_quiet_or_json(capsys, small_photo, tmp_path, monkeypatch):
+    pytest.importorskip("tqdm")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "a.png", "-k", "4")
+    assert code == 0 and "quantize" in err  # the bar (tqdm on stderr)
+    code, out, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "b.png", "-k", "4", "--quiet")
+    assert code == 0 and out == "" and err == ""
+    code, out, err = run(capsys, "choose-k", small_photo, "--ks", "2-3", "--json", "--sample-size", "100")
+    assert code == 0 and err == "" and json.loads(out)["ks"] == [2, 3]
+    code, out, err = run(capsys, "palette", small_photo, "-k", "3", "--json")
+    assert code == 0 and err == ""
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False, raising=False)
+    code, _, err = run(capsys, "segment", small_photo, "-o", tmp_path / "s.png", "-k", "3")
+    assert code == 0 and err == ""
+
+
+def test_remove_bg_options(capsys, tmp_path):
+    from pixelkm.image import product_scene
+
+    img, truth = product_scene("plain", "ball", size=(120, 160))
+    Image.fromarray(img).save(tmp_path / "p.png")
+    code, text, _ = run(capsys, "remove-bg", tmp_path / "p.png", "-o", tmp_path / "o.png", "--feather", "2")
+    assert code == 0 and "made transparent" in text
+    alpha = load_image(tmp_path / "o.png").alpha.numpy()
+    assert ((alpha > 0) & (alpha < 255)).any()  # a soft edge
+    iou = ((alpha >= 128) & truth).sum() / ((alpha >= 128) | truth).sum()
+    assert iou > 0.95
+    with pytest.raises(SystemExit):
+        cli.main(["remove-bg", str(tmp_path / "p.png"), "-o", str(tmp_path / "x.png"), "--feather", "-1"])

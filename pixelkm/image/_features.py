@@ -61,6 +61,12 @@ def rgb_to_oklab(rgb: torch.Tensor) -> torch.Tensor:
 _COLOR = {"rgb": None, "lab": rgb_to_lab, "oklab": rgb_to_oklab}
 
 
+def color_features(rgb: torch.Tensor, features: str) -> torch.Tensor:
+    """float32 (n, 3) features of uint8 sRGB colors (n, 3) in the color space "rgb", "lab" or "oklab"."""
+    convert = _COLOR[features]
+    return rgb.to(torch.float32) if convert is None else convert(rgb)
+
+
 def check_features(features: str) -> str:
     if features not in FEATURES:
         raise ValueError(f"features must be one of {', '.join(FEATURES)}; got {features!r}")
@@ -157,3 +163,52 @@ def pixel_features(
     if spatial_weight != 1.0:
         X[:, :2] *= spatial_weight
     return PixelFeatures(X, index, mean, scale)
+
+
+def ciede2000(lab1: torch.Tensor, lab2: torch.Tensor) -> torch.Tensor:
+    """CIEDE2000 color difference of CIELAB colors (..., 3), broadcast against each other: float64 (...).
+
+    The formula of Sharma, Wu and Dalal (2005), with k_L = k_C = k_H = 1.
+    """
+    a = lab1.double()
+    b = lab2.double()
+    L1, a1, b1 = a.unbind(-1)
+    L2, a2, b2 = b.unbind(-1)
+    C1 = torch.hypot(a1, b1)
+    C2 = torch.hypot(a2, b2)
+    Cm7 = ((C1 + C2) / 2) ** 7
+    G = 0.5 * (1 - torch.sqrt(Cm7 / (Cm7 + 25.0**7)))
+    a1p, a2p = (1 + G) * a1, (1 + G) * a2
+    C1p, C2p = torch.hypot(a1p, b1), torch.hypot(a2p, b2)
+    h1p = torch.remainder(torch.rad2deg(torch.atan2(b1, a1p)), 360)
+    h2p = torch.remainder(torch.rad2deg(torch.atan2(b2, a2p)), 360)
+    h1p = torch.where(C1p == 0, torch.zeros_like(h1p), h1p)
+    h2p = torch.where(C2p == 0, torch.zeros_like(h2p), h2p)
+    dLp = L2 - L1
+    dCp = C2p - C1p
+    dh = h2p - h1p
+    dh = torch.where(dh > 180, dh - 360, torch.where(dh < -180, dh + 360, dh))
+    zero = (C1p * C2p) == 0
+    dh = torch.where(zero, torch.zeros_like(dh), dh)
+    dHp = 2 * torch.sqrt(C1p * C2p) * torch.sin(torch.deg2rad(dh / 2))
+    Lm = (L1 + L2) / 2
+    Cmp = (C1p + C2p) / 2
+    hsum = h1p + h2p
+    hm = torch.where((h1p - h2p).abs() <= 180, hsum / 2, torch.where(hsum < 360, (hsum + 360) / 2, (hsum - 360) / 2))
+    hm = torch.where(zero, hsum, hm)
+    T = (
+        1
+        - 0.17 * torch.cos(torch.deg2rad(hm - 30))
+        + 0.24 * torch.cos(torch.deg2rad(2 * hm))
+        + 0.32 * torch.cos(torch.deg2rad(3 * hm + 6))
+        - 0.20 * torch.cos(torch.deg2rad(4 * hm - 63))
+    )
+    d_theta = 30 * torch.exp(-(((hm - 275) / 25) ** 2))
+    Cmp7 = Cmp**7
+    Rc = 2 * torch.sqrt(Cmp7 / (Cmp7 + 25.0**7))
+    Sl = 1 + 0.015 * (Lm - 50) ** 2 / torch.sqrt(20 + (Lm - 50) ** 2)
+    Sc = 1 + 0.045 * Cmp
+    Sh = 1 + 0.015 * Cmp * T
+    Rt = -torch.sin(torch.deg2rad(2 * d_theta)) * Rc
+    tl, tc, th = dLp / Sl, dCp / Sc, dHp / Sh
+    return torch.sqrt(tl**2 + tc**2 + th**2 + Rt * tc * th)

@@ -255,15 +255,30 @@ def image_format(path: str | os.PathLike) -> str:
     return fmt
 
 
+def for_format(im: Image.Image, fmt: str) -> Image.Image:
+    """``im`` converted where format ``fmt`` cannot hold its mode (JPEG gets RGB; P becomes RGB(A) outside
+    the palette formats)."""
+    if fmt == "JPEG" and im.mode not in ("RGB", "L", "CMYK"):
+        return im.convert("RGB")
+    if im.mode == "P" and fmt not in _PALETTE_FORMATS:
+        return im.convert("RGBA" if "transparency" in im.info else "RGB")
+    return im
+
+
 def save_pil(im: Image.Image, path: str | os.PathLike, *, force: bool = False, **options: Any) -> Path:
     """Save a PIL image atomically in the format of the path's suffix; P and RGBA images are converted when
     the format cannot hold them (JPEG gets RGB)."""
     fmt = image_format(path)
-    if fmt == "JPEG" and im.mode not in ("RGB", "L", "CMYK"):
-        im = im.convert("RGB")
-    elif im.mode == "P" and fmt not in _PALETTE_FORMATS:
-        im = im.convert("RGBA" if "transparency" in im.info else "RGB")
+    im = for_format(im, fmt)
     return atomic_write(path, lambda f: im.save(f, format=fmt, **options), force=force)
+
+
+def encode_for(im: Image.Image, path: str | os.PathLike, **options: Any) -> bytes:
+    """The bytes that :func:`save_pil` would write to ``path`` (to check a size before writing)."""
+    fmt = image_format(path)
+    buf = io.BytesIO()
+    for_format(im, fmt).save(buf, format=fmt, **options)
+    return buf.getvalue()
 
 
 def save_image(image: Any, path: str | os.PathLike, *, force: bool = False) -> Path:

@@ -2,18 +2,33 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import sys
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 
-def track(items: list, enabled: bool, desc: str) -> Iterable:
-    """``items`` wrapped in a tqdm bar when ``enabled`` and tqdm is installed."""
-    if not enabled:
-        return items
+def progress(iterable: Iterable[T], *, enabled: bool, desc: str, total: int | None = None) -> Iterator[T]:
+    """``iterable``, with a tqdm bar on stderr when ``enabled`` and stderr is a terminal.
+
+    Silent (the plain iterable) when ``enabled`` is False (``--quiet``, ``--json``), when stderr is not a
+    terminal, or when tqdm is not installed (it is optional).
+    """
+    if not enabled or not _is_tty(sys.stderr):
+        return iter(iterable)
     try:
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
     except ImportError:
-        return items
-    return tqdm(items, desc=desc, leave=False, disable=None)  # disable=None: only on a terminal
+        return iter(iterable)
+    return iter(tqdm(iterable, desc=desc, total=total, leave=False, file=sys.stderr, dynamic_ncols=True))
+
+
+def _is_tty(stream: Any) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
 
 
 class Progress:
