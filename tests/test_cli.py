@@ -104,7 +104,7 @@ def test_bad_inputs(capsys, small_photo, tmp_path):
     assert code == 0  # the same file twice is one input
     (tmp_path / "o.png").unlink()
     code, _, err = run(capsys, "quantize", small_photo, "-o", small_photo, "--force")
-    one_line_error(code, err, "is one of the inputs")
+    one_line_error(code, err, "is the input file")
     code, _, err = run(capsys, "quantize", small_photo)
     one_line_error(code, err, "--out-dir")
     code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--device", "cuda:7")
