@@ -220,7 +220,7 @@ def test_console_script(small_photo, tmp_path):
 
 def test_demo_without_matplotlib_or_tqdm(capsys, small_photo, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.setitem(sys.modules, "tqdm.auto", None)
+    monkeypatch.setitem(sys.modules, "tqdm", None)
     out = tmp_path / "d"
     code, text, _ = run(capsys, "demo", "--out", out, "--image", small_photo, "-k", "8")
     assert code == 0 and "plots skipped: matplotlib is not installed" in text
