@@ -111,7 +111,8 @@ def test_quantize_and_segment_refuse_to_write_over_the_input(capsys, photo, tmp_
     extra = ["--force"] if force else []
     code, _, err = run_cli(capsys, "quantize", photo, "-o", target, "-k", "2", *extra)
     one_line_error(code, err, "input")
-    code, _, err = run_cli(capsys, "segment", photo, "-o", tmp_path / "seg.png", "--mean-image", target, "-k", "2", *extra)
+    seg = tmp_path / "seg.png"
+    code, _, err = run_cli(capsys, "segment", photo, "-o", seg, "--mean-image", target, "-k", "2", *extra)
     one_line_error(code, err, "input")
     assert photo.read_bytes() == before
     assert not (tmp_path / "seg.png").exists()
