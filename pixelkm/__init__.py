@@ -6,7 +6,7 @@ from ._minibatch import MiniBatchKMeans
 from ._result import AssignUpdateResult
 from ._stream import fit_stream, predict_stream
 from ._strips import read_strips, strip_readable
-from ._validation import NotFittedError
+from ._validation import ConvergenceWarning, NotFittedError
 from .backends import available_backends
 from .ops import assign_update
 
@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AssignUpdateResult",
+    "ConvergenceWarning",
     "KMeans",
     "MiniBatchKMeans",
     "NotFittedError",
