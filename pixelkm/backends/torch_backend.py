@@ -3,6 +3,11 @@
 It runs wherever torch runs (CPU, CUDA, MPS) and is the oracle of every other backend. Its extra
 memory is bounded: it never builds the full n x k distance matrix, only one (b, rows, k) block at a time.
 
+Its labels are the nearest centers of the direct differences ``sum((x - c)^2)`` whatever the magnitudes: the
+matmul's block is checked against its rounding-error bound (see :mod:`pixelkm._distances`), which needs the
+second-nearest center of every point (a second argmin over the block: on the CPU it costs about what the first
+does), and the few points whose margin is below the bound are recomputed from direct differences once per pass.
+
 On the CPU every chunk reuses the same few buffers (``out=`` everywhere: a fresh multi-megabyte tensor per chunk
 costs page faults that took as long as the arithmetic), and a fit may hand in a ``cache`` dict in which the
 augmented data of the first pass is kept for the next ones (see :class:`_Prepared`).

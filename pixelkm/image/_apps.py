@@ -194,8 +194,10 @@ class SaveInfo:
         return None if not self.original_bytes else self.bytes / self.original_bytes
 
 
-def _save(im: Image.Image, path: str | os.PathLike, force: bool, original_bytes: int | None = None) -> SaveInfo:
-    p = save_pil(im, path, force=force)
+def _save(
+    im: Image.Image, path: str | os.PathLike, force: bool, original_bytes: int | None = None, inputs=()
+) -> SaveInfo:
+    p = save_pil(im, path, force=force, inputs=inputs)
     return SaveInfo(p, p.stat().st_size, original_bytes)
 
 
@@ -267,7 +269,7 @@ class QuantizeResult:
         original = self._img.file_size
         if original is None:
             original = encoded_size(self._img.to_pil())
-        return _save(self.to_pil(), path, force, original)
+        return _save(self.to_pil(), path, force, original, (self._img.path,))  # never over the input
 
     def dither(self) -> QuantizeResult:
         """The same palette applied with Floyd-Steinberg dithering (no new fit)."""
