@@ -17,6 +17,7 @@ _PUBLIC = {
     "KMeans": ".estimators.kmeans",
     "kmeans": ".estimators.kmeans",
     "MiniBatchKMeans": ".estimators.minibatch",
+    "ConvergenceWarning": "._validation",
     "NotFittedError": "._validation",
     "assign_update": ".ops",
     "available_backends": ".backends",
@@ -30,6 +31,7 @@ _SUBMODULES = ("distributed", "image", "nn")
 
 __all__ = [
     "AssignUpdateResult",
+    "ConvergenceWarning",
     "KMeans",
     "MiniBatchKMeans",
     "NotFittedError",
@@ -63,7 +65,7 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:  # for type checkers and IDEs: the names as if imported eagerly
     from . import distributed, image, nn  # noqa: F401
     from ._result import AssignUpdateResult
-    from ._validation import NotFittedError
+    from ._validation import ConvergenceWarning, NotFittedError
     from .backends import available_backends
     from .estimators.kmeans import KMeans, kmeans
     from .estimators.minibatch import MiniBatchKMeans

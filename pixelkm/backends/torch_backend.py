@@ -3,6 +3,11 @@
 It runs wherever torch runs (CPU, CUDA, MPS) and is the oracle of every other backend. Its extra
 memory is bounded: it never builds the full n x k distance matrix, only one (b, rows, k) block at a time.
 
+Its labels are the nearest centers of the direct differences ``sum((x - c)^2)`` whatever the magnitudes: the
+matmul's block is checked against its rounding-error bound (see :mod:`pixelkm._distances`), which needs the
+second-nearest center of every point (a second argmin over the block: on the CPU it costs about what the first
+does), and the few points whose margin is below the bound are recomputed from direct differences once per pass.
+
 On the CPU every chunk reuses the same few buffers (``out=`` everywhere: a fresh multi-megabyte tensor per chunk
 costs page faults that took as long as the arithmetic), and a fit may hand in a ``cache`` dict in which the
 augmented data of the first pass is kept for the next ones (see :class:`_Prepared`).
@@ -216,6 +221,7 @@ class TorchBackend(Backend):
         thr_buf = torch.empty(b, min(rows, n), dtype=cdt, device=dev)
         lab2_buf = torch.empty(b, min(rows, n), dtype=torch.int64, device=dev)
         n_checked = 0
+        flagged = []  # (problem, row, label) of the points whose margin was below the bound, chunk by chunk
         labels = torch.empty(b, n, dtype=torch.int64, device=dev) if compute_labels else None
         min_sq = torch.empty(b, n, dtype=cdt, device=dev) if compute_labels and compute_distances else None
         upper = second = None
@@ -256,11 +262,14 @@ class TorchBackend(Backend):
             bound = torch.index_select(c_sq_flat, 0, flat, out=bound_buf[: b * r]).view(b, r)
             bound.add_(xa[..., d], alpha=2.0 * err)
             close = torch.lt(d2, torch.add(bound, nearest, out=thr_buf[:, :r]), out=close_buf[:, :r])
-            idx = _where(close)
-            if k > 1 and (idx is None or idx.shape[0]):
-                n_checked += r * b if idx is None else idx.shape[0]
+            idx = _where(close) if k > 1 else close.new_empty(0, 2, dtype=torch.int64)
+            if idx is None:  # while a CUDA graph is captured: every point recomputed now, then a select
+                n_checked += r * b
                 nearest, d2 = self._recompute(X, centers, start, lab, nearest, d2, close, idx)
                 flat = (lab + offsets).reshape(-1) if b > 1 else lab.reshape(-1)
+            elif idx.shape[0]:  # recomputed once for the whole pass, after it (a per-chunk call costs more)
+                n_checked += idx.shape[0]
+                flagged.append((idx[:, 0], idx[:, 1] + start, lab[idx[:, 0], idx[:, 1]]))
             if labels is not None and b > 1:
                 labels[:, start:stop] = lab
             if second is not None:  # nearest + err (|x|^2 + 2 |c|^2) and second - err |x|^2: sound bounds
@@ -268,15 +277,10 @@ class TorchBackend(Backend):
                 up, lo = upper[:, start:stop], second[:, start:stop]
                 torch.add(nearest, bound, out=up).sub_(xe)
                 torch.sub(d2, xe, out=lo).clamp_(min=0.0)
-                if idx is None or idx.shape[0]:  # the recomputed points: their exact values, rounded outwards
+                if idx is None:  # the recomputed points: their exact values, rounded outwards
                     eps = 2 * torch.finfo(cdt).eps
-                    if idx is None:
-                        up.copy_(torch.where(close, nearest * (1 + eps), up))
-                        lo.copy_(torch.where(close, d2 * (1 - eps), lo))
-                    else:
-                        pb, pr = idx[:, 0], idx[:, 1]
-                        up[pb, pr] = nearest[pb, pr] * (1 + eps)
-                        lo[pb, pr] = d2[pb, pr] * (1 - eps)
+                    up.copy_(torch.where(close, nearest * (1 + eps), up))
+                    lo.copy_(torch.where(close, d2 * (1 - eps), lo))
             if min_sq is not None:
                 # The expansion above has an absolute error of about eps * ||x||^2: recompute the distance
                 # to the chosen center directly (raw values, no shift), which costs d (not k) operations per point.
@@ -309,6 +313,20 @@ class TorchBackend(Backend):
             else:
                 sums.index_add_(0, flat, src.permute(1, 2, 0).reshape(b * r, d))
                 counts.index_add_(0, flat, torch.ones_like(flat, dtype=acc) if wc is None else wc)
+        if flagged:
+            self._fix_flagged(
+                X,
+                centers,
+                sample_weight,
+                flagged,
+                labels,
+                min_sq,
+                upper,
+                second,
+                counts,
+                sums_t.view(d, b * k) if cpu else sums,
+                cpu,
+            )
         if prep.whole and n_checked * 16 > b * n:  # the shift is far from where the centers went: prepare afresh
             prep.stale = True
         sums = sums_t.permute(1, 2, 0) if cpu else sums.view(b, k, d)
@@ -316,6 +334,38 @@ class TorchBackend(Backend):
             extras.min_sq_upper, extras.second_sq_lower = upper, second
             return AssignUpdateResult(labels, min_sq, sums, counts.view(b, k))
         return AssignUpdateResult(labels, min_sq, sums.to(cdt), counts.view(b, k).to(cdt))
+
+    @staticmethod
+    def _fix_flagged(X, centers, sample_weight, flagged, labels, min_sq, upper, second, counts, sums, cpu):
+        """Labels from direct differences for the flagged points of a pass, and the pass's outputs mended where
+        one changed: its value leaves the old cluster's sum and count for the new one's (``sums`` (d, b * k) on
+        the CPU, (b * k, d) elsewhere), its distance and bounds become the exact ones (rounded outwards)."""
+        pb, rows, old = (torch.cat(t).to(X.device) for t in zip(*flagged))
+        new, near, sec = exact_nearest(X[pb, rows], centers, pb)
+        cdt = centers.dtype
+        k = centers.shape[1]
+        if labels is not None:
+            labels[pb, rows] = new
+        if min_sq is not None:
+            min_sq[pb, rows] = near.to(cdt)
+        if upper is not None:
+            eps = 2 * torch.finfo(cdt).eps
+            upper[pb, rows] = (near * (1 + eps)).to(cdt)
+            second[pb, rows] = (sec * (1 - eps)).to(cdt)
+        moved = torch.nonzero(new != old).squeeze(1)
+        if not moved.numel():
+            return
+        pm, rm = pb[moved], rows[moved]
+        src, dst = pm * k + old[moved], pm * k + new[moved]
+        w = torch.ones(moved.numel(), dtype=torch.float64, device=X.device)
+        if sample_weight is not None:
+            w = sample_weight[pm, rm].to(torch.float64)
+        xw = X[pm, rm].to(torch.float64) * w.unsqueeze(1)  # (m, d): what the pass added, in the same float64
+        counts.index_add_(0, src, w, alpha=-1).index_add_(0, dst, w)
+        if cpu:  # (d, b * k)
+            sums.index_add_(1, src, xw.t(), alpha=-1).index_add_(1, dst, xw.t())
+        else:
+            sums.index_add_(0, src, xw, alpha=-1).index_add_(0, dst, xw)
 
     @staticmethod
     def _recompute(X, centers, start, lab, nearest, d2, close, idx):

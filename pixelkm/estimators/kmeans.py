@@ -78,6 +78,8 @@ class KMeans(BaseEstimator):
     verbose : bool, default=False
         Print the inertia at every iteration.
 
+    Tensors that require grad are read detached: k-means is fitted, not differentiated.
+
     Attributes
     ----------
     cluster_centers_ : ndarray or tensor of shape (n_clusters, n_features)
@@ -88,6 +90,9 @@ class KMeans(BaseEstimator):
     n_iter_ : int
         Lloyd iterations run by the best initialization.
     n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features,), object
+        The column names of a DataFrame X (all strings); then ``predict``, ``transform`` and ``score`` refuse other
+        columns or another order.
     """
 
     _estimator_type = "clusterer"

@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-import threading
 import warnings
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,10 +56,6 @@ class LoadedImage:
     def opaque(self) -> torch.Tensor | None:
         """Bool (H, W): the pixels that take part in a fit (alpha > 0); None when there is no alpha."""
         return None if self.alpha is None else self.alpha > 0
-
-    def __post_init__(self) -> None:
-        if self.path is not None:
-            _remember(self)  # an output never replaces the file of an image in use
 
     def to_pil(self) -> Image.Image:
         rgb = self.pixels.cpu().numpy()
@@ -213,31 +207,13 @@ def atomic_write(
     """Write a file through ``write(fileobj)`` atomically: a temporary file in the same folder, then a rename.
 
     An existing file is never replaced unless ``force`` (FileExistsError otherwise, checked again at the
-    rename so that a file that appears meanwhile is not lost). The file of an image loaded by this process (and
-    still held, e.g. by a result) and the files ``inputs`` are never replaced, ``force`` or not, whatever links
-    lead to them (ValueError). When ``write`` fails, or SIGTERM/SIGHUP/SIGINT end the process meanwhile, nothing is
-    left behind. Returns the path written.
+    rename so that a file that appears meanwhile is not lost). The files ``inputs`` (the inputs of the job) are
+    never replaced, ``force`` or not, whatever links lead to them (ValueError). When ``write`` fails, or
+    SIGTERM/SIGHUP/SIGINT end the process meanwhile, nothing is left behind. Returns the path written.
     """
-    with TempFile(path, force=force, inputs=(*inputs, *loaded_files())) as tmp:
+    with TempFile(path, force=force, inputs=inputs) as tmp:
         write(tmp.file)
         return tmp.commit()
-
-
-#: (weak reference to a LoadedImage, its file): the images read from files, while they are alive
-_LOADED: list[tuple[weakref.ref, str]] = []
-_LOADED_LOCK = threading.Lock()
-
-
-def _remember(img: LoadedImage) -> None:
-    with _LOADED_LOCK:
-        _LOADED[:] = [(r, p) for r, p in _LOADED if r() is not None]
-        _LOADED.append((weakref.ref(img), str(img.path)))
-
-
-def loaded_files() -> list[str]:
-    """The files of the images read by :func:`load_image` that are still held: outputs never replace them."""
-    with _LOADED_LOCK:
-        return [p for r, p in _LOADED if r() is not None]
 
 
 _PALETTE_FORMATS = {"PNG", "GIF", "BMP", "TIFF"}
@@ -265,12 +241,12 @@ def for_format(im: Image.Image, fmt: str) -> Image.Image:
     return im
 
 
-def save_pil(im: Image.Image, path: str | os.PathLike, *, force: bool = False, **options: Any) -> Path:
+def save_pil(im: Image.Image, path: str | os.PathLike, *, force: bool = False, inputs=(), **options: Any) -> Path:
     """Save a PIL image atomically in the format of the path's suffix; P and RGBA images are converted when
-    the format cannot hold them (JPEG gets RGB)."""
+    the format cannot hold them (JPEG gets RGB). The files ``inputs`` are never replaced."""
     fmt = image_format(path)
     im = for_format(im, fmt)
-    return atomic_write(path, lambda f: im.save(f, format=fmt, **options), force=force)
+    return atomic_write(path, lambda f: im.save(f, format=fmt, **options), force=force, inputs=inputs)
 
 
 def encode_for(im: Image.Image, path: str | os.PathLike, **options: Any) -> bytes:
