@@ -165,9 +165,13 @@ def default_precision(dtype: torch.dtype) -> str:
 def small_config(d: int, k: int, dtype: torch.dtype) -> dict:
     """Launch configuration of the small-d path: block sizes, unrolling, warps (every choice: ``all_configs``)."""
     f64 = dtype == torch.float64
-    # 4 warps: 8 points per thread (4 for float64), whose loads of each center are shared by 32 pairs; with the
-    # register reductions of k <= 16, 8 warps (ptxas spills a few bytes at d = 6 with 4 warps)
-    warps = 8 if k <= small_d.REDUCE_MAX_K else 4
+    # 4 warps: 8 points per thread (4 for float64), whose loads of each center are shared by 32 pairs. With the
+    # register reductions of k <= 16, 2 warps for d <= 4 (16 points per thread share each reduction tree: 14
+    # instead of 35 SASS per point and cluster at d = 3), else 8 warps (ptxas spills a few bytes with 4 at d = 6);
+    # float64 stays at 4 (triton 3.6 spills with 8)
+    warps = 4
+    if k <= small_d.REDUCE_MAX_K:
+        warps = 4 if f64 else 2 if d <= 4 else 8
     return {"block_n": 512 if f64 else 1024, "unroll": 4 if k >= 4 else 1, "num_warps": warps}
 
 
@@ -188,12 +192,11 @@ LARGE_CONFIGS = {
     "tf32x3": {"resident": 64, 16: (128, 64, 8), 32: (128, 64, 8), 64: (128, 64, 8), "tiles": (128, 64, 8)},
     "ieee": {"resident": 32, 16: (128, 32, 8), 32: (128, 32, 8), "tiles": (64, 32, 8)},
     "fp16": {
-        "resident": 256,
+        "resident": 128,  # a resident 256-wide float16 tile spills on triton 3.6 with every candidate
         16: (128, 64, 8),
         32: (128, 64, 8),
         64: (128, 64, 8),
         128: (128, 64, 8),
-        256: (128, 64, 8),
         "tiles": (128, 64, 8),
     },
     "f64": {"resident": 32, 16: (128, 64, 8), 32: (128, 32, 8), "tiles": (64, 32, 8)},
