@@ -41,7 +41,7 @@ echo "gpu_check: logs in $log_dir; commit $(git rev-parse --short HEAD 2>/dev/nu
 py=python3
 if ! command -v "$py" >/dev/null; then echo "gpu_check: python3 not found" >&2; exit 2; fi
 missing=$("$py" - <<'EOF'
-import importlib
+import importlib.util
 print(" ".join(m for m in ("torch", "triton", "numpy", "PIL", "pytest") if importlib.util.find_spec(m) is None))
 EOF
 )

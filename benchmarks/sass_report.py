@@ -6,14 +6,17 @@
 
 Per case: the launch configuration the launcher picks for the case's Lloyd step (labels in the narrowest dtype,
 no distances), compiled with ``triton.compile`` for ``GPUTarget("cuda", 90, 32)``; registers and shared memory
-from ``cuobjdump --dump-resource-usage``; spill bytes from ``ptxas -v`` on the PTX (both tools ship in the
-triton wheel); SASS instructions per (point, center) in the innermost loop of the distances (instructions
-between a backward branch and its target, divided by the pairs one thread handles per trip).
+from ``cuobjdump --dump-resource-usage`` (it ships in the triton wheel); spills: the stack frame of a cubin
+whose SASS stores to or loads from local memory (STL/LDL); SASS instructions per (point, center) in the innermost
+loop of the distances (instructions between a backward branch and its target, divided by the pairs one thread
+handles per trip).
 
 The estimate is a model, not a measurement: the instructions of the hot loops at the issue rate of an H100 SXM
 (132 SMs x 4 schedulers x 1.98 GHz, 32 lanes: 33.4 T lane-instructions/s), the tensor-core time of the large-d
-product at its dense data-sheet rate, and the bytes at the HBM rate, whichever is largest (they overlap), plus
-the passes after the kernel (program slots, sort, sorted sums). Floors: bytes / 3.35 TB/s (H100 SXM HBM3; the
+product at its dense data-sheet rate, the bytes at the HBM rate, and for k > 16 on small d the atomic adds at an
+assumed one per clock per SM, whichever is largest (they overlap), plus the passes after the kernel (sort and
+sorted sums for large d). For a loop over feature tiles (d above the resident limit) SASS per pair is the inner
+loop times the number of tiles. Floors: bytes / 3.35 TB/s (H100 SXM HBM3; the
 H200 has 4.8 TB/s) and 2 n k d operations / 66.9 TFLOP/s (float32 non-tensor, H100 SXM: 132 SMs x 128 lanes x 2
 x 1.98 GHz) for small d, / 494.7 TFLOP/s (TF32 dense), 989 (float16 dense) or 165 (3-pass TF32) for large d.
 Targets are those of issue 13 (image cases) and flash-kmeans' measured H200 times (embeddings).
@@ -44,6 +47,7 @@ TARGET = ("cuda", 90, 32)
 HBM = 3.35e12  # bytes/s, H100 SXM (H200: 4.8e12)
 ISSUE = 132 * 4 * 32 * 1.98e9  # lane-instructions/s, H100 SXM
 FP32 = 132 * 128 * 2 * 1.98e9  # 66.9 TFLOP/s
+ATOMICS = 132 * 1.98e9  # atomic adds/s into L2: an assumption (one per clock per SM), to be checked on a GPU
 TENSOR = {"tf32": 494.7e12, "tf32x3": 494.7e12 / 3, "fp16": 989.4e12, "ieee": FP32}
 BIN = Path(triton.__file__).parent / "backends" / "nvidia" / "bin"
 TL = {
@@ -77,20 +81,10 @@ def backend_missing() -> str | None:
         from triton.backends.nvidia.compiler import CUDABackend  # noqa: F401
     except ImportError as exc:
         return f"triton's nvidia backend is not installed ({exc})"
-    for tool in ("ptxas", "cuobjdump"):
+    for tool in ("cuobjdump",):
         if not (BIN / tool).exists():
             return f"{BIN / tool} is missing from the triton wheel"
     return None
-
-
-def ptxas_path() -> str:
-    """The ptxas that triton itself uses for sm_90 (triton 3.9 ships a newer one as ptxas-blackwell)."""
-    from triton.backends.nvidia import compiler
-
-    try:
-        return compiler.get_ptxas(90).path
-    except TypeError:  # older triton: get_ptxas() takes no arch
-        return compiler.get_ptxas().path
 
 
 def compile_sm90(fn, types: dict, constexprs: dict, num_warps: int, num_stages: int = 3):
@@ -113,19 +107,11 @@ def resources(ck) -> dict:
             [BIN / "cuobjdump", "--dump-resource-usage", cubin], capture_output=True, text=True, check=True
         ).stdout
         sass = subprocess.run([BIN / "cuobjdump", "-sass", cubin], capture_output=True, text=True, check=True).stdout
-        ptx = Path(tmp) / "k.ptx"
-        ptx.write_text(ck.asm["ptx"])
-        arch = re.search(r"\.target\s+(sm_\w+)", ck.asm["ptx"]).group(1)
-        verbose = subprocess.run(
-            [ptxas_path(), "-v", f"--gpu-name={arch}", ptx, "-o", Path(tmp) / "v.cubin"],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stderr
     regs = int(re.search(r"REG:(\d+)", usage).group(1))
     static_shared = int(re.search(r"SHARED:(\d+)", usage).group(1))
-    spills = sum(int(m) for m in re.findall(r"(\d+) bytes spill (?:stores|loads)", verbose))
     stack = int(re.search(r"STACK:(\d+)", usage).group(1))
+    # spills: the stack frame of a cubin that stores to / loads from local memory (what runs, not a re-run of ptxas)
+    spills = stack if re.search(r"\b(STL|LDL)\b", sass) else 0
     return {
         "registers": regs,
         "shared_bytes": static_shared + int(ck.metadata.shared),
@@ -189,8 +175,14 @@ def small_variant(dtype, d, k, *, labels=torch.uint8, write_dist=False, weighted
     ck = compile_sm90(small_d._small_d_kernel, types, const, cfg["num_warps"])
     res = resources(ck)
     loop = hot_loop(res["sass"], "FSETP" if cdt == torch.float32 else "DSETP")
-    per_thread = cfg["block_n"] // (32 * cfg["num_warps"]) * cfg["unroll"]
-    res["sass_per_pair"] = len(loop) / per_thread
+    points = cfg["block_n"] // (32 * cfg["num_warps"])  # per thread
+    res["sass_per_pair"] = len(loop) / (points * cfg["unroll"])
+    if update == 1:  # the loop over clusters of the update: reductions (shuffles) and atomics, per point
+        res["update_per_pair"] = len(hot_loop(res["sass"], "SHFL")) / points
+    else:  # the atomic adds of the update: d + 1 per point, and their address arithmetic
+        res["update_per_point"] = (
+            len([t for t in res["sass"].splitlines() if re.search(r"\bRED|\bATOM", t)]) * 3 / points
+        )
     res["config"] = {**cfg, "update": update}
     return res
 
@@ -198,7 +190,7 @@ def small_variant(dtype, d, k, *, labels=torch.uint8, write_dist=False, weighted
 def large_variant(dtype, d, k, precision):
     """Compile the large-d kernel as the launcher configures it (labels only, no distances)."""
     cdt = torch.float64 if dtype == torch.float64 else torch.float32
-    cfg = au.large_config(d, k, cdt, precision)
+    cfg = au.large_config(d, k, cdt, precision, dtype)
     odt = au.PRECISIONS[precision][0] or cdt
     types = {
         "x_ptr": "*" + TL[dtype],
@@ -220,8 +212,9 @@ def large_variant(dtype, d, k, precision):
     ck = compile_sm90(au._large_d_kernel, types, const, cfg["num_warps"], cfg["num_stages"])
     res = resources(ck)
     mma = "DMMA" if cdt == torch.float64 else ("(HMMA|HGMMA)" if precision != "ieee" else "FFMA")
-    loop = hot_loop(res["sass"], mma)
-    res["sass_per_pair"] = len(loop) / (cfg["block_n"] * cfg["block_k"] / (32 * cfg["num_warps"]))
+    loop = hot_loop(res["sass"], mma)  # with RESIDENT the loop over centers; else the inner loop over features
+    trips = 1 if cfg["resident"] else triton.cdiv(d, cfg["block_d"])
+    res["sass_per_pair"] = len(loop) * trips / (cfg["block_n"] * cfg["block_k"] / (32 * cfg["num_warps"]))
     res["config"] = cfg
     return res
 
@@ -240,7 +233,8 @@ def helper_variants():
             "counts_ptr": "*fp64",
             **{a: "i32" for a in ("total", "n", "d", "stride_xb", "stride_xn", "stride_xd", "stride_wb", "stride_wn")},
         }
-        const = {"PIECE": sorted_sums.PIECE, "BLOCK_D": 128, "HAS_W": True, "F64": dtype == torch.float64}
+        block_d = 32 if dtype == torch.float64 else 64  # as sorted_sums() picks for d >= 64
+        const = {"PIECE": sorted_sums.PIECE, "BLOCK_D": block_d, "HAS_W": True, "F64": dtype == torch.float64}
         ck = compile_sm90(sorted_sums._sorted_sums_kernel, types, const, 4)
         out.append((f"sorted_sums {TL[dtype]}", resources(ck)))
         types = {
@@ -269,17 +263,16 @@ def case_row(case, n, d, k, dtype, target):
         res = small_variant(dtype, d, k, labels=label_dt, weighted=False)
         bytes_ = n * d * dtype.itemsize + n * label_dt.itemsize
         floor = max(bytes_ / HBM, 2 * n * k * d / FP32)
-        update_per_point = 0  # the update of UPDATE 2 is d + 1 atomics per point; UPDATE 1: trees per cluster
-        if res["config"]["update"] == 1:
-            update_per_point = 4 * k * (d + 1)  # ~2 per element and cluster + a 5-level tree per 8 points
-        else:
-            update_per_point = 2 * (d + 1)
-        issue = n * (k * res["sass_per_pair"] + update_per_point) / ISSUE
-        estimate = max(issue, bytes_ / HBM)
+        if res["config"]["update"] == 1:  # per point: the cluster loop of the update, k trips
+            update, atomics = k * res["update_per_pair"], 0.0
+        else:  # per point: d + 1 atomic adds (x3 for their addresses), at an assumed 1 per clock per SM
+            update, atomics = res["update_per_point"], n * (d + 1) / ATOMICS
+        issue = n * (k * res["sass_per_pair"] + update) / ISSUE
+        estimate = max(issue, bytes_ / HBM, atomics)
     else:
         prec = au.default_precision(dtype)
         res = large_variant(dtype, d, k, prec)
-        bytes_ = n * d * dtype.itemsize + n * 4
+        bytes_ = n * d * dtype.itemsize + n * label_dt.itemsize
         rate = TENSOR[prec]
         floor = max(bytes_ / HBM, 2 * n * k * d / rate)
         issue = n * k * res["sass_per_pair"] / ISSUE

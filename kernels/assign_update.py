@@ -16,7 +16,8 @@ Two paths; no n x k distance matrix is ever written:
   walks every center with direct differences; the sums come from per-program float64 slots (one-hot products
   on the tensor cores per tile of clusters), summed by torch in a fixed order: the same bits in both modes.
 - larger d: :func:`_large_d_kernel` here. A program keeps its (BLOCK_N, d) tile of points resident (d up to
-  ``RESIDENT_D_MAX``; above it the features are walked in tiles), walks the centers in tiles of BLOCK_K with
+  a limit per precision, ``LARGE_CONFIGS``; above it the features are walked in tiles), walks the centers in
+  tiles of BLOCK_K with
   ``tl.dot`` and a running argmin, and writes int32 labels. The sums then come from
   ``kernels/sorted_sums.py`` (fast mode: points sorted by label, one float64 atomic add per run of a cluster
   and feature) or ``kernels/cluster_sums.py`` (deterministic mode: per-program partials, fixed order).
@@ -39,8 +40,6 @@ from .sorted_sums import sorted_sums
 
 #: largest batch b of one launch: the batch is grid axis 1, limited to 65535 programs by CUDA
 MAX_BATCH = 65535
-#: largest d whose (BLOCK_N, d) tile of points stays resident across all center tiles
-RESIDENT_D_MAX = 256
 #: programs per problem that the small-d path aims for (more blocks per program above it); shapes alone fix it
 MAX_PROGRAMS = 1024
 #: sm_90 (H100/H200) limits that every launch configuration must respect (checked by tests/test_sass.py)
@@ -166,21 +165,63 @@ def default_precision(dtype: torch.dtype) -> str:
 def small_config(d: int, k: int, dtype: torch.dtype) -> dict:
     """Launch configuration of the small-d path: block sizes, unrolling, warps (every choice: ``all_configs``)."""
     f64 = dtype == torch.float64
-    return {"block_n": 512 if f64 else 1024, "unroll": 4 if k >= 4 else 1, "num_warps": 4}
+    # 4 warps: 8 points per thread (4 for float64), whose loads of each center are shared by 32 pairs. With the
+    # register reductions of k <= 16, 2 warps for d <= 4 (16 points per thread share each reduction tree: 14
+    # instead of 35 SASS per point and cluster at d = 3), else 8 warps (ptxas spills a few bytes with 4 at d = 6);
+    # float64 stays at 4 (triton 3.6 spills with 8)
+    warps = 4
+    if k <= small_d.REDUCE_MAX_K:
+        warps = 4 if f64 else 2 if d <= 4 else 8
+    return {"block_n": 512 if f64 else 1024, "unroll": 4 if k >= 4 else 1, "num_warps": warps}
 
 
-def large_config(d: int, k: int, dtype: torch.dtype, precision: str) -> dict:
-    """Launch configuration of the large-d path (every choice: ``all_configs``)."""
-    resident = d <= RESIDENT_D_MAX
-    block_d = max(16, triton.next_power_of_2(d)) if resident else 64
-    f64 = dtype == torch.float64
-    wide = block_d > 128 or f64
+#: Large-d launch configurations per precision ("f64": float64 data): the largest d whose tile of points stays
+#: resident, and (BLOCK_N, BLOCK_K, num_warps) per BLOCK_D, "tiles" for d above it (features in tiles of
+#: ``FEATURE_TILE``). Chosen by compiling every candidate for sm_90 with triton 3.9 and 3.6 (fewest SASS
+#: instructions per pair among those without register spills); a resident float32 tile costs BLOCK_N * d / 32
+#: / warps registers, so it stops at d = 128 for one TF32 pass and earlier for the costlier precisions.
+LARGE_CONFIGS = {
+    "tf32": {
+        "resident": 128,
+        16: (128, 64, 8),
+        32: (128, 64, 8),
+        64: (128, 64, 8),
+        128: (128, 32, 8),
+        "tiles": (128, 64, 8),
+    },
+    "tf32x3": {"resident": 64, 16: (128, 64, 8), 32: (128, 64, 8), 64: (128, 64, 8), "tiles": (128, 64, 8)},
+    "ieee": {"resident": 32, 16: (128, 32, 8), 32: (128, 32, 8), "tiles": (64, 32, 8)},
+    "fp16": {
+        "resident": 128,  # a resident 256-wide float16 tile spills on triton 3.6 with every candidate
+        16: (128, 64, 8),
+        32: (128, 64, 8),
+        64: (128, 64, 8),
+        128: (128, 64, 8),
+        "tiles": (128, 64, 8),
+    },
+    "f64": {"resident": 32, 16: (128, 64, 8), 32: (128, 32, 8), "tiles": (64, 32, 8)},
+}
+#: exceptions for uint8 data: (precision, BLOCK_D) -> (BLOCK_N, BLOCK_K, num_warps) (its conversion costs registers)
+UINT8_CONFIGS = {("tf32", 128): (64, 32, 4)}
+#: features per tile above the resident limit
+FEATURE_TILE = 32
+
+
+def large_config(d: int, k: int, dtype: torch.dtype, precision: str, x_dtype: torch.dtype | None = None) -> dict:
+    """Launch configuration of the large-d path (every choice: ``all_configs``); ``dtype`` is the compute dtype,
+    ``x_dtype`` that of the data."""
+    table = LARGE_CONFIGS["f64" if dtype == torch.float64 else precision]
+    resident = d <= table["resident"]
+    block_d = max(16, triton.next_power_of_2(d)) if resident else FEATURE_TILE
+    block_n, block_k, warps = table[block_d] if resident else table["tiles"]
+    if x_dtype == torch.uint8 and (precision, block_d) in UINT8_CONFIGS and resident:
+        block_n, block_k, warps = UINT8_CONFIGS[precision, block_d]
     return {
-        "block_n": 64 if wide else 128,
-        "block_k": 64 if k > 32 else max(16, triton.next_power_of_2(k)),
+        "block_n": block_n,
+        "block_k": block_k,
         "block_d": block_d,
         "resident": resident,
-        "num_warps": 8 if not f64 else 4,
+        "num_warps": warps,
         "num_stages": 2,
     }
 
@@ -188,27 +229,33 @@ def large_config(d: int, k: int, dtype: torch.dtype, precision: str) -> dict:
 def all_configs() -> list[dict]:
     """Every (path, dtype, constexpr, launch) combination the launcher can pick, for the sm_90 limits test.
 
-    Flags that only remove work (no weights, no labels or distances written) are taken at their heaviest.
+    Flags that only remove work (no weights, no labels or distances written) are taken at their heaviest, and
+    k only matters through the unrolling and the update of the small-d path: a BLOCK_K tile masks the rest.
+    For uint8/float16/bfloat16 data only their default large-d precision is listed (the operands are the same
+    as float32 data's; only the width of the loads differs); float32 data covers every precision.
     """
     out = []
     for dtype in (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64):
-        for d in range(1, small_d.D_MAX + 1):
+        wide = dtype in (torch.float32, torch.float64)
+        for d in range(1, small_d.D_MAX + 1) if wide else (3, small_d.D_MAX):
             for k in (3, 16, 64):  # unroll 1 and 4; update 1 and 2
                 out.append({"path": "small", "dtype": dtype, "d": d, "k": k, **small_config(d, k, dtype)})
         precisions = ["ieee"] if dtype == torch.float64 else list(PRECISIONS)
+        if dtype in (torch.uint8, torch.float16, torch.bfloat16):
+            precisions = [default_precision(dtype)]  # the load width only; float32 data covers the others
         for prec in precisions:
-            for d in (16, 32, 64, 128, 256, 257):  # every BLOCK_D: next power of 2 up to 256, then tiles of 64
-                for k in (16, 64):
-                    out.append(
-                        {
-                            "path": "large",
-                            "dtype": dtype,
-                            "d": d,
-                            "k": k,
-                            "precision": prec,
-                            **large_config(d, k, dtype, prec),
-                        }
-                    )
+            table = LARGE_CONFIGS["f64" if dtype == torch.float64 else prec]
+            for d in sorted({max(9, bd) for bd in table if isinstance(bd, int)} | {table["resident"] + 1}):
+                out.append(
+                    {
+                        "path": "large",
+                        "dtype": dtype,
+                        "d": d,
+                        "k": 64,
+                        "precision": prec,
+                        **large_config(d, 64, dtype, prec, dtype),
+                    }
+                )
     return out
 
 
@@ -334,7 +381,7 @@ def assign_update(
     dot_dtype, dot_precision = PRECISIONS[precision]
     if is_interpreted() and dot_precision != "ieee":
         dot_precision = "ieee"  # the interpreter computes tl.dot in float32 whatever the precision asked
-    cfg = large_config(d, k, cdt, precision)
+    cfg = large_config(d, k, cdt, precision, X.dtype)
     bn = block_n or cfg["block_n"]
     # Distances are translation invariant: work around the centers' mean s so that data far from the origin
     # keeps its digits in ||x - s||^2 - 2 (x - s).(c - s) + ||c - s||^2 (as the torch reference does).

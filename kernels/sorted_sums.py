@@ -95,7 +95,7 @@ def sorted_sums(
     sums = torch.zeros(b, k, d, dtype=torch.float64, device=X.device)
     counts = torch.zeros(b, k, dtype=torch.float64, device=X.device)
     w = sample_weight
-    block_d = min(128, max(16, triton.next_power_of_2(d)))
+    block_d = min(32 if X.dtype == torch.float64 else 64, max(16, triton.next_power_of_2(d)))
     grid = (triton.cdiv(b * n, PIECE), triton.cdiv(d, block_d))
     _sorted_sums_kernel[grid](
         X,
