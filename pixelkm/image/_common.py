@@ -308,6 +308,8 @@ def png_options(im: Image.Image, path: str | os.PathLike) -> dict[str, Any]:
     return {}
 
 
-def save_as(im: Image.Image, path: str | os.PathLike, force: bool, original_bytes: int | None = None) -> SaveInfo:
-    p = save_pil(im, path, force=force, **png_options(im, path))
+def save_as(
+    im: Image.Image, path: str | os.PathLike, force: bool, original_bytes: int | None = None, inputs=()
+) -> SaveInfo:
+    p = save_pil(im, path, force=force, inputs=inputs, **png_options(im, path))
     return SaveInfo(p, p.stat().st_size, original_bytes)

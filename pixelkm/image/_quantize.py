@@ -151,11 +151,12 @@ class QuantizeResult:
         With ``max_bytes`` (an output larger than that) or ``skip_if_larger`` (an output larger than the
         original) nothing is written and ``SaveInfo.skipped`` says why, as pngquant's ``--skip-if-larger``.
         """
+        inputs = (self._img.path,)  # never over the input, force or not
         original = self._img.file_size
         if original is None:
             original = encoded_size(self._img.to_pil())
         if max_bytes is None and not skip_if_larger:
-            return save_as(self.to_pil(), path, force, original)
+            return save_as(self.to_pil(), path, force, original, inputs)
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
             raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
         data = encode_for(self.to_pil(), path)
@@ -166,7 +167,7 @@ class QuantizeResult:
             why = f"{len(data)} bytes would be larger than the original's {original} (--skip-if-larger)"
         if why is not None:
             return SaveInfo(Path(path), len(data), original, skipped=why)
-        p = atomic_write(path, lambda f: f.write(data), force=force)
+        p = atomic_write(path, lambda f: f.write(data), force=force, inputs=inputs)
         return SaveInfo(p, len(data), original)
 
     def dither(self) -> QuantizeResult:
