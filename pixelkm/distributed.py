@@ -109,10 +109,10 @@ def kmeans(
     if len({s[1] for s in sizes}) != 1:
         raise ValueError(f"every rank must hold the same number of features; got {[s[1] for s in sizes]}")
     n_local = [s[0] for s in sizes]
-    comm.offset, comm.n_total = sum(n_local[: comm.rank]), sum(n_local)
+    n_total = sum(n_local)
     params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": tol}
     params.update(backend=backend, random_state=random_state, spherical=spherical, fixed_iterations=fixed_iterations)
-    p = fit_params({**params, "init_sample_size": init_sample_size}, comm.n_total)
+    p = fit_params({**params, "init_sample_size": init_sample_size}, n_total)
 
     gen = resolve_generator(p["random_state"]) if isinstance(p["init"], str) else None
 
@@ -159,16 +159,16 @@ def _sampled_init(
     """k-means++ or random init on rank 0 over rows gathered from every rank: centers (1, k, d) on every rank
     (valid on rank 0, to be broadcast)."""
     dist, group, dev = comm.dist, comm.group, X.device
-    rank = comm.rank
+    rank, n_total = comm.rank, sum(n_local)
     _, n, d = X.shape
     seed = torch.tensor([gen.initial_seed() % 2**63], dtype=torch.int64, device=dev)
     comm.broadcast_(seed)
     size = sample_size or max(1 << 16, 64 * n_clusters)
-    if comm.n_total <= size:
+    if n_total <= size:
         take = torch.arange(n, device=dev)
         counts = n_local
     else:
-        counts = [max(1, round(size * m / comm.n_total)) for m in n_local]
+        counts = [max(1, round(size * m / n_total)) for m in n_local]
         local_gen = torch.Generator().manual_seed((int(seed) + 1 + rank) % 2**64)
         take = torch.randperm(n, generator=local_gen)[: counts[rank]].to(dev)
     if sum(counts) < n_clusters:

@@ -18,8 +18,6 @@ class LocalComm:
     is_local = True
     world = 1
     rank = 0
-    offset = 0  # global index of this process's first row
-    n_total: int | None = None  # rows of all processes together (None: this process's own)
 
     def sum_(self, t: torch.Tensor) -> None:
         """Sum ``t`` in place over the processes."""
@@ -35,28 +33,21 @@ class LocalComm:
     def broadcast_(self, t: torch.Tensor) -> None:
         """Overwrite ``t`` with rank 0's."""
 
-    def merge_farthest(self, vals: torch.Tensor, far: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """The global first K of every process's first K candidates (distance desc, global index asc)."""
-        return vals, far
-
 
 #: the communicator of a single process
 LOCAL = LocalComm()
 
 
 class DistComm(LocalComm):
-    """The ranks of a ``torch.distributed`` process group, each with its own rows (``offset``: the global index of
-    this rank's first row; ``n_total``: the rows of all ranks)."""
+    """The ranks of a ``torch.distributed`` process group, each with its own rows."""
 
     is_local = False
 
-    def __init__(self, group: Any = None, offset: int = 0, n_total: int | None = None) -> None:
+    def __init__(self, group: Any = None) -> None:
         import torch.distributed as dist
 
         self.dist = dist
         self.group = group
-        self.offset = offset
-        self.n_total = n_total
         self.world = dist.get_world_size(group)
         self.rank = dist.get_rank(group)
         self.src = 0 if group is None else dist.get_global_rank(group, 0)
@@ -76,14 +67,6 @@ class DistComm(LocalComm):
 
     def broadcast_(self, t: torch.Tensor) -> None:
         self.dist.broadcast(t, src=self.src, group=self.group)
-
-    def merge_farthest(self, vals: torch.Tensor, far: torch.Tensor, K: int) -> tuple[torch.Tensor, torch.Tensor]:
-        v = torch.cat(self.all_gather(vals), 1)
-        i = torch.cat(self.all_gather(far), 1)
-        order = torch.argsort(i, dim=1)
-        v, i = v.gather(1, order), i.gather(1, order)
-        order = torch.argsort(v, dim=1, descending=True, stable=True)[:, :K]
-        return v.gather(1, order), i.gather(1, order)
 
     def agree(self, error: Exception | None, device: torch.device, what: str) -> None:
         """Raise on every rank when a check failed on any rank (instead of leaving the others in a collective)."""

@@ -152,7 +152,7 @@ def _lloyd_bounded(
         sums, counts = sums.to(cdt).unsqueeze(0), counts.to(cdt).unsqueeze(0)
         if bool((counts <= 0).any()):  # refill from the farthest points; their move is in the sums, not the labels
             res = source.refill(source.assign(centers, True), centers, sync=True)
-            sums, counts, n_changed = res.sums, res.counts, -1
+            sums, counts = res.sums, res.counts  # (convergence still by the labels of the pass, as full passes)
             state.invalidate()
         # the centers exactly as a full pass gives them: its sums and counts rounded to the compute dtype
         new_centers = centers_from(sums, counts, centers)
@@ -160,7 +160,7 @@ def _lloyd_bounded(
         n_iter += 1
         centers = new_centers
         if verbose:
-            print(f"Iteration {it}: {max(n_changed, 0)} labels changed, center shift {float(shift[0]):.3g}")
+            print(f"Iteration {it}: {n_changed} labels changed, center shift {float(shift[0]):.3g}")
         if n_changed == 0 or shift[0] <= tol[0]:
             break
     labels, inertia = source.final(centers, False)

@@ -1,7 +1,8 @@
 """Empty clusters: each takes one of the points farthest from their centers, as scikit-learn does.
 
-The candidates are the whole data (in memory) or the k farthest rows kept by a streamed pass; over several
-processes, the candidates of every process are merged in the order of one process holding all the rows.
+The candidates are the whole data (in memory, one process) or the k farthest rows of each process's pass
+(:class:`Candidates`, a stream or a shard); over several processes, the candidates of every process are merged in
+the order of one process holding all the rows, and every process refills the same way.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from .._result import AssignUpdateResult
-from .comm import LOCAL, LocalComm
+from .comm import LocalComm
 
 
 def ordered_farthest(dist: torch.Tensor, K: int, offset: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,7 +41,6 @@ def relocate_empty_clusters(
     sample_weight: torch.Tensor | None,
     *,
     sync: bool = True,
-    comm: LocalComm = LOCAL,
 ) -> AssignUpdateResult:
     """Move every empty cluster onto the points farthest from their centers (as scikit-learn does).
 
@@ -48,8 +48,7 @@ def relocate_empty_clusters(
     the lowest index, the lowest-numbered empty cluster first; zero-weight points are never taken): that point's
     weight and value leave its old cluster's sums and counts and become the empty cluster's. Returns a result
     with updated sums/counts. Vectorized over problems; with ``sync=False`` it runs every step without
-    checking on the host whether any cluster is empty (it is then a no-op on the device). With a distributed
-    ``comm``, X holds this process's rows (global indices from ``comm.offset``).
+    checking on the host whether any cluster is empty (it is then a no-op on the device).
     """
     counts = res.counts
     empty = counts <= 0
@@ -57,21 +56,14 @@ def relocate_empty_clusters(
         return res
     b, k = counts.shape
     n, d = X.shape[1], X.shape[2]
-    K = min(k, n) if comm.is_local else k  # every process offers the same number of candidates
+    K = min(k, n)
     dist = res.min_sq_dist.to(torch.float64)
     if sample_weight is not None:
         dist = dist.masked_fill(sample_weight <= 0, -torch.inf)
-    if n < K:  # a shard smaller than k: pad with points that no process owns
-        dist = torch.cat([dist, dist.new_full((b, K - n), -torch.inf)], 1)
-    offset = comm.offset
-    vals, far = ordered_farthest(dist, K, offset)
-    if not comm.is_local:
-        far = torch.where(far < offset + n, far, torch.full_like(far, comm.n_total))
-        vals, far = comm.merge_farthest(vals, far, K)
+    _, far = ordered_farthest(dist, K)
     slot = (torch.cumsum(empty, 1) - 1).clamp(0, K - 1)  # the j-th empty cluster takes the j-th far point
-    point = far.gather(1, slot) - offset  # (b, k), a local index where this process owns the point
-    take = empty & (point >= 0) & (point < n)
-    point = point.clamp(0, n - 1)
+    point = far.gather(1, slot)  # (b, k)
+    take = empty
     wf = torch.ones(b, k, dtype=res.sums.dtype, device=X.device)
     if sample_weight is not None:
         wf = sample_weight.gather(1, point).to(res.sums.dtype)
@@ -80,9 +72,6 @@ def relocate_empty_clusters(
     old = res.labels.gather(1, point)
     give_sums = torch.zeros_like(res.sums).scatter_add_(1, old.unsqueeze(-1).expand(b, k, d), xw)
     give_counts = torch.zeros_like(counts).scatter_add_(1, old, wf)
-    if not comm.is_local:  # the owner of each far point tells every process about it
-        for t in (xw, wf, give_sums, give_counts):
-            comm.sum_(t)
     sums = torch.where(empty.unsqueeze(-1), xw, res.sums - give_sums)
     counts = torch.where(empty, wf, counts - give_counts)
     return AssignUpdateResult(res.labels, res.min_sq_dist, sums, counts)
@@ -126,8 +115,9 @@ class Candidates:
         out._keep(*(torch.cat(comm.all_gather(t)) for t in (x, dist, labels, w)))
         return out
 
-    def relocate(self, res: AssignUpdateResult, weighted: bool) -> AssignUpdateResult:
-        """Refill the empty clusters of ``res`` (sums (1, k, d), counts (1, k)) from these rows."""
+    def relocate(self, res: AssignUpdateResult, weighted: bool, sync: bool = True) -> AssignUpdateResult:
+        """Refill the empty clusters of ``res`` (sums (1, k, d), counts (1, k)) from these rows; labels and
+        distances stay those of ``res``."""
         r = AssignUpdateResult(self.labels.unsqueeze(0), self.dist.unsqueeze(0), res.sums, res.counts)
-        out = relocate_empty_clusters(r, self.x.unsqueeze(0), self.w.unsqueeze(0) if weighted else None)
-        return AssignUpdateResult(None, None, out.sums, out.counts)
+        out = relocate_empty_clusters(r, self.x.unsqueeze(0), self.w.unsqueeze(0) if weighted else None, sync=sync)
+        return AssignUpdateResult(res.labels, res.min_sq_dist, out.sums, out.counts)

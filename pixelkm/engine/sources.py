@@ -90,7 +90,12 @@ class BatchSource:
         """Empty clusters take the farthest points (a second pass when ``res`` has no distances)."""
         if res.min_sq_dist is None:
             res = self.assign(centers, True)
-        return relocate_empty_clusters(res, self.X, self.w, sync=sync, comm=self.comm)
+        if self.comm.is_local:
+            return relocate_empty_clusters(res, self.X, self.w, sync=sync)
+        far = Candidates(centers.shape[1])  # one problem (b = 1) per shard: its farthest rows, merged over ranks
+        w = None if self.w is None else self.w[0]
+        far.add(self.X[0], res.min_sq_dist[0].double(), res.labels[0], w, res.sums.dtype)
+        return far.merged(self.comm).relocate(res, w is not None, sync=sync)
 
     def labels(self, res: AssignUpdateResult) -> torch.Tensor:
         return res.labels if self.mask is None else res.labels.masked_fill(~self.mask, -1)

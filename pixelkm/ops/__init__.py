@@ -1,4 +1,5 @@
-"""The fused pass and its helpers: ``assign_update`` (validate, dispatch, out-of-memory retry, one result type)."""
+"""The fused pass ``assign_update`` (validate, dispatch, out-of-memory retry, one result type: ``assign.py``) and
+the one squared-distance primitive (``distance.py``)."""
 
 from .assign import assign_update, prepare_batched, run_assign_update
 
