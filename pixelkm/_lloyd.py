@@ -268,7 +268,9 @@ def use_bounds(
         why.append("it runs one problem at a time (not a batch)")
     if mask is not None or spherical or not sync or comm is not None or verbose:
         why.append("it needs no mask, no spherical k-means, host syncs, one process and verbose=False")
-    if not why and select_backend(backend, X, centers).name != "torch":
+    # i12 hook (drop at merge, when the engine's bounds loop calls Backend.bounds): the Hamerly loop runs its own
+    # torch passes, so auto's choice of the new "cpu" backend on the CPU must not switch it off
+    if not why and select_backend(backend, X, centers).name not in ("torch", "cpu"):
         why.append("it runs on the torch backend (the auto choice here is another one)")
     if algorithm == "hamerly":
         if why:
