@@ -12,7 +12,18 @@ else:
     CPU_MISSING = ""
 
 if CPU_AVAILABLE:
-    from .backend import CpuBackend
+    try:
+        from .backend import CpuBackend
+    except RuntimeError as err:  # cache=True where no cache folder is writable (read-only install, no user cache)
+        if "no locator available" not in str(err):
+            raise
+        import sys
+        import tempfile
+
+        numba.config.CACHE_DIR = tempfile.mkdtemp(prefix="pixelkm-numba-")  # compiled once per process, no error
+        for mod in ("kernels", "bounds", "backend"):
+            sys.modules.pop(f"{__name__}.{mod}", None)
+        from .backend import CpuBackend
 else:  # pragma: no cover
     CpuBackend = None  # type: ignore[assignment,misc]
 
