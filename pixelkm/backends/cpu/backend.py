@@ -155,7 +155,8 @@ class CpuBackend(Backend):
             for s0 in range(0, n, step):
                 s1 = min(n, s0 + step)
                 xs = X[s0:s1]
-                xn = xs.to(torch.float32).numpy() if convert else xs.contiguous().numpy()
+                # (C order for the converted chunks too: an 'F' array would be another compiled variant)
+                xn = (xs.to(torch.float32) if convert else xs).contiguous().numpy()
                 K.small_pass(
                     xn,
                     Cn,
@@ -168,7 +169,7 @@ class CpuBackend(Backend):
                     S,
                     N,
                     (0,) * d,
-                    (0,) * (mode + 1),
+                    mode,
                     nthreads,
                 )
             return

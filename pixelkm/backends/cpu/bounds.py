@@ -103,7 +103,6 @@ class HamerlyBounds:
             self._part_c,
             sums.numpy(),
             counts.numpy(),
-            (0,) * d,
             nt,
         )
         self.prev = c64

@@ -19,7 +19,9 @@ The small-``d`` kernels take the number of features as the length of a tuple arg
 length of a tuple is part of its type, hence a compile-time constant, and a call from Python dispatches on it
 without recompiling), so that the loop over the features is unrolled and the loop over a tile of :data:`TILE`
 points is vectorised (the points are the SIMD lanes; each center's coordinates are broadcast from registers).
-``modes`` likewise: ``(0,)`` = labels and sums, ``(0, 0)`` = also the distance to the second-nearest center.
+``mode`` is a plain int (0 = labels and sums, 1 = also the distance to the second-nearest center), tested once per
+center and tile outside the inner loop, so that both modes share one compiled variant: every variant costs about two
+seconds of compile on first use (cached on disk after), and the variants multiply (input dtype x d).
 """
 
 from __future__ import annotations
@@ -56,14 +58,14 @@ def fetch_add(typingctx, counter):
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, modes, nthreads):
+def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, mode, nthreads):
     """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
 
-    ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second`` is
-    written only in mode 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k) are float64 scratch.
+    ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second``
+    is written only when ``mode`` is 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k)
+    are float64 scratch.
     """
     D = len(dims)
-    MODE = len(modes) - 1
     n = X.shape[0]
     k = C.shape[0]
     has_w = w.shape[0] > 0
@@ -100,7 +102,7 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
                 bidx[:] = 0
                 for j in range(k):
                     cj = to_fixed_tuple(C[j], D)
-                    if MODE == 0:
+                    if mode == 0:
                         for p in range(TILE):
                             u = xt[0, p] - cj[0]
                             dd = u * u
@@ -131,7 +133,7 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
                         labels[i] = lab
                     if has_dist:
                         mind[i] = best[p]
-                    if MODE == 1:
+                    if mode == 1:
                         second[i] = sec[p]
                     if has_w:
                         wi = np.float64(w[i])
@@ -333,10 +335,11 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
 
 
 @njit(cache=True, parallel=True)
-def sums_by_label(X, w, labels, part_s, part_c, sums, counts, dims, nthreads):
-    """The sums and counts of a full pass (the same blocks, the same order: the same bits) from given labels."""
-    D = len(dims)
-    n = X.shape[0]
+def sums_by_label(X, w, labels, part_s, part_c, sums, counts, nthreads):
+    """The sums and counts of a full pass (the same blocks, the same order: the same bits) from given labels.
+
+    ``d`` is a run-time value here (no unrolling: a memory-bound loop), so one variant serves every ``d``."""
+    n, D = X.shape
     has_w = w.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
     ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
