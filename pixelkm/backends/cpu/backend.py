@@ -125,7 +125,11 @@ class CpuBackend(Backend):
         k = centers.shape[1]
         cdt = centers.dtype
         numba.set_num_threads(pass_threads())
-        labels = torch.empty(b, n, dtype=torch.int64)
+        prev = None if extras is None or compute_second or d > SMALL_D else extras.previous_labels
+        out = None if prev is None else extras.labels_out
+        ok = out is not None and out.shape == (b, n) and out.dtype == torch.int64 and out.is_contiguous()
+        labels = out if ok else torch.empty(b, n, dtype=torch.int64)
+        changed = None if prev is None else torch.zeros(b, dtype=torch.int64)
         want_dist = (compute_labels and compute_distances) or compute_second
         mind = torch.empty(b, n, dtype=cdt) if want_dist else None
         second = torch.empty(b, n, dtype=cdt) if compute_second else None
@@ -142,7 +146,12 @@ class CpuBackend(Backend):
                 None if second is None else second[i],
                 sums[i],
                 counts[i],
+                None if prev is None else prev[i],
             )
+            if changed is not None:
+                changed[i] = self._moved
+        if changed is not None:
+            extras.n_changed = changed
         if compute_second:
             s = rounding_slack(np.dtype(str(cdt).split(".")[1]), d)
             upper = mind * (1 + s)
@@ -153,8 +162,9 @@ class CpuBackend(Backend):
         out_dist = mind if compute_labels and compute_distances else None
         return AssignUpdateResult(out_lab, out_dist, sums.to(cdt), counts.to(cdt))
 
-    def _one(self, X, C, w, labels, mind, second, sums, counts) -> None:
-        """One problem: X (n, d), C (k, d); outputs written in place (mind/second may be None)."""
+    def _one(self, X, C, w, labels, mind, second, sums, counts, prev=None) -> None:
+        """One problem: X (n, d), C (k, d); outputs written in place (mind/second may be None). With ``prev``
+        (the previous labels; small d only), ``self._moved`` is the number of labels that differ from them."""
         import numba
 
         n, d = X.shape
@@ -177,6 +187,9 @@ class CpuBackend(Backend):
             nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
             part_s = np.empty((nb, k, d))
             part_c = np.empty((nb, k))
+            pv = np.empty(0, np.int64) if prev is None else prev.contiguous().numpy()
+            moved = np.zeros(nb if pv.size else 0, np.int64)
+            self._moved = 0
             for s0 in range(0, n, step):
                 s1 = min(n, s0 + step)
                 xs = X[s0:s1]
@@ -186,6 +199,8 @@ class CpuBackend(Backend):
                     Cn,
                     wn[s0:s1] if wn.size else wn,
                     lab[s0:s1],
+                    pv[s0:s1] if pv.size else pv,
+                    moved,
                     md[s0:s1] if md.size else md,
                     sc[s0:s1] if sc.size else sc,
                     part_s,
@@ -196,6 +211,8 @@ class CpuBackend(Backend):
                     (0,) * (mode + 1),
                     nthreads,
                 )
+                if pv.size:
+                    self._moved += int(moved[: (s1 - s0 + K.BLOCK - 1) // K.BLOCK].sum())
             return
         # large d: one fused pass (a single-threaded BLAS tile G = X C^T per worker, argmin / recheck / sums);
         # chunks of whole blocks, so that the float64 partials stay within PARTIALS_BYTES

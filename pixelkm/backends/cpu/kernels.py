@@ -56,11 +56,13 @@ def fetch_add(typingctx, counter):
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, modes, nthreads):
+def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, dims, modes, nthreads):
     """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
 
     ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second`` is
     written only in mode 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k) are float64 scratch.
+    ``prev`` (int64, length n or 0): the labels of the previous pass; then ``moved[b]`` gets the number of labels of
+    block b that differ from them (``moved`` has ceil(n / BLOCK) entries, or none when ``prev`` is empty).
     """
     D = len(dims)
     MODE = len(modes) - 1
@@ -69,6 +71,7 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
     has_w = w.shape[0] > 0
     has_lab = labels.shape[0] > 0
     has_dist = mind.shape[0] > 0
+    has_prev = prev.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
     ct = C.dtype.type
     ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
@@ -83,6 +86,7 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
             pc = part_c[b]
             ps[:] = 0.0
             pc[:] = 0.0
+            nm = 0
             xt = np.zeros((D, TILE), C.dtype)
             best = np.empty(TILE, C.dtype)
             sec = np.empty(TILE, C.dtype)
@@ -129,6 +133,8 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
                     lab = bidx[p]
                     if has_lab:
                         labels[i] = lab
+                    if has_prev:
+                        nm += prev[i] != lab
                     if has_dist:
                         mind[i] = best[p]
                     if MODE == 1:
@@ -142,6 +148,8 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
                         for f in range(D):
                             ps[lab, f] += np.float64(X[i, f])
                         pc[lab] += 1.0
+            if has_prev:
+                moved[b] = nm
     _reduce(part_s, part_c, nb, sums, counts)
 
 
