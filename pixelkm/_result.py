@@ -67,8 +67,16 @@ class PassExtras:
     bound of each point's squared distance to its nearest center and a lower bound of that to its second-nearest,
     from the distance block itself (the rounding of the matmul accounted for), and returns ``sums`` and ``counts``
     in their float64 accumulator. The bounds pass strategy of the engine needs these.
+
+    With ``previous_labels`` (b, n) int64, the cpu backend sets ``n_changed`` (b,) int64: how many labels differ from
+    those, counted as the labels are written; and with ``labels_out`` (b, n) int64 too (a buffer no longer needed,
+    not ``previous_labels``) it writes the labels there instead of into a new tensor. Other backends leave
+    ``n_changed`` None (the caller compares the labels itself).
     """
 
     bounds: bool = False
     min_sq_upper: torch.Tensor | None = None
     second_sq_lower: torch.Tensor | None = None
+    previous_labels: torch.Tensor | None = None
+    labels_out: torch.Tensor | None = None
+    n_changed: torch.Tensor | None = None

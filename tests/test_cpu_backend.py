@@ -304,3 +304,22 @@ def test_read_only_cache_dir_still_works(tmp_path):
     ro.chmod(0o755)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip().endswith("ok")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_changed_labels_counted_in_the_kernel(dtype):
+    """``PassExtras.previous_labels``: the count of changed labels equals the comparison, labels written into
+    ``labels_out`` are the pass's own, and sums and counts are those of a plain pass (bit for bit)."""
+    g = torch.Generator().manual_seed(3)
+    X = (torch.rand(1, 3 * 4096 + 77, 3, generator=g) * 10).to(dtype)
+    C = torch.rand(1, 9, 3, generator=g, dtype=torch.float32) * 10
+    be = get_backend("cpu")
+    plain = be.assign_update(X, C, None)
+    prev = torch.randint(0, 9, plain.labels.shape, generator=g)
+    out = torch.full_like(prev, -5)
+    ex = PassExtras(previous_labels=prev, labels_out=out)
+    res = be.assign_update(X, C, None, extras=ex)
+    assert res.labels.data_ptr() == out.data_ptr()
+    assert torch.equal(res.labels, plain.labels)
+    assert ex.n_changed.tolist() == [int((plain.labels != prev).sum())]
+    assert torch.equal(res.sums, plain.sums) and torch.equal(res.counts, plain.counts)

@@ -98,16 +98,23 @@ def lloyd(
     src, tolc = source, tol
     active = torch.ones(b, dtype=torch.bool, device=dev)
     labels_old = None
+    spare = None  # with one problem and host syncs: the labels of two passes ago, written over by the next pass
     # Distances are needed only to refill empty clusters (rare: a pass without them, and again with them when
     # a cluster came out empty) and to print the inertia; without host syncs there is no second chance.
     distances = verbose or not sync
     for it in range(max_iter):
         bc = centers.shape[0]
-        res = src.assign(centers, distances)
+        changed = None
+        if sync and bc == 1 and labels_old is not None and hasattr(src, "assign_tracked"):
+            # the backend may count the changed labels as it writes them (into the spare buffer): no comparison
+            res, changed = src.assign_tracked(centers, distances, labels_old, spare)
+        else:
+            res = src.assign(centers, distances)
         if not sync:  # (then the pass has distances) a no-op on the device when no cluster is empty
             res = src.refill(res, centers, sync=False)
         elif bool((res.counts <= 0).any()):  # the one host check of the step for empty clusters
             res = src.refill(res, centers, sync=True)
+            changed = None  # the refill's labels: compare them
         new_centers = centers_from(res.sums, res.counts, centers, spherical)
         shift = (new_centers - centers).double().square().sum((1, 2))
         labels = src.labels(res)
@@ -115,9 +122,12 @@ def lloyd(
         if labels is not None and labels_old is None:
             labels_old = labels
         elif labels is not None:
-            same = comm.all((labels == labels_old).all(1))
+            same = comm.all(changed == 0 if changed is not None else (labels == labels_old).all(1))
             # with host syncs every problem in the loop is active until it drops out: no select needed
-            labels_old = labels if sync and bc == 1 else torch.where(active.unsqueeze(1), labels, labels_old)
+            if sync and bc == 1:
+                spare, labels_old = (labels_old if labels_old is not labels else None), labels
+            else:
+                labels_old = torch.where(active.unsqueeze(1), labels, labels_old)
         n_iter.index_add_(0, rows, active.to(torch.int64))
         centers = torch.where(active.view(bc, 1, 1), new_centers, centers)
         if verbose:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import torch
 
-from .._result import AssignUpdateResult
+from .._result import AssignUpdateResult, PassExtras
+from ..backends import select_backend
 from ..ops import run_assign_update
 from .comm import LOCAL, LocalComm
 from .relocate import Candidates, relocate_empty_clusters
@@ -68,8 +69,11 @@ class BatchSource:
         self.backend, self.chunk_size, self.comm = backend, chunk_size, comm
         self.cache: dict = {} if cache is None else cache  # what the backend prepared from X, for the next passes
 
-    def assign(self, centers: torch.Tensor, distances: bool) -> AssignUpdateResult:
+    def assign(
+        self, centers: torch.Tensor, distances: bool, extras: PassExtras | None = None
+    ) -> AssignUpdateResult:
         """One pass: labels, distances (when asked), and sums and counts summed over every process."""
+        more = {} if extras is None else {"extras": extras}
         res = run_assign_update(
             self.X,
             centers,
@@ -78,6 +82,7 @@ class BatchSource:
             chunk_size=self.chunk_size,
             compute_distances=distances,
             cache=self.cache,
+            **more,
         )
         if self.comm.is_local:
             return res
@@ -85,6 +90,18 @@ class BatchSource:
         self.comm.sum_(sums)
         self.comm.sum_(counts)
         return AssignUpdateResult(res.labels, res.min_sq_dist, sums.to(res.sums.dtype), counts.to(res.counts.dtype))
+
+    def assign_tracked(
+        self, centers: torch.Tensor, distances: bool, previous: torch.Tensor, spare: torch.Tensor | None
+    ) -> tuple[AssignUpdateResult, torch.Tensor | None]:
+        """:meth:`assign`, and per problem how many labels differ from ``previous`` (this process's points) where
+        the backend counts them as it writes them (None otherwise, and with a mask); the labels may be written into
+        ``spare`` (a labels tensor no longer needed, or None)."""
+        if self.mask is not None or select_backend(self.backend, self.X, centers).name != "cpu":
+            return self.assign(centers, distances), None
+        extras = PassExtras(previous_labels=previous, labels_out=spare)
+        res = self.assign(centers, distances, extras)
+        return res, extras.n_changed
 
     def refill(self, res: AssignUpdateResult, centers: torch.Tensor, sync: bool) -> AssignUpdateResult:
         """Empty clusters take the farthest points (a second pass when ``res`` has no distances)."""

@@ -1,10 +1,11 @@
 """The fused CPU backend: numba kernels, one parallel loop per pass, bit-identical whatever the thread count.
 
-Small ``d`` (up to :data:`SMALL_D`): the direct-difference kernel with the points as SIMD lanes. Larger ``d``: the
-distances through numpy's BLAS (float32/float64 GEMM, chunk by chunk), then one fused numba loop that takes the
-argmin (rechecking close calls with direct differences), the distances and the sums. uint8, float32 and float64 are
-read in place; float16 and bfloat16 are converted to float32 chunk by chunk (whole blocks, so the result does not
-depend on the chunking).
+Small ``d`` (up to :data:`SMALL_D`): the direct-difference kernel with the points as SIMD lanes. Larger ``d``: one
+fused numba pass in which every worker computes the distances of a tile through BLAS (``np.dot``, one BLAS thread)
+then takes the argmin (rechecking close calls with direct differences), the distances and the sums. uint8,
+float32 and float64 are read in place (small d; large d reads its compute dtype, converting others chunk by chunk);
+float16 and bfloat16 are converted to float32 chunk by chunk (whole blocks, so the result does not depend on the
+chunking).
 
 Threads: ``torch.get_num_threads()`` (the user's setting for the whole package), at most the cores this process may
 run on; within a pass the workers share the blocks dynamically, so a core taken by another process costs its share
@@ -13,6 +14,7 @@ and no more (see :func:`pass_threads`).
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
@@ -24,8 +26,8 @@ from . import kernels as K
 
 #: up to this many features the direct-difference kernel runs (beyond, the GEMM path)
 SMALL_D = 16
-#: rows per GEMM chunk of the large-d path (a multiple of the block): its (rows, k) product stays in the cache
-GEMM_ROWS = 2048
+#: bytes of float64 per-block partial sums of the large-d path, at most (beyond, the pass goes in chunks)
+PARTIALS_BYTES = 1 << 25
 #: rows converted at a time for float16/bfloat16 input (a multiple of the block)
 CONVERT_ROWS = 64 * K.BLOCK
 
@@ -49,6 +51,29 @@ def pass_threads() -> int:
     except (AttributeError, OSError):
         cores = top
     return max(1, min(torch.get_num_threads(), cores, top))
+
+
+_BLAS = []
+
+
+@contextlib.contextmanager
+def _one_blas_thread():
+    """BLAS (scipy's, which numba's ``np.dot`` calls, and numpy's) limited to one thread during a large-d pass:
+    each numba worker makes its own GEMM calls, and BLAS threads of their own would fight the workers for the cores
+    (spinning OpenBLAS threads cost the pass 2x on 2 cores). Without threadpoolctl, BLAS keeps its setting."""
+    if not _BLAS:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401  (load the library numba's np.dot uses)
+            from threadpoolctl import ThreadpoolController
+        except ImportError:  # pragma: no cover
+            _BLAS.append(None)
+        else:
+            _BLAS.append(ThreadpoolController().select(user_api="blas"))
+    if _BLAS[0] is None:  # pragma: no cover
+        yield
+        return
+    with _BLAS[0].limit(limits=1):
+        yield
 
 
 def rounding_slack(dtype: np.dtype, d: int) -> float:
@@ -100,7 +125,11 @@ class CpuBackend(Backend):
         k = centers.shape[1]
         cdt = centers.dtype
         numba.set_num_threads(pass_threads())
-        labels = torch.empty(b, n, dtype=torch.int64)
+        prev = None if extras is None or compute_second or d > SMALL_D else extras.previous_labels
+        out = None if prev is None else extras.labels_out
+        ok = out is not None and out.shape == (b, n) and out.dtype == torch.int64 and out.is_contiguous()
+        labels = out if ok else torch.empty(b, n, dtype=torch.int64)
+        changed = None if prev is None else torch.zeros(b, dtype=torch.int64)
         want_dist = (compute_labels and compute_distances) or compute_second
         mind = torch.empty(b, n, dtype=cdt) if want_dist else None
         second = torch.empty(b, n, dtype=cdt) if compute_second else None
@@ -117,7 +146,12 @@ class CpuBackend(Backend):
                 None if second is None else second[i],
                 sums[i],
                 counts[i],
+                None if prev is None else prev[i],
             )
+            if changed is not None:
+                changed[i] = self._moved
+        if changed is not None:
+            extras.n_changed = changed
         if compute_second:
             s = rounding_slack(np.dtype(str(cdt).split(".")[1]), d)
             upper = mind * (1 + s)
@@ -128,8 +162,9 @@ class CpuBackend(Backend):
         out_dist = mind if compute_labels and compute_distances else None
         return AssignUpdateResult(out_lab, out_dist, sums.to(cdt), counts.to(cdt))
 
-    def _one(self, X, C, w, labels, mind, second, sums, counts) -> None:
-        """One problem: X (n, d), C (k, d); outputs written in place (mind/second may be None)."""
+    def _one(self, X, C, w, labels, mind, second, sums, counts, prev=None) -> None:
+        """One problem: X (n, d), C (k, d); outputs written in place (mind/second may be None). With ``prev``
+        (the previous labels; small d only), ``self._moved`` is the number of labels that differ from them."""
         import numba
 
         n, d = X.shape
@@ -152,6 +187,9 @@ class CpuBackend(Backend):
             nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
             part_s = np.empty((nb, k, d))
             part_c = np.empty((nb, k))
+            pv = np.empty(0, np.int64) if prev is None else prev.contiguous().numpy()
+            moved = np.zeros(nb if pv.size else 0, np.int64)
+            self._moved = 0
             for s0 in range(0, n, step):
                 s1 = min(n, s0 + step)
                 xs = X[s0:s1]
@@ -162,6 +200,8 @@ class CpuBackend(Backend):
                     Cn,
                     wn[s0:s1] if wn.size else wn,
                     lab[s0:s1],
+                    pv[s0:s1] if pv.size else pv,
+                    moved,
                     md[s0:s1] if md.size else md,
                     sc[s0:s1] if sc.size else sc,
                     part_s,
@@ -172,40 +212,43 @@ class CpuBackend(Backend):
                     mode,
                     nthreads,
                 )
+                if pv.size:
+                    self._moved += int(moved[: (s1 - s0 + K.BLOCK - 1) // K.BLOCK].sum())
             return
-        # large d: G = X C^T through BLAS chunk by chunk, then the fused argmin / recheck / sums loop
+        # large d: one fused pass (a single-threaded BLAS tile G = X C^T per worker, argmin / recheck / sums);
+        # chunks of whole blocks, so that the float64 partials stay within PARTIALS_BYTES
         Ct = np.ascontiguousarray(Cn.T)
         csq = np.einsum("kd,kd->k", Cn.astype(np.float64), Cn.astype(np.float64)).astype(cnp)
         slack = rounding_slack(cnp, d)
-        rows = GEMM_ROWS
-        G = np.empty((min(rows, n), k), dtype=cnp)
-        cand = np.empty((min(rows, n), k), dtype=np.int32)
-        md_chunk = np.empty(min(rows, n), dtype=cnp) if md.size == 0 else None
-        for s0 in range(0, n, rows):
-            s1 = min(n, s0 + rows)
-            r = s1 - s0
-            xs = X[s0:s1]
-            if xs.dtype == C.dtype:
-                xn = xs.contiguous().numpy()
-            else:
-                xn = xs.to(C.dtype).numpy()
-            np.matmul(xn, Ct, out=G[:r])
-            K.gemm_finish(
-                xn,
-                Cn,
-                G[:r],
-                csq,
-                slack,
-                wn[s0:s1] if wn.size else wn,
-                lab[s0:s1],
-                md[s0:s1] if md.size else md_chunk[:0],
-                sc[s0:s1] if sc.size else sc,
-                cand[:r],
-                S,
-                N,
-                mode,
-                nthreads,
-            )
+        per_block = 8 * k * (d + 1)
+        step = K.BLOCK * max(2 * nthreads, PARTIALS_BYTES // (per_block * K.BLOCK) if per_block else 1)
+        if convert or X.dtype != C.dtype:
+            step = min(step, CONVERT_ROWS)
+        nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
+        part_s = np.empty((nb, k, d))
+        part_c = np.empty((nb, k))
+        with _one_blas_thread():
+            for s0 in range(0, n, step):
+                s1 = min(n, s0 + step)
+                xs = X[s0:s1]
+                xn = xs.contiguous().numpy() if xs.dtype == C.dtype else xs.to(C.dtype).numpy()
+                K.gemm_pass(
+                    xn,
+                    Cn,
+                    Ct,
+                    csq,
+                    slack,
+                    wn[s0:s1] if wn.size else wn,
+                    lab[s0:s1],
+                    md[s0:s1] if md.size else md,
+                    sc[s0:s1] if sc.size else sc,
+                    part_s,
+                    part_c,
+                    S,
+                    N,
+                    mode,
+                    nthreads,
+                )
 
     def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int):
         """Hamerly's bounded pass for one problem (see :class:`HamerlyBounds`); None beyond :data:`SMALL_D`."""

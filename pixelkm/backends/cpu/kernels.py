@@ -58,12 +58,14 @@ def fetch_add(typingctx, counter):
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims, mode, nthreads):
+def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, dims, mode, nthreads):
     """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
 
     ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second``
     is written only when ``mode`` is 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k)
     are float64 scratch.
+    ``prev`` (int64, length n or 0): the labels of the previous pass; then ``moved[b]`` gets the number of labels of
+    block b that differ from them (``moved`` has ceil(n / BLOCK) entries, or none when ``prev`` is empty).
     """
     D = len(dims)
     n = X.shape[0]
@@ -71,6 +73,7 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
     has_w = w.shape[0] > 0
     has_lab = labels.shape[0] > 0
     has_dist = mind.shape[0] > 0
+    has_prev = prev.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
     ct = C.dtype.type
     ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
@@ -85,6 +88,7 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
             pc = part_c[b]
             ps[:] = 0.0
             pc[:] = 0.0
+            nm = 0
             xt = np.zeros((D, TILE), C.dtype)
             best = np.empty(TILE, C.dtype)
             sec = np.empty(TILE, C.dtype)
@@ -131,6 +135,8 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
                     lab = bidx[p]
                     if has_lab:
                         labels[i] = lab
+                    if has_prev:
+                        nm += prev[i] != lab
                     if has_dist:
                         mind[i] = best[p]
                     if mode == 1:
@@ -144,6 +150,8 @@ def small_pass(X, C, w, labels, mind, second, part_s, part_c, sums, counts, dims
                         for f in range(D):
                             ps[lab, f] += np.float64(X[i, f])
                         pc[lab] += 1.0
+            if has_prev:
+                moved[b] = nm
     _reduce(part_s, part_c, nb, sums, counts)
 
 
@@ -160,111 +168,128 @@ def _reduce(part_s, part_c, nb, sums, counts):
             counts[j] += pc[j]
 
 
-@njit(cache=True, parallel=True, fastmath=_FM)
-def gemm_finish(X, C, G, csq, slack, w, labels, mind, second, cand, sums, counts, MODE, nthreads):
-    """Labels, distances and sums of a chunk of rows from ``G = X @ C.T`` (r, k) in the compute dtype.
+#: rows per GEMM tile of the large-d kernel (a divisor of BLOCK): its (rows, k) product stays in the core's cache
+GEMM_TILE = 256
 
-    The expansion ``v_j = |c_j|^2 - 2 G_ij`` (in the compute dtype) orders the centers up to its rounding error, at
+
+@njit(cache=True, parallel=True, fastmath=_FM)
+def gemm_pass(X, C, Ct, csq, slack, w, labels, mind, second, part_s, part_c, sums, counts, MODE, nthreads):
+    """One pass of the large-d kernel over X (n, d) in the compute dtype; ``sums`` and ``counts`` are added to.
+
+    Each worker takes blocks of :data:`BLOCK` rows; per tile of :data:`GEMM_TILE` rows it computes ``G = X Ct``
+    with one single-threaded BLAS call (``np.dot``: the caller limits BLAS to one thread), then the labels: the
+    expansion ``v_j = |c_j|^2 - 2 G_ij`` (in the compute dtype) orders the centers up to its rounding error, at
     most ``slack * (|x|^2 + max |c|^2)``. One sweep keeps the smallest two ``v``; when they are more than twice that
     apart the smallest is the nearest center (also in direct differences); otherwise every center within twice that
     of the smallest is a candidate, and the candidates' squared distances are computed directly (the small-d
-    kernel's arithmetic), the lowest index winning ties. The sums are added row after row in order, each thread
-    owning a slice of the features (deterministic whatever the number of threads or the chunking). ``cand`` is
-    (r, k) int32 scratch.
+    kernel's arithmetic), the lowest index winning ties. The points are added in order into the block's float64
+    partials (``part_s`` (>= ceil(n / BLOCK), k, d), ``part_c``), reduced block after block as the small-d kernel's.
+    One parallel region per pass; bit-identical whatever the number of threads.
     """
-    r, d = X.shape
+    n, d = X.shape
     k = C.shape[0]
     ct = C.dtype.type
     has_w = w.shape[0] > 0
     has_dist = mind.shape[0] > 0
+    has_lab = labels.shape[0] > 0
     cmax = 0.0
     for j in range(k):
         cmax = max(cmax, np.float64(csq[j]))
-    ng = (r + 63) // 64  # groups of 64 rows, taken as the workers finish
+    nb = (n + BLOCK - 1) // BLOCK
     ctr = np.zeros(1, np.int64)
     for _t in prange(nthreads):
+        G = np.empty((GEMM_TILE, k), C.dtype)
+        ci = np.empty(k, np.int32)
         while True:
-            gi = fetch_add(ctr)
-            if gi >= ng:
+            b = fetch_add(ctr)
+            if b >= nb:
                 break
-            for i in range(gi * 64, min(r, gi * 64 + 64)):
-                xsq = 0.0
-                for f in range(d):
-                    xf = np.float64(X[i, f])
-                    xsq += xf * xf
-                err = slack * (xsq + cmax)
-                g = G[i]
-                b1 = ct(np.inf)
-                b2 = ct(np.inf)
-                j1 = 0
-                for j in range(k):
-                    v = csq[j] - ct(2) * g[j]
-                    if v < b2:
-                        if v < b1:
-                            b2 = b1
-                            b1 = v
-                            j1 = j
-                        else:
-                            b2 = v
-                lim = np.float64(b1) + 2.0 * err
-                best = ct(0)
-                lab = j1
-                if np.float64(b2) > lim:
-                    if has_dist or MODE == 1:
-                        u = ct(X[i, 0]) - C[lab, 0]
-                        best = u * u
-                        for f in range(1, d):
-                            u = ct(X[i, f]) - C[lab, f]
-                            best += u * u
-                        if MODE == 1:
-                            second[i] = max(np.float64(b2) + xsq - err, 0.0)
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            ps = part_s[b]
+            pc = part_c[b]
+            ps[:] = 0.0
+            pc[:] = 0.0
+            for t0 in range(s0, e0, GEMM_TILE):
+                t1 = min(e0, t0 + GEMM_TILE)
+                if t1 - t0 == GEMM_TILE:
+                    np.dot(X[t0:t1], Ct, G)
+                    Gt = G
                 else:
-                    nc = 0
-                    sec_lo = np.inf
-                    ci = cand[i]
+                    Gt = np.dot(X[t0:t1], Ct)
+                for i in range(t0, t1):
+                    xsq = 0.0
+                    for f in range(d):
+                        xf = np.float64(X[i, f])
+                        xsq += xf * xf
+                    err = slack * (xsq + cmax)
+                    g = Gt[i - t0]
+                    b1 = ct(np.inf)
+                    b2 = ct(np.inf)
+                    j1 = 0
                     for j in range(k):
-                        v = np.float64(csq[j] - ct(2) * g[j])
-                        if v <= lim:
-                            ci[nc] = j
-                            nc += 1
-                        elif v < sec_lo:
-                            sec_lo = v
-                    best = ct(np.inf)
-                    sec = ct(np.inf)
-                    for q in range(nc):
-                        j = ci[q]
-                        u = ct(X[i, 0]) - C[j, 0]
-                        dd = u * u
-                        for f in range(1, d):
-                            u = ct(X[i, f]) - C[j, f]
-                            dd += u * u
-                        if dd < best:
-                            sec = best
-                            best = dd
-                            lab = j
-                        elif dd < sec:
-                            sec = dd
-                    if MODE == 1:
-                        # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
-                        second[i] = min(np.float64(sec), max(sec_lo + xsq - err, 0.0))
-                labels[i] = lab
-                if has_dist:
-                    mind[i] = best
-    nfs = (d + 15) // 16
-    for q in prange(nfs):
-        f0 = q * 16
-        f1 = min(d, f0 + 16)
-        for i2 in range(r):
-            li = labels[i2]
-            if has_w:
-                wi = np.float64(w[i2])
-                for f in range(f0, f1):
-                    sums[li, f] += np.float64(X[i2, f]) * wi
-            else:
-                for f in range(f0, f1):
-                    sums[li, f] += np.float64(X[i2, f])
-    for i3 in range(r):
-        counts[labels[i3]] += np.float64(w[i3]) if has_w else 1.0
+                        v = csq[j] - ct(2) * g[j]
+                        if v < b2:
+                            if v < b1:
+                                b2 = b1
+                                b1 = v
+                                j1 = j
+                            else:
+                                b2 = v
+                    lim = np.float64(b1) + 2.0 * err
+                    best = ct(0)
+                    lab = j1
+                    if np.float64(b2) > lim:
+                        if has_dist or MODE == 1:
+                            u = X[i, 0] - C[lab, 0]
+                            best = u * u
+                            for f in range(1, d):
+                                u = X[i, f] - C[lab, f]
+                                best += u * u
+                            if MODE == 1:
+                                second[i] = max(np.float64(b2) + xsq - err, 0.0)
+                    else:
+                        nc = 0
+                        sec_lo = np.inf
+                        for j in range(k):
+                            v = np.float64(csq[j] - ct(2) * g[j])
+                            if v <= lim:
+                                ci[nc] = j
+                                nc += 1
+                            elif v < sec_lo:
+                                sec_lo = v
+                        best = ct(np.inf)
+                        sec = ct(np.inf)
+                        for q in range(nc):
+                            j = ci[q]
+                            u = X[i, 0] - C[j, 0]
+                            dd = u * u
+                            for f in range(1, d):
+                                u = X[i, f] - C[j, f]
+                                dd += u * u
+                            if dd < best:
+                                sec = best
+                                best = dd
+                                lab = j
+                            elif dd < sec:
+                                sec = dd
+                        if MODE == 1:
+                            # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
+                            second[i] = min(np.float64(sec), max(sec_lo + xsq - err, 0.0))
+                    if has_lab:
+                        labels[i] = lab
+                    if has_dist:
+                        mind[i] = best
+                    if has_w:
+                        wi = np.float64(w[i])
+                        for f in range(d):
+                            ps[lab, f] += np.float64(X[i, f]) * wi
+                        pc[lab] += wi
+                    else:
+                        for f in range(d):
+                            ps[lab, f] += np.float64(X[i, f])
+                        pc[lab] += 1.0
+    _reduce(part_s, part_c, nb, sums, counts)
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
