@@ -21,7 +21,11 @@ from pathlib import Path
 
 import numpy as np
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+#: ../shared/images from the main checkout (parents[2]) or from a worktree under /work/wt (parents[3])
+IMAGES = next(
+    (p / "shared" / "images" for p in Path(__file__).resolve().parents if (p / "shared" / "images").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "images",
+)
 
 
 def psnr(mse: float) -> float:

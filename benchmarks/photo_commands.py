@@ -32,7 +32,11 @@ import tempfile
 import time
 from pathlib import Path
 
-IMAGES = Path(__file__).resolve().parents[2] / "shared" / "images"
+#: ../shared/images from the main checkout (parents[2]) or from a worktree under /work/wt (parents[3])
+IMAGES = next(
+    (p / "shared" / "images" for p in Path(__file__).resolve().parents if (p / "shared" / "images").is_dir()),
+    Path(__file__).resolve().parents[2] / "shared" / "images",
+)
 
 #: row name -> pixelkm command line (input and output filled in)
 COMMANDS = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import numpy as np
 import torch
 
 #: below this many rows the reduction never pays (its fixed costs dominate)
@@ -69,6 +70,97 @@ def _use_dense(n: int, d: int) -> bool:
     return 8 * d <= 24 and (1 << (8 * d)) <= 4 * n
 
 
+_KERNELS: dict[str, object] = {}
+
+
+def _count_rows(X, table):
+    """table[key(row)] += 1 for every row of uint8 X (n, d), the key as :func:`pack_keys` makes it."""
+    d = X.shape[1]
+    for i in range(X.shape[0]):
+        key = 0
+        for j in range(d):
+            key = key * 256 + X[i, j]
+        table[key] += 1
+
+
+def _lookup_rows(X, lut, out):
+    """out[i] = lut[key(row i)] for every row of uint8 X (n, d)."""
+    d = X.shape[1]
+    for i in range(X.shape[0]):
+        key = 0
+        for j in range(d):
+            key = key * 256 + X[i, j]
+        out[i] = lut[key]
+
+
+def _kernels():
+    """The compiled dense-histogram passes (numba, cached on disk), or None where numba does not import."""
+    if "count" not in _KERNELS:
+        try:
+            import numba
+        except ImportError:  # pragma: no cover
+            _KERNELS["count"] = _KERNELS["lookup"] = None
+            return None
+        try:
+            _KERNELS["count"] = numba.njit(cache=True)(_count_rows)
+            _KERNELS["lookup"] = numba.njit(cache=True)(_lookup_rows)
+        except RuntimeError as err:  # no writable cache folder: compiled once per process instead
+            if "no locator available" not in str(err):
+                raise
+            _KERNELS["count"] = numba.njit(_count_rows)
+            _KERNELS["lookup"] = numba.njit(_lookup_rows)
+    return _KERNELS["count"], _KERNELS["lookup"]
+
+
+def map_rows(X: torch.Tensor, colors: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """``values[j]`` for every row of uint8 X (n, d) equal to ``colors[j]`` (the distinct rows of X, from its
+    histogram): shape (n,), values' dtype, on X's device.
+
+    One gather through a table of 2^(8 d) entries indexed by the packed row (d <= 3: a numba pass over the rows
+    on the CPU, no key tensor); d = 4 through the sorted keys. Rows that are not among ``colors`` get an
+    unspecified value.
+    """
+    d = X.shape[1]
+    if d <= 3:
+        values = values.to(X.device)
+        kernels = _kernels() if X.device.type == "cpu" and values.dtype != torch.bool else None
+        table = torch.zeros(1 << (8 * d), dtype=values.dtype, device=X.device)
+        table[pack_keys(colors).long()] = values
+        if kernels is not None:
+            out = torch.empty(X.shape[0], dtype=values.dtype)
+            kernels[1](X.contiguous().numpy(), table.numpy(), out.numpy())
+            return out
+        return table[pack_keys(X).long()]
+    keys, ckeys = pack_keys(X), pack_keys(colors)
+    return values.to(X.device)[torch.searchsorted(ckeys, keys).clamp_(max=ckeys.numel() - 1)]
+
+
+def dense_histogram(X: torch.Tensor, *, inverse: bool = True):
+    """The histogram of uint8 rows X (n, d), d <= 3, on the CPU, by two sequential passes over the rows (a
+    count table of 2^(8 d) int32 entries, then each row's index through it): the result of
+    :func:`histogram_keys` on :func:`pack_keys` (X) without the key tensor. None where numba does not import.
+
+    Returns ``(unique_keys int32, counts float64, inverse int64 or None)``.
+    """
+    kernels = _kernels()
+    if kernels is None:
+        return None
+    count, lookup = kernels
+    d = X.shape[1]
+    x = X.contiguous().numpy()
+    table = np.zeros(1 << (8 * d), dtype=np.int32)
+    count(x, table)
+    present = np.flatnonzero(table)
+    counts = torch.from_numpy(table[present].astype(np.float64))
+    inv = None
+    if inverse:
+        table[present] = np.arange(present.size, dtype=np.int32)
+        out = np.empty(x.shape[0], dtype=np.int64)
+        lookup(x, table, out)
+        inv = torch.from_numpy(out)
+    return torch.from_numpy(present.astype(np.int32)), counts, inv
+
+
 def histogram_keys(keys: torch.Tensor, d: int, weights: torch.Tensor | None = None, *, inverse: bool = True):
     """Distinct keys with counts (and summed weights, and the inverse index when asked).
 
@@ -115,11 +207,24 @@ def rescaled_tol(tol: float, colors: torch.Tensor, row_variance: torch.Tensor) -
     return float(tol) * var_rows / var_colors if var_colors > 0 else float(tol)
 
 
-def color_histogram(X: torch.Tensor, sample_weight: torch.Tensor | None = None) -> ColorHistogram:
-    """The exact histogram of uint8 X of shape (n, d), d <= 4, on X's device (always computed)."""
+def color_histogram(
+    X: torch.Tensor, sample_weight: torch.Tensor | None = None, *, inverse: bool = True
+) -> ColorHistogram:
+    """The exact histogram of uint8 X of shape (n, d), d <= 4, on X's device (always computed).
+
+    ``inverse=False`` may leave ``inverse`` None (it is then :func:`map_rows` of X with ``arange(m)``, when
+    needed) where that saves a pass: on the CPU for d <= 3 without sample weights."""
     d = X.shape[1]
-    keys = pack_keys(X)
-    uniq, counts, wsum, inv = histogram_keys(keys, d, sample_weight)
+    dense = None
+    if X.device.type == "cpu" and X.dtype == torch.uint8 and d <= 3 and X.shape[0] > 0 and _use_dense(X.shape[0], d):
+        dense = dense_histogram(X, inverse=inverse or sample_weight is not None)
+    if dense is not None:
+        uniq, counts, inv = dense
+        wsum = None
+        if sample_weight is not None:
+            wsum = torch.zeros(uniq.numel(), dtype=torch.float64).index_add_(0, inv, sample_weight.double())
+    else:
+        uniq, counts, wsum, inv = histogram_keys(pack_keys(X), d, sample_weight)
     colors = unpack_keys(uniq, d)
     cdt = torch.float32 if sample_weight is None else sample_weight.dtype
     weights = (counts if wsum is None else wsum).to(cdt)

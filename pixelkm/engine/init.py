@@ -11,7 +11,15 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
+
+try:  # the CPU k-means++ kernel (numba, as the CPU backend, which has already imported it)
+    import numba
+    from numba import prange
+except ImportError:  # pragma: no cover
+    numba = None
+    prange = range
 
 from .._validation import as_tensor, check_data
 from ..ops.distance import sq_distances
@@ -55,6 +63,191 @@ def weighted_pick(cum: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
     return idx.clamp_(max=cum.shape[1] - 1)
 
 
+#: rows per block of the CPU k-means++ kernels (fixed: the draws do not depend on the thread count)
+_PP_BLOCK = 4096
+#: the CPU kernels run up to this many features (beyond, the torch path's GEMM-based distances serve)
+_PP_MAX_D = 16
+_PP_KERNELS: dict[str, Any] = {}
+
+
+def _pp_block_dist(XT, c, lo, hi, out):
+    """Squared distances of points lo..hi of X^T (d, n) to its point c, in X's dtype, into out[: hi - lo]: the
+    operations of torch's direct differences (``diff * diff`` added feature after feature), the points as SIMD
+    lanes."""
+    v = XT[0, c]
+    for i in range(lo, hi):
+        diff = XT[0, i] - v
+        out[i - lo] = diff * diff
+    for f in range(1, XT.shape[0]):
+        v = XT[f, c]
+        for i in range(lo, hi):
+            diff = XT[f, i] - v
+            out[i - lo] = out[i - lo] + diff * diff
+
+
+def _pp_block_pot(dist, closest, w, lo, hi):
+    """sum of w * min(dist, closest) over points lo..hi, float64, in four interleaved partial sums."""
+    s0 = s1 = s2 = s3 = 0.0
+    m = lo + (hi - lo) // 4 * 4
+    for i in range(lo, m, 4):
+        s0 += min(np.float64(dist[i - lo]), closest[i]) * w[i]
+        s1 += min(np.float64(dist[i - lo + 1]), closest[i + 1]) * w[i + 1]
+        s2 += min(np.float64(dist[i - lo + 2]), closest[i + 2]) * w[i + 2]
+        s3 += min(np.float64(dist[i - lo + 3]), closest[i + 3]) * w[i + 3]
+    for i in range(m, hi):
+        s0 += min(np.float64(dist[i - lo]), closest[i]) * w[i]
+    return (s0 + s1) + (s2 + s3)
+
+
+def _pp_pick(inc, block_sums, target):
+    """The first index whose running sum of ``inc`` exceeds ``target`` (``searchsorted(cumsum, target,
+    right=True)``), by the block sums then one scan inside a block; the last index when none does."""
+    n = inc.shape[0]
+    run = 0.0
+    b = 0
+    nb = block_sums.shape[0]
+    while b < nb - 1 and run + block_sums[b] <= target:
+        run += block_sums[b]
+        b += 1
+    for i in range(b * 4096, n):  # (the kernel's block)
+        run += inc[i]
+        if run > target:
+            return i
+    return n - 1
+
+
+def _pp_far(XT, c, box, b, r2max):
+    """True when no point of block b (bounding box ``box[b]``, (2, d): the low and high corners) can be nearer to
+    point c than its current nearest center: the box's squared distance to c, less a margin for the rounding of a
+    float distance, is at least the block's largest squared distance ``r2max``."""
+    lb = 0.0
+    for f in range(XT.shape[0]):
+        v = np.float64(XT[f, c])
+        g = max(np.float64(box[b, 0, f]) - v, v - np.float64(box[b, 1, f]), 0.0)
+        lb += g * g
+    return lb * (1.0 - 1e-5) >= r2max
+
+
+def _pp_seed(XT, w, u, k, t, indices, closest, inc):
+    """Greedy k-means++ on one problem: X^T (d, n) float, weights w (n,) float64, uniforms u (1 + (k-1) t,),
+    ``t`` local trials. Writes the chosen rows into ``indices`` (k,); ``closest`` and ``inc`` (n,) float64 are
+    work space (the squared distance to the nearest chosen center, and its product with the weight).
+
+    The draws of the torch path: the same distances, the potentials and running sums added in another order
+    (blocks of 4096 points, fixed whatever the thread count). A block whose bounding box is farther from a
+    candidate than the block's largest distance to its nearest center keeps its potential without a pass."""
+    d, n = XT.shape
+    B = 4096
+    nb = (n + B - 1) // B
+    block_sums = np.zeros(nb)
+    r2max = np.full(nb, np.inf)
+    box = np.empty((nb, 2, d), dtype=XT.dtype)
+    for b in prange(nb):
+        lo, hi = b * B, min(n, (b + 1) * B)
+        s = 0.0
+        for i in range(lo, hi):
+            inc[i] = w[i]
+            s += w[i]
+        block_sums[b] = s
+        for f in range(d):
+            box[b, 0, f] = XT[f, lo:hi].min()
+            box[b, 1, f] = XT[f, lo:hi].max()
+    chosen = _pp_pick(inc, block_sums, u[0] * block_sums.sum())
+    indices[0] = chosen
+    closest[:] = np.inf
+    cand = np.empty(t, dtype=np.int64)
+    part = np.zeros((nb, t))
+    for c in range(k):
+        if c > 0:
+            total = block_sums.sum()
+            for j in range(t):
+                cand[j] = _pp_pick(inc, block_sums, u[1 + (c - 1) * t + j] * total)
+            for b in prange(nb):
+                lo, hi = b * B, min(n, (b + 1) * B)
+                dist = np.empty(B, dtype=XT.dtype)
+                for j in range(t):
+                    if _pp_far(XT, cand[j], box, b, r2max[b]):
+                        part[b, j] = block_sums[b]  # (the same sum: every min is the current distance)
+                    else:
+                        _pp_block_dist(XT, cand[j], lo, hi, dist)
+                        part[b, j] = _pp_block_pot(dist, closest, w, lo, hi)
+            best = 0
+            best_pot = np.inf
+            for j in range(t):
+                pot = 0.0
+                for b in range(nb):
+                    pot += part[b, j]
+                if pot < best_pot:  # the first of equal potentials, as argmin
+                    best, best_pot = j, pot
+            chosen = cand[best]
+            indices[c] = chosen
+        for b in prange(nb):
+            if c > 0 and _pp_far(XT, chosen, box, b, r2max[b]):
+                continue
+            lo, hi = b * B, min(n, (b + 1) * B)
+            dist = np.empty(B, dtype=XT.dtype)
+            _pp_block_dist(XT, chosen, lo, hi, dist)
+            top = 0.0
+            for i in range(lo, hi):
+                dd = min(np.float64(dist[i - lo]), closest[i])
+                closest[i] = dd
+                inc[i] = w[i] * dd
+                top = max(top, dd)
+            r2max[b] = top
+            block_sums[b] = _pp_block_pot(dist, closest, w, lo, hi)
+
+
+def _pp_kernel():
+    """The compiled CPU k-means++ (numba, cached on disk), or None where numba does not import."""
+    if "seed" not in _PP_KERNELS:
+        if numba is None:  # pragma: no cover
+            _PP_KERNELS["seed"] = None
+            return None
+        g = globals()
+        try:  # _pp_seed calls the compiled helpers: the module's names are rebound before it compiles
+            for name in ("_pp_block_dist", "_pp_block_pot", "_pp_pick", "_pp_far"):
+                g[name] = numba.njit(cache=True)(g[name])
+            _PP_KERNELS["seed"] = numba.njit(cache=True, parallel=True)(_pp_seed)
+        except RuntimeError as err:  # no writable cache folder: compiled once per process instead
+            if "no locator available" not in str(err):
+                raise
+            for name in ("_pp_block_dist", "_pp_block_pot", "_pp_pick", "_pp_far"):
+                g[name] = numba.njit(g[name])
+            _PP_KERNELS["seed"] = numba.njit(parallel=True)(_pp_seed)
+    return _PP_KERNELS["seed"]
+
+
+def _cpu_plusplus(
+    X: torch.Tensor, w: torch.Tensor, uniforms: torch.Tensor, n_clusters: int, t: int, dtype: torch.dtype
+) -> torch.Tensor | None:
+    """Indices (b, k) of the greedy k-means++ draws by the CPU kernel, or None where it does not apply (not the
+    CPU, X not already in the compute dtype, many features, no numba)."""
+    if X.device.type != "cpu" or X.dtype != dtype or dtype not in (torch.float32, torch.float64):
+        return None
+    if X.shape[2] > _PP_MAX_D or X.shape[1] < 1:
+        return None
+    seed = _pp_kernel()
+    if seed is None:
+        return None
+    b, n, _ = X.shape
+    out = torch.empty(b, n_clusters, dtype=torch.int64)
+    closest = torch.empty(n, dtype=torch.float64)
+    inc = torch.empty(n, dtype=torch.float64)
+    for i in range(b):
+        XT = X[i].t().contiguous().numpy()
+        seed(
+            XT,
+            w[i].contiguous().numpy(),
+            uniforms[i].contiguous().numpy(),
+            n_clusters,
+            t,
+            out[i].numpy(),
+            closest.numpy(),
+            inc.numpy(),
+        )
+    return out
+
+
 def kmeans_plusplus(
     X: torch.Tensor,
     n_clusters: int,
@@ -78,6 +271,9 @@ def kmeans_plusplus(
     centers = torch.empty(b, n_clusters, d, dtype=dtype, device=dev)
     uniforms = as_problem_rng(generator, b).rand((1 + (n_clusters - 1) * n_local_trials,), dev)
 
+    fast = _cpu_plusplus(X, w, uniforms, n_clusters, n_local_trials, dtype)
+    if fast is not None:
+        return _gather_rows(X, fast, dtype), fast
     first = weighted_pick(torch.cumsum(w, 1), uniforms[:, :1])  # (b, 1)
     indices[:, 0] = first[:, 0]
     centers[:, 0] = _gather_rows(X, first, dtype)[:, 0]

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..engine.histogram import color_histogram, rescaled_tol, weighted_variance
+from ..engine.histogram import color_histogram, map_rows, rescaled_tol, weighted_variance
 from ..estimators.kmeans import KMeans
 from ..io.pillow import ImageError
 from ._clean import Outliers, find_outliers, outlier_weights
@@ -62,8 +62,9 @@ class ColorData:
     """The exact color histogram of an image's opaque pixels, in a feature space.
 
     colors : uint8 (m, 3) distinct sRGB colors; X : (m, d) their features (float32); counts : float64 (m,)
-    pixels per color; weights : (m,) fit weights (the counts, or summed outlier weights); inverse : int64 (n,)
-    the distinct color of every opaque pixel; index : row-major index of the opaque pixels (None: all).
+    pixels per color; weights : (m,) fit weights (the counts, or summed outlier weights); rows : uint8 (n, 3 or
+    4) the opaque pixels' colors; inverse : int64 (n,) the distinct color of every opaque pixel (made on first
+    use); index : row-major index of the opaque pixels (None: all).
     """
 
     img: LoadedImage
@@ -72,13 +73,27 @@ class ColorData:
     X: torch.Tensor
     counts: torch.Tensor
     weights: torch.Tensor
-    inverse: torch.Tensor
+    rows: torch.Tensor
     index: torch.Tensor | None
     outliers: Outliers | None
+    _inverse: torch.Tensor | None = None
 
     @property
     def n_distinct(self) -> int:
         return int(self.colors.shape[0])
+
+    @property
+    def inverse(self) -> torch.Tensor:
+        if self._inverse is None:
+            self._inverse = self.row_values(torch.arange(self.n_distinct, device=self.colors.device))
+        return self._inverse
+
+    def row_values(self, values: torch.Tensor) -> torch.Tensor:
+        """``values`` (m,) of the distinct colors, for every opaque pixel (n,): one gather through a table of
+        all colors when the inverse index is not already made (its int64 array is never built then)."""
+        if self._inverse is not None:
+            return values.to(self._inverse.device)[self._inverse]
+        return map_rows(self.rows, self.colors, values)
 
     def tol(self, tol: float = TOL) -> float:
         """``tol`` for a fit on the distinct colors that equals ``tol`` relative to the pixels' variance."""
@@ -104,11 +119,11 @@ def color_data(
     if clean is not None:
         outliers = find_outliers(img.pixels, img.opaque)
         w = outlier_weights(outliers, index, clean, outlier_weight)
-    hist = color_histogram(rows, w)
+    hist = color_histogram(rows, w, inverse=False)
     X = color_features(hist.colors[:, :3].contiguous(), features)
     if alpha:
         X = torch.cat([X, hist.colors[:, 3:].to(torch.float32) * _ALPHA_SCALE[features]], dim=1)
-    return ColorData(img, features, hist.colors, X, hist.counts, hist.weights, hist.inverse, index, outliers)
+    return ColorData(img, features, hist.colors, X, hist.counts, hist.weights, rows, index, outliers, hist.inverse)
 
 
 @dataclass
@@ -230,7 +245,7 @@ def full_map(values: torch.Tensor, index: torch.Tensor | None, H: int, W: int, f
 def pixel_labels(data: ColorData, color_labels: torch.Tensor) -> torch.Tensor:
     """(H, W) int64 map of per-distinct-color labels; -1 where the image is transparent."""
     H, W, _ = data.img.pixels.shape
-    return full_map(color_labels[data.inverse], data.index, H, W)
+    return full_map(data.row_values(color_labels), data.index, H, W)
 
 
 def with_alpha(rgb: torch.Tensor, alpha: torch.Tensor | None) -> torch.Tensor:
