@@ -231,7 +231,7 @@ class CpuBackend(Backend):
             for s0 in range(0, n, step):
                 s1 = min(n, s0 + step)
                 xs = X[s0:s1]
-                xn = xs.contiguous().numpy() if xs.dtype == C.dtype else xs.to(C.dtype).numpy()
+                xn = xs.contiguous().numpy() if xs.dtype == C.dtype else xs.to(C.dtype).contiguous().numpy()
                 K.gemm_pass(
                     xn,
                     Cn,
