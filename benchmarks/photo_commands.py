@@ -69,8 +69,14 @@ def _child_pixelkm(argv: list[str], report: str) -> None:
     km.KMeans.fit = timed
     from pixelkm import cli
 
-    code = cli.main(argv + ["--quiet", "--force"] if argv[0] != "choose-k" else argv + ["--quiet"])
-    Path(report).write_text(json.dumps({"fit": spent[0], "code": code}))
+    def report_then_exit(code: int, _exit=cli._exit_now) -> None:
+        Path(report).write_text(json.dumps({"fit": spent[0], "code": code}))
+        _exit(code)
+
+    # as the ``pixelkm`` command runs: main() with sys.argv, ending through cli._exit_now (no tear-down)
+    cli._exit_now = report_then_exit
+    sys.argv = ["pixelkm", *argv, *(["--quiet"] if argv[0] == "choose-k" else ["--quiet", "--force"])]
+    report_then_exit(cli.main())
 
 
 def _child_sklearn(src: str, k: int, out: str, report: str) -> None:
