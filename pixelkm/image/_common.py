@@ -20,7 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .._validation import resolve_generator
+from ..engine import batched as _batched
 from ..engine.histogram import color_histogram, map_rows, rescaled_tol, weighted_variance
+from ..estimators.base import fit_params
 from ..estimators.kmeans import KMeans
 from ..io.pillow import ImageError
 from ._clean import Outliers, find_outliers, outlier_weights
@@ -88,6 +91,17 @@ class ColorData:
         if self._inverse is None:
             self._inverse = self.row_values(torch.arange(self.n_distinct, device=self.colors.device))
         return self._inverse
+
+    def abs_tol(self, tol: float = TOL) -> torch.Tensor:
+        """The absolute tolerance (1,) float64 of a fit on the distinct colors: ``tol`` times the pixels'
+        variance (what KMeans(tol=self.tol(tol)) computes from the distinct colors)."""
+        if self._tols is None:
+            self._tols = {}
+        key = ("abs", tol)
+        if key not in self._tols:
+            var = weighted_variance(self.X, self.counts) if tol > 0 else self.X.new_zeros((), dtype=torch.float64)
+            self._tols[key] = (var * tol).reshape(1).to(torch.float64)
+        return self._tols[key]
 
     def inverse_at(self, positions: torch.Tensor) -> torch.Tensor:
         """``inverse[positions]``, without making the whole inverse index."""
@@ -164,11 +178,24 @@ def fit_colors(
     """KMeans on the distinct colors weighted by their counts (the per-pixel iterates); k is capped at the
     number of distinct colors with a non-zero weight."""
     k = min(n_clusters, int((data.weights > 0).sum()))
-    km = KMeans(
-        k, init=init, n_init=n_init, max_iter=max_iter, tol=data.tol(), random_state=random_state, backend=backend
+    km = KMeans(k, init=init, n_init=n_init, max_iter=max_iter, tol=TOL, random_state=random_state, backend=backend)
+    p = fit_params(km.get_params(), data.X.shape[0])  # KMeans' checks of the parameters, with its words
+    # the engine's loop as KMeans.fit runs it, with the absolute tolerance computed once per histogram (KMeans
+    # would make two passes over the distinct colors for it and one for their finiteness at every fit: choose-k
+    # fits the same colors for every k)
+    res = _batched.fit_batched(
+        data.X.unsqueeze(0),
+        data.weights.to(data.X.dtype).unsqueeze(0),
+        n_clusters=k,
+        init=p["init"],
+        n_init=p["n_init"],
+        max_iter=p["max_iter"],
+        tol=data.abs_tol(TOL),
+        generator=resolve_generator(p["random_state"]),
+        backend=p["backend"],
+        algorithm=p["algorithm"],
     )
-    km.fit(data.X, sample_weight=data.weights)
-    return ColorFit(data, km.labels_, km.cluster_centers_, float(km.inertia_), int(km.n_iter_), k)
+    return ColorFit(data, res.labels[0], res.centers[0], float(res.inertia[0]), int(res.n_iter[0]), k)
 
 
 def fit_image_colors(
