@@ -31,7 +31,8 @@ STAGES = {
     "decode*": "pixelkm.image._io:load_image",
     "histogram": "pixelkm.engine.histogram:color_histogram",
     "features": "pixelkm.image._common:color_features",
-    "fit": "pixelkm.estimators.kmeans:KMeans.fit",
+    "fit": "pixelkm.image._common:fit_colors",
+    "KMeans.fit": "pixelkm.estimators.kmeans:KMeans.fit",
     "init": "pixelkm.engine.init:kmeans_plusplus",
     "init+lloyd": "pixelkm.engine.batched:fit",
     "quantize*": "pixelkm.image._quantize:quantize",
@@ -83,10 +84,17 @@ def _child(argv: list[str], report: str) -> None:
     for name, spec in STAGES.items():
         _wrap(spec, name.rstrip("*"), spent)
     t1 = time.perf_counter()
-    code = cli.main(argv + (["--quiet"] if argv[0] == "choose-k" else ["--quiet", "--force"]))
-    spent["run"] = time.perf_counter() - t1
-    spent["import"] = t_import
-    Path(report).write_text(json.dumps({"code": code, **spent}))
+
+    def report_then_exit(code: int, _exit=cli._exit_now) -> None:
+        spent["run"] = time.perf_counter() - t1
+        spent["import"] = t_import
+        Path(report).write_text(json.dumps({"code": code, **spent}))
+        _exit(code)
+
+    # as the ``pixelkm`` command runs: main() with sys.argv, ending through cli._exit_now (no tear-down)
+    cli._exit_now = report_then_exit
+    sys.argv = ["pixelkm", *argv, *(["--quiet"] if argv[0] == "choose-k" else ["--quiet", "--force"])]
+    report_then_exit(cli.main())
 
 
 def main() -> None:

@@ -121,18 +121,20 @@ def map_rows(X: torch.Tensor, colors: torch.Tensor, values: torch.Tensor) -> tor
     unspecified value.
     """
     d = X.shape[1]
-    if d <= 3:
-        values = values.to(X.device)
+    values = values.to(X.device)
+    if d <= 3 and X.shape[0] >= (1 << (8 * d)) // 64:
         kernels = _kernels() if X.device.type == "cpu" and values.dtype != torch.bool else None
-        table = torch.zeros(1 << (8 * d), dtype=values.dtype, device=X.device)
-        table[pack_keys(colors).long()] = values
+        small = values.dtype == torch.int64 and (values.numel() == 0 or int(values.abs().max()) < 2**31)
+        table = torch.zeros(1 << (8 * d), dtype=torch.int32 if small else values.dtype, device=X.device)
+        table[pack_keys(colors).long()] = values.to(table.dtype)
         if kernels is not None:
             out = torch.empty(X.shape[0], dtype=values.dtype)
             kernels[1](X.contiguous().numpy(), table.numpy(), out.numpy())
             return out
-        return table[pack_keys(X).long()]
+        return table[pack_keys(X).long()].to(values.dtype)
+    # few rows (or 4 features): a binary search among the sorted keys of the colors
     keys, ckeys = pack_keys(X), pack_keys(colors)
-    return values.to(X.device)[torch.searchsorted(ckeys, keys).clamp_(max=ckeys.numel() - 1)]
+    return values[torch.searchsorted(ckeys, keys).clamp_(max=max(0, ckeys.numel() - 1))]
 
 
 def dense_histogram(X: torch.Tensor, *, inverse: bool = True):

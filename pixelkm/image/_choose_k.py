@@ -165,7 +165,7 @@ def choose_k(
     if ks[-1] > n:
         raise ValueError(f"k={ks[-1]} is more than the {n} (opaque) pixels to fit")
     sample = torch.randperm(n, generator=gen)[: min(sample_size, n)]
-    rows = sample if data is None else data.inverse[sample.to(data.inverse.device)]
+    rows = sample if data is None else data.inverse_at(sample)
     Xs = (X if data is None else data.X)[rows.to((X if data is None else data.X).device)]
     inertias, sils = [], []
     for k in progress_bar(ks, enabled=progress, desc="choose-k", total=len(ks)):

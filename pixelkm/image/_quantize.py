@@ -26,6 +26,7 @@ from ._common import (
     image_psnr,
     paint,
     pixel_labels,
+    png_options,
     save_as,
     with_alpha,
 )
@@ -159,7 +160,8 @@ class QuantizeResult:
             return save_as(self.to_pil(), path, force, original, inputs)
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
             raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
-        data = encode_for(self.to_pil(), path)
+        im = self.to_pil()
+        data = encode_for(im, path, **png_options(im, path))  # the bytes save_as would write
         why = None
         if max_bytes is not None and len(data) > max_bytes:
             why = f"{len(data)} bytes would be more than the {max_bytes} allowed (--max-size)"
