@@ -166,7 +166,7 @@ def _pp_seed(XT, w, u, k, t, indices, closest, inc):
                 lo, hi = b * B, min(n, (b + 1) * B)
                 dist = np.empty(B, dtype=XT.dtype)
                 for j in range(t):
-                    if _pp_far(XT, cand[j], box, b, r2max[b]):
+                    if _pp_far(XT, cand[j], box, np.int64(b), r2max[b]):
                         part[b, j] = block_sums[b]  # (the same sum: every min is the current distance)
                     else:
                         _pp_block_dist(XT, cand[j], lo, hi, dist)
@@ -182,7 +182,7 @@ def _pp_seed(XT, w, u, k, t, indices, closest, inc):
             chosen = cand[best]
             indices[c] = chosen
         for b in prange(nb):
-            if c > 0 and _pp_far(XT, chosen, box, b, r2max[b]):
+            if c > 0 and _pp_far(XT, chosen, box, np.int64(b), r2max[b]):
                 continue
             lo, hi = b * B, min(n, (b + 1) * B)
             dist = np.empty(B, dtype=XT.dtype)
