@@ -24,8 +24,11 @@ from ..._result import AssignUpdateResult, PassExtras
 from .._base import Backend
 from . import kernels as K
 
-#: up to this many features the direct-difference kernel runs (beyond, the GEMM path)
-SMALL_D = 16
+#: up to this many features the direct-difference kernel runs (beyond, the GEMM path). Measured (2-core x86-64,
+#: 2^20 float32 points, K = 64, ms per pass, direct / GEMM): d=3 9.7/55.9, d=8 16.5/67.8, d=12 26.3/78.4,
+#: d=14 32.2/73.6, but d=15 579/79 and d=16 663/76 (K = 256: d=16 1968/166): from 15 features LLVM no longer
+#: vectorizes the unrolled loop over the tile, so the GEMM path takes over there.
+SMALL_D = 14
 #: bytes of float64 per-block partial sums of the large-d path, at most (beyond, the pass goes in chunks)
 PARTIALS_BYTES = 1 << 25
 #: rows converted at a time for float16/bfloat16 input (a multiple of the block)
