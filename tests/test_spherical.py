@@ -71,7 +71,7 @@ def test_against_numpy_oracle(seed):
 
 
 def test_batched_and_module_spherical():
-    X = np.stack([make_blobs(300, 6, 4, seed=95 + i, spread=3.0) for i in range(3)])
+    X = np.stack([make_blobs(300, 5, 4, seed=95 + i, spread=3.0) for i in range(3)])
     c, lab, inertia = pixelkm.kmeans(X, 4, random_state=2, spherical=True)
     for i in range(3):
         cs, ls, js = pixelkm.kmeans(X[i], 4, random_state=2 + i, spherical=True)
