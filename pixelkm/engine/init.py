@@ -221,8 +221,9 @@ def _cpu_plusplus(
     X: torch.Tensor, w: torch.Tensor, uniforms: torch.Tensor, n_clusters: int, t: int, dtype: torch.dtype
 ) -> torch.Tensor | None:
     """Indices (b, k) of the greedy k-means++ draws by the CPU kernel, or None where it does not apply (not the
-    CPU, X not already in the compute dtype, many features, no numba)."""
-    if X.device.type != "cpu" or X.dtype != dtype or dtype not in (torch.float32, torch.float64):
+    CPU, X neither in the compute dtype nor uint8 pixels, many features, no numba). uint8 rows are converted
+    exactly, into the transposed copy the kernel reads anyway (as the torch path converts them)."""
+    if X.device.type != "cpu" or X.dtype not in (dtype, torch.uint8) or dtype not in (torch.float32, torch.float64):
         return None
     if X.shape[2] > _PP_MAX_D or X.shape[1] < 1:
         return None
@@ -234,7 +235,7 @@ def _cpu_plusplus(
     closest = torch.empty(n, dtype=torch.float64)
     inc = torch.empty(n, dtype=torch.float64)
     for i in range(b):
-        XT = X[i].t().contiguous().numpy()
+        XT = torch.empty(X.shape[2], n, dtype=dtype).copy_(X[i].t()).numpy()
         seed(
             XT,
             w[i].contiguous().numpy(),
