@@ -218,7 +218,10 @@ class KMeans(BaseEstimator):
         gen = resolve_generator(p["random_state"])
         # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
         red = None if self.spherical else reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose))
-        Xf, wf, tol = (Xt, w, p["tol"]) if red is None else (red.colors, red.weights, red.rescaled_tol(p["tol"]))
+        if red is None:
+            Xf, wf, tol = Xt, w, p["tol"]
+        else:  # the absolute tolerance of the fit on every row: tol times the rows' variance (from the histogram)
+            Xf, wf, tol = red.colors, red.weights, (red.variance.double() * p["tol"]).reshape(1).to(Xt.device)
         res = fit_batched(
             Xf.unsqueeze(0),
             None if wf is None else wf.unsqueeze(0),
