@@ -26,6 +26,12 @@ def test_histogram_matches_numpy_unique(d, dense, monkeypatch):
     np.testing.assert_array_equal(h.inverse.numpy(), inv.reshape(-1))
     np.testing.assert_allclose(h.weights.numpy(), np.bincount(inv.reshape(-1), weights=w), rtol=1e-12)
     assert float(h.variance) == pytest.approx(float(mean_feature_variance(torch.from_numpy(X)[None])[0]), rel=1e-12)
+    for inverse in (True, False):  # unweighted, with and without the inverse index (the CPU's dense passes)
+        u = color_histogram(torch.from_numpy(X), inverse=inverse)
+        np.testing.assert_array_equal(u.colors.numpy(), uniq)
+        np.testing.assert_array_equal(u.counts.numpy(), cnt)
+        if inverse or u.inverse is not None:
+            np.testing.assert_array_equal(u.inverse.numpy(), inv.reshape(-1))
 
 
 def test_reduce_colors_only_where_it_pays(photo_pixels):

@@ -74,13 +74,33 @@ _KERNELS: dict[str, object] = {}
 
 
 def _count_rows(X, table):
-    """table[key(row)] += 1 for every row of uint8 X (n, d), the key as :func:`pack_keys` makes it."""
+    """table[key(row)] += 1 for every row of uint8 X (n, d), the key as :func:`pack_keys` makes it; returns the
+    number of distinct keys."""
     d = X.shape[1]
+    m = 0
     for i in range(X.shape[0]):
         key = 0
         for j in range(d):
             key = key * 256 + X[i, j]
-        table[key] += 1
+        c = table[key]
+        if c == 0:
+            m += 1
+        table[key] = c + 1
+    return m
+
+
+def _compact_table(table, keys, counts, index):
+    """keys (m,) and counts (m,) of the non-zero entries of ``table``, in key order; with ``index`` the entries
+    become their position (the look-up table of the inverse index)."""
+    j = 0
+    for key in range(table.shape[0]):
+        c = table[key]
+        if c != 0:
+            keys[j] = key
+            counts[j] = c
+            if index:
+                table[key] = j
+            j += 1
 
 
 def _lookup_rows(X, lut, out):
@@ -99,17 +119,19 @@ def _kernels():
         try:
             import numba
         except ImportError:  # pragma: no cover
-            _KERNELS["count"] = _KERNELS["lookup"] = None
+            _KERNELS["count"] = _KERNELS["lookup"] = _KERNELS["compact"] = None
             return None
         try:
             _KERNELS["count"] = numba.njit(cache=True)(_count_rows)
             _KERNELS["lookup"] = numba.njit(cache=True)(_lookup_rows)
+            _KERNELS["compact"] = numba.njit(cache=True)(_compact_table)
         except RuntimeError as err:  # no writable cache folder: compiled once per process instead
             if "no locator available" not in str(err):
                 raise
             _KERNELS["count"] = numba.njit(_count_rows)
             _KERNELS["lookup"] = numba.njit(_lookup_rows)
-    return _KERNELS["count"], _KERNELS["lookup"]
+            _KERNELS["compact"] = numba.njit(_compact_table)
+    return _KERNELS["count"], _KERNELS["lookup"], _KERNELS["compact"]
 
 
 def map_rows(X: torch.Tensor, colors: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -138,8 +160,8 @@ def map_rows(X: torch.Tensor, colors: torch.Tensor, values: torch.Tensor) -> tor
 
 
 def dense_histogram(X: torch.Tensor, *, inverse: bool = True):
-    """The histogram of uint8 rows X (n, d), d <= 3, on the CPU, by two sequential passes over the rows (a
-    count table of 2^(8 d) int32 entries, then each row's index through it): the result of
+    """The histogram of uint8 rows X (n, d), d <= 3, on the CPU, by sequential passes (a count table of 2^(8 d)
+    int32 entries, its compaction, then each row's index through it when asked): the result of
     :func:`histogram_keys` on :func:`pack_keys` (X) without the key tensor. None where numba does not import.
 
     Returns ``(unique_keys int32, counts float64, inverse int64 or None)``.
@@ -147,20 +169,20 @@ def dense_histogram(X: torch.Tensor, *, inverse: bool = True):
     kernels = _kernels()
     if kernels is None:
         return None
-    count, lookup = kernels
+    count, lookup, compact = kernels
     d = X.shape[1]
     x = X.contiguous().numpy()
     table = np.zeros(1 << (8 * d), dtype=np.int32)
-    count(x, table)
-    present = np.flatnonzero(table)
-    counts = torch.from_numpy(table[present].astype(np.float64))
+    m = count(x, table)
+    keys = np.empty(m, dtype=np.int32)
+    counts = np.empty(m, dtype=np.float64)
+    compact(table, keys, counts, inverse)
     inv = None
     if inverse:
-        table[present] = np.arange(present.size, dtype=np.int32)
         out = np.empty(x.shape[0], dtype=np.int64)
         lookup(x, table, out)
         inv = torch.from_numpy(out)
-    return torch.from_numpy(present.astype(np.int32)), counts, inv
+    return torch.from_numpy(keys), torch.from_numpy(counts), inv
 
 
 def histogram_keys(keys: torch.Tensor, d: int, weights: torch.Tensor | None = None, *, inverse: bool = True):
