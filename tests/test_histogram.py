@@ -105,3 +105,25 @@ def test_kmeans_fit_reduces_uint8_automatically(photo_pixels, capsys):
     np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-4, atol=1e-3)
     assert (ours.labels_ == ref.labels_).mean() > 0.999
     assert ours.labels_.shape == (len(pixels),)
+
+
+@pytest.mark.parametrize("d,n", [(1, 500), (2, 5000), (3, 300_000), (3, 5000), (4, 5000)])
+def test_map_rows_equals_gather_through_the_inverse(d, n):
+    """map_rows(X, colors, values) is values[inverse] (the oracle: numpy's inverse index), for every dtype of
+    values, through the dense table (d <= 3, many rows) and through the sorted keys (few rows, d = 4)."""
+    from pixelkm.engine.histogram import map_rows
+
+    rng = np.random.default_rng(n + d)
+    X = rng.integers(0, 256 if d < 3 else 40, size=(n, d)).astype(np.uint8)
+    uniq, inv = np.unique(X, axis=0, return_inverse=True)
+    inv = inv.reshape(-1)
+    m = uniq.shape[0]
+    for values in (
+        torch.arange(m),
+        torch.arange(m) * 2**40 - 7,  # int64 beyond int32
+        torch.from_numpy(rng.normal(size=m).astype(np.float32)),
+        torch.from_numpy(rng.integers(0, 2, m).astype(bool)),
+    ):
+        got = map_rows(torch.from_numpy(X), torch.from_numpy(uniq), values)
+        assert got.dtype == values.dtype and got.shape == (n,)
+        np.testing.assert_array_equal(got.numpy(), values.numpy()[inv])
