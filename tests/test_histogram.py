@@ -107,7 +107,7 @@ def test_kmeans_fit_reduces_uint8_automatically(photo_pixels, capsys):
     assert ours.labels_.shape == (len(pixels),)
 
 
-@pytest.mark.parametrize("d,n", [(1, 500), (2, 5000), (3, 300_000), (3, 5000), (4, 5000)])
+@pytest.mark.parametrize("d,n", [(1, 500), (2, 5000), (3, 270_000), (3, 5000), (4, 5000)])
 def test_map_rows_equals_gather_through_the_inverse(d, n):
     """map_rows(X, colors, values) is values[inverse] (the oracle: numpy's inverse index), for every dtype of
     values, through the dense table (d <= 3, many rows) and through the sorted keys (few rows, d = 4)."""
@@ -115,8 +115,11 @@ def test_map_rows_equals_gather_through_the_inverse(d, n):
 
     rng = np.random.default_rng(n + d)
     X = rng.integers(0, 256 if d < 3 else 40, size=(n, d)).astype(np.uint8)
-    uniq, inv = np.unique(X, axis=0, return_inverse=True)
-    inv = inv.reshape(-1)
+    # the distinct rows in lexicographic order, through their base-256 numbers (np.unique(axis=0) is 10x slower)
+    _, first, inv = np.unique(
+        X.astype(np.int64) @ 256 ** np.arange(d - 1, -1, -1), return_index=True, return_inverse=True
+    )
+    uniq = X[first]
     m = uniq.shape[0]
     for values in (
         torch.arange(m),
