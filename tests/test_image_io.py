@@ -225,9 +225,13 @@ def test_prefetched_decode_equals_direct_decode(rgb, tmp_path, monkeypatch):
         assert _outcome(path, limit) == direct, name
     assert threads == [threading.current_thread().name, "pixelkm-decode"] * len(cases)
     assert _outcome(tmp_path / "ok.png")[0] == "ok"
-    # taken once only; another file, another limit or a file changed since the prefetch: read again
+    # taken by its own file only (another file read meanwhile leaves it), and once only
+    threads.clear()
     prefetch(tmp_path / "ok.png")
     assert load_image(tmp_path / "alpha.png").alpha is not None
+    assert load_image(tmp_path / "ok.png").alpha is None and load_image(tmp_path / "ok.png").alpha is None
+    assert sorted(threads) == sorted([threading.current_thread().name] * 2 + ["pixelkm-decode"])
+    # another limit or a file changed since the prefetch: read again
     prefetch(tmp_path / "ok.png", n - 1)
     assert load_image(tmp_path / "ok.png").pixels.shape[0] == rgb.shape[0]
     prefetch(tmp_path / "ok.png")

@@ -193,9 +193,10 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[
     (unknown format, truncated or corrupt file), each naming the file.
     """
     path = Path(path)
-    with _PENDING_LOCK:
-        job = _PENDING.pop() if _PENDING else None
-    if job is not None and job.key == (os.fspath(path), max_pixels, _stamp(path)):
+    key = (os.fspath(path), max_pixels, _stamp(path))
+    with _PENDING_LOCK:  # taken by the read of its file only (another file read first leaves it waiting)
+        job = _PENDING.pop() if _PENDING and _PENDING[0].key == key else None
+    if job is not None:
         job.thread.join()
         if job.error is not None:
             raise job.error
