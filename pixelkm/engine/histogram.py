@@ -270,8 +270,9 @@ def reduce_colors(
     *,
     n_clusters: int = 1,
     verbose: bool = False,
+    inverse: bool = True,
 ) -> ColorHistogram | None:
-    """The histogram of X when fitting on it pays, else None.
+    """The histogram of X when fitting on it pays, else None (``inverse`` as :func:`color_histogram`'s).
 
     It pays for uint8 X of shape (n, d) with d <= 4, at least :data:`MIN_ROWS` rows, at most
     :data:`MAX_DISTINCT_FRACTION` * n distinct rows and at least ``n_clusters`` distinct rows (fewer distinct rows
@@ -279,7 +280,7 @@ def reduce_colors(
     """
     if X.ndim != 2 or X.dtype != torch.uint8 or X.shape[1] > 4 or X.shape[0] < MIN_ROWS:
         return None
-    hist = color_histogram(X, sample_weight)
+    hist = color_histogram(X, sample_weight, inverse=inverse)
     m, n = hist.colors.shape[0], X.shape[0]
     pays = n_clusters <= m <= MAX_DISTINCT_FRACTION * n
     if verbose:

@@ -24,7 +24,7 @@ from .._validation import (
     to_output,
 )
 from ..engine.batched import fit_batched, problem_rng
-from ..engine.histogram import reduce_colors
+from ..engine.histogram import map_rows, reduce_colors
 from ..ops import run_assign_update
 from ..ops.distance import sq_distances
 from .base import BaseEstimator, fit_params
@@ -217,7 +217,9 @@ class KMeans(BaseEstimator):
         w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
         gen = resolve_generator(p["random_state"])
         # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
-        red = None if self.spherical else reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose))
+        red = None
+        if not self.spherical:  # (no inverse index: every pixel's label comes through one table gather below)
+            red = reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose), inverse=False)
         if red is None:
             Xf, wf, tol = Xt, w, p["tol"]
         else:  # the absolute tolerance of the fit on every row: tol times the rows' variance (from the histogram)
@@ -238,7 +240,7 @@ class KMeans(BaseEstimator):
         )
         centers, labels, inertia, n_iter = res.centers, res.labels, res.inertia, res.n_iter
         if red is not None:
-            labels = labels[:, red.inverse]
+            labels = labels[:, red.inverse] if red.inverse is not None else map_rows(Xt, red.colors, labels[0])[None]
         self._centers = centers[0]
         self._as_tensor = was_tensor
         self.cluster_centers_ = to_output(centers[0], was_tensor)
