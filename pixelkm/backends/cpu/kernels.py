@@ -377,12 +377,15 @@ def sums_by_label(X, w, labels, part_s, part_c, sums, counts, nthreads):
     _reduce(part_s, part_c, nb, sums, counts)
 
 
-@njit(cache=True, parallel=True)
+@njit(cache=True)
 def half_separation(C):
-    """Half the distance (float64) of every center to its nearest other center (inf when k = 1)."""
+    """Half the distance (float64) of every center to its nearest other center (inf when k = 1).
+
+    One thread: k^2 d / 2 operations (10 ms at k = 1024, d = 14) against a pass's n k d, and a parallel variant
+    costs 1.5 s more to compile."""
     k, d = C.shape
     out = np.empty(k)
-    for i in prange(k):
+    for i in range(k):
         m = np.inf
         for j in range(k):
             if j != i:
