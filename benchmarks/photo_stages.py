@@ -4,7 +4,9 @@ Each command runs in a fresh process with timers wrapped around the functions th
 color histogram, features, k-means++ init, Lloyd, label remap, palette image, encode and write); "python" is the
 wall time of ``python -c pass``, "import" that of ``import pixelkm.cli, pixelkm.image`` (what the command line
 pays before any work), "wall" the whole process. Stages nest (init and lloyd are inside fit), so they do not
-add up; "other" is wall - python - import - the outermost stages.
+add up; "other" is wall - python - import - the outermost stages. The child imports pixelkm before the command
+starts, so the command's overlap of its input's decode with those imports does not show here ("decode" is the
+whole decode): benchmarks/photo_commands.py gives the command's own wall time.
 
     python benchmarks/photo_stages.py [--photo kodim05.png] [--only quantize16,remove-bg] [--repeat 2]
 

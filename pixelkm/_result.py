@@ -53,10 +53,10 @@ class AssignUpdateResult:
         if isinstance(self.min_sq_dist, np.ndarray):
             d = self.min_sq_dist.astype(np.float64)
             return (d if sample_weight is None else d * np.asarray(sample_weight, dtype=np.float64)).sum(-1)
+        if sample_weight is None:  # summed in float64 without a float64 copy of the distances
+            return self.min_sq_dist.sum(-1, dtype=torch.float64)
         d = self.min_sq_dist.to(torch.float64)
-        if sample_weight is not None:
-            d = d * torch.as_tensor(sample_weight, device=d.device).to(torch.float64)
-        return d.sum(-1)
+        return (d * torch.as_tensor(sample_weight, device=d.device).to(torch.float64)).sum(-1)
 
 
 @dataclass

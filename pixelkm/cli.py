@@ -669,10 +669,29 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help(sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    code = _run(args)
+    _prefetch_input(args)
+    try:
+        code = _run(args)
+    finally:
+        from .io.pillow import drop_prefetch
+
+        drop_prefetch()
     if argv is None and "torch" in sys.modules:
         _exit_now(code)
     return code
+
+
+def _prefetch_input(args: argparse.Namespace) -> None:
+    """Start decoding the command's one input image in a background thread, so that it overlaps the import of
+    torch and the toolkit (0.4 s of a 12 MP PNG's decode hidden on 2 cores); the command's ``load_image`` takes the
+    result, with the same errors. Nothing for several inputs, a folder or a pattern."""
+    src = getattr(args, "input", None)
+    if isinstance(src, list):
+        src = src[0] if len(src) == 1 else None
+    if isinstance(src, Path) and src.is_file():
+        from .io.pillow import prefetch
+
+        prefetch(src, getattr(args, "max_pixels", None))
 
 
 def _exit_now(code: int) -> None:

@@ -258,7 +258,7 @@ def test_cache_of_a_fit_gives_the_passes_of_a_fresh_call(monkeypatch, dtype, who
 
 
 def test_labels_without_distances():
-    X, C = random_data(torch.float32, 2000, 4, 6, seed=8)
+    X, C = random_data(torch.float32, 2000, 5, 6, seed=8)
     full = pixelkm.assign_update(X, C)
     res = get_backend("torch").assign_update(X.unsqueeze(0), C.unsqueeze(0), None, compute_distances=False)
     assert res.min_sq_dist is None

@@ -54,7 +54,7 @@ def test_batched_seed_list_and_shared_generator():
 
 
 def test_batched_explicit_init_and_sklearn():
-    X = stack_blobs(4, 500, 4, 5, seed=40)
+    X = stack_blobs(4, 500, 5, 5, seed=40)
     inits = np.stack([X[i, np.random.default_rng(i).choice(500, 5, replace=False)] for i in range(4)])
     c, lab, inertia = pixelkm.kmeans(X, 5, init=inits, tol=0)
     for i in range(4):

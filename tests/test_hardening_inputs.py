@@ -123,7 +123,7 @@ def test_nullable_int_with_na_is_refused_clearly():
 
 
 def _three_distinct():
-    return np.repeat(np.array([[0.0, 0.0], [1.0, 1.0], [5.0, 5.0]]), 10, axis=0)
+    return np.repeat(np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [5.0, 5.0, 5.0]]), 10, axis=0)
 
 
 @pytest.mark.parametrize(

@@ -114,7 +114,7 @@ def test_far_explicit_init_converges_as_sklearn(dtype, offset):
 def hostile(draw):
     """(X, C, dtype): normal data with outliers, centers far from the data, mixed magnitudes, near-ties."""
     n = draw(st.integers(1, 40))
-    d = draw(st.integers(1, 5))
+    d = draw(st.sampled_from([1, 2, 3, 5]))  # (the widths the other tests compile: each is a kernel variant)
     k = draw(st.integers(1, 6))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     rng = np.random.default_rng(draw(st.integers(0, 2**31 - 1)))

@@ -26,6 +26,12 @@ def test_histogram_matches_numpy_unique(d, dense, monkeypatch):
     np.testing.assert_array_equal(h.inverse.numpy(), inv.reshape(-1))
     np.testing.assert_allclose(h.weights.numpy(), np.bincount(inv.reshape(-1), weights=w), rtol=1e-12)
     assert float(h.variance) == pytest.approx(float(mean_feature_variance(torch.from_numpy(X)[None])[0]), rel=1e-12)
+    for inverse in (True, False):  # unweighted, with and without the inverse index (the CPU's dense passes)
+        u = color_histogram(torch.from_numpy(X), inverse=inverse)
+        np.testing.assert_array_equal(u.colors.numpy(), uniq)
+        np.testing.assert_array_equal(u.counts.numpy(), cnt)
+        if inverse or u.inverse is not None:
+            np.testing.assert_array_equal(u.inverse.numpy(), inv.reshape(-1))
 
 
 def test_reduce_colors_only_where_it_pays(photo_pixels):
@@ -99,3 +105,28 @@ def test_kmeans_fit_reduces_uint8_automatically(photo_pixels, capsys):
     np.testing.assert_allclose(ours.cluster_centers_, ref.cluster_centers_, rtol=1e-4, atol=1e-3)
     assert (ours.labels_ == ref.labels_).mean() > 0.999
     assert ours.labels_.shape == (len(pixels),)
+
+
+@pytest.mark.parametrize("d,n", [(1, 500), (2, 5000), (3, 270_000), (3, 5000), (4, 5000)])
+def test_map_rows_equals_gather_through_the_inverse(d, n):
+    """map_rows(X, colors, values) is values[inverse] (the oracle: numpy's inverse index), for every dtype of
+    values, through the dense table (d <= 3, many rows) and through the sorted keys (few rows, d = 4)."""
+    from pixelkm.engine.histogram import map_rows
+
+    rng = np.random.default_rng(n + d)
+    X = rng.integers(0, 256 if d < 3 else 40, size=(n, d)).astype(np.uint8)
+    # the distinct rows in lexicographic order, through their base-256 numbers (np.unique(axis=0) is 10x slower)
+    _, first, inv = np.unique(
+        X.astype(np.int64) @ 256 ** np.arange(d - 1, -1, -1), return_index=True, return_inverse=True
+    )
+    uniq = X[first]
+    m = uniq.shape[0]
+    for values in (
+        torch.arange(m),
+        torch.arange(m) * 2**40 - 7,  # int64 beyond int32
+        torch.from_numpy(rng.normal(size=m).astype(np.float32)),
+        torch.from_numpy(rng.integers(0, 2, m).astype(bool)),
+    ):
+        got = map_rows(torch.from_numpy(X), torch.from_numpy(uniq), values)
+        assert got.dtype == values.dtype and got.shape == (n,)
+        np.testing.assert_array_equal(got.numpy(), values.numpy()[inv])

@@ -326,6 +326,30 @@ def test_elbow_hand_checked():
     assert pim.elbow([2, 3, 4, 5, 6], [100, 90, 20, 15, 10]) == 4
 
 
+@pytest.mark.parametrize("n,m", [(100, 12), (20, 19), (5, 9)], ids=["rejection", "permutation", "m>n"])
+def test_random_subset_is_uniform_without_replacement(n, m):
+    """choose-k's silhouette sample: distinct indices, each ordered choice equally likely, as randperm(n)[:m]
+    (oracle: the expected frequencies, by a chi-square test on a fixed seed; the rejection path is taken with
+    repeats in about half the draws at n=100, m=12)."""
+    from scipy.stats import chisquare
+
+    from pixelkm.image._choose_k import random_subset
+
+    gen = torch.Generator().manual_seed(0)
+    trials = 2000
+    first = np.zeros(n)
+    included = np.zeros(n)
+    for _ in range(trials):
+        s = random_subset(n, m, gen)
+        assert s.dtype == torch.int64 and s.numel() == min(m, n) == s.unique().numel()
+        assert 0 <= int(s.min()) and int(s.max()) < n
+        first[int(s[0])] += 1
+        included[s.numpy()] += 1
+    assert chisquare(first).pvalue > 1e-3
+    if m < n:
+        assert chisquare(included).pvalue > 1e-3
+
+
 def test_choose_k_finds_three_colors():
     rng = np.random.default_rng(0)
     img = blocks(A, B, C, h=24, w=24).astype(np.int16)

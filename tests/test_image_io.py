@@ -178,6 +178,70 @@ def test_bad_files(rgb, tmp_path):
             load_image(tmp_path / f"cut{suffix}")
 
 
+def _outcome(path, max_pixels=None):
+    """(exception type, message) of ``load_image``, or ("ok", pixels, alpha, mode) of the image it loads."""
+    try:
+        img = load_image(path, max_pixels=max_pixels)
+    except Exception as e:
+        return type(e), str(e)
+    return "ok", img.pixels.numpy().tobytes(), None if img.alpha is None else img.alpha.numpy().tobytes(), img.mode
+
+
+def test_prefetched_decode_equals_direct_decode(rgb, tmp_path, monkeypatch):
+    """The command line decodes its input in a background thread (prefetch): load_image then gives the same
+    arrays, and the same error type and message for every bad file, as a decode in the calling thread."""
+    from pixelkm.io.pillow import drop_prefetch, prefetch
+
+    Image.fromarray(rgb).save(tmp_path / "ok.png")
+    Image.fromarray(np.dstack([rgb, _alpha_ramp(*rgb.shape[:2])]), "RGBA").save(tmp_path / "alpha.png")
+    Image.fromarray(rgb[:, :, 0]).convert("P").save(tmp_path / "p.gif")
+    (tmp_path / "notes.png").write_text("not an image")
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    (tmp_path / "cut.png").write_bytes(buf.getvalue()[: buf.tell() // 2])
+    n = rgb.shape[0] * rgb.shape[1]
+    cases = [
+        ("ok.png", None),
+        ("alpha.png", None),
+        ("p.gif", None),
+        ("missing.png", None),
+        (".", None),
+        ("notes.png", None),
+        ("cut.png", None),
+        ("ok.png", n - 1),  # above max_pixels
+        ("ok.png", 0),  # a bad max_pixels
+    ]
+    import threading
+
+    from pixelkm.io import pillow
+
+    threads = []  # the thread of every decode
+    decode = pillow._decode
+    monkeypatch.setattr(pillow, "_decode", lambda *a: threads.append(threading.current_thread().name) or decode(*a))
+    for name, limit in cases:
+        path = tmp_path / name
+        direct = _outcome(path, limit)
+        prefetch(path, limit)
+        assert _outcome(path, limit) == direct, name
+    assert threads == [threading.current_thread().name, "pixelkm-decode"] * len(cases)
+    assert _outcome(tmp_path / "ok.png")[0] == "ok"
+    # taken by its own file only (another file read meanwhile leaves it), and once only
+    threads.clear()
+    prefetch(tmp_path / "ok.png")
+    assert load_image(tmp_path / "alpha.png").alpha is not None
+    assert load_image(tmp_path / "ok.png").alpha is None and load_image(tmp_path / "ok.png").alpha is None
+    assert sorted(threads) == sorted([threading.current_thread().name] * 2 + ["pixelkm-decode"])
+    # another limit or a file changed since the prefetch: read again
+    prefetch(tmp_path / "ok.png", n - 1)
+    assert load_image(tmp_path / "ok.png").pixels.shape[0] == rgb.shape[0]
+    prefetch(tmp_path / "ok.png")
+    Image.fromarray(rgb[::2, ::2].copy()).save(tmp_path / "ok.png")
+    np.testing.assert_array_equal(load_image(tmp_path / "ok.png").pixels.numpy(), rgb[::2, ::2])
+    prefetch(tmp_path / "ok.png")
+    drop_prefetch()
+    np.testing.assert_array_equal(load_image(tmp_path / "ok.png").pixels.numpy(), rgb[::2, ::2])
+
+
 def test_arrays_and_tensors(rgb):
     img, as_t = as_image(rgb)
     assert not as_t and img.alpha is None

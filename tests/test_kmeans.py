@@ -21,7 +21,7 @@ def sk_fit(X, k, init, w=None, **kw):
 
 
 @pytest.mark.parametrize("dtype, rtol", FLOAT_CASES)
-@pytest.mark.parametrize("n, d, k, seed", [(3000, 2, 5, 0), (2000, 8, 12, 1), (500, 1, 3, 2)])
+@pytest.mark.parametrize("n, d, k, seed", [(3000, 2, 5, 0), (2000, 5, 12, 1), (500, 1, 3, 2)])
 def test_exact_oracle_blobs(dtype, rtol, n, d, k, seed):
     X = make_blobs(n, d, k, seed).astype(dtype)
     init = X[np.random.default_rng(seed).choice(n, k, replace=False)]
@@ -301,3 +301,19 @@ def test_check_estimator():
             "check_sample_weight_equivalence_on_dense_data": "random init differs between weights and repeats",
         },
     )
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cpu_plusplus_kernel_draws_what_the_torch_path_draws(monkeypatch, dtype):
+    """The numba greedy k-means++ picks exactly the rows of the torch path (the oracle), uint8 pixels included
+    (converted exactly, as the torch path converts them), weighted, past one 4096-point block."""
+    import pixelkm.engine.init as init
+
+    rng = np.random.default_rng(5)
+    X = torch.from_numpy(rng.integers(0, 256, size=(9000, 3)).astype(np.uint8)).to(dtype)[None]
+    w = torch.from_numpy(rng.integers(1, 9, size=9000).astype(np.float32))[None]
+    got_c, got = init.kmeans_plusplus(X, 12, w, torch.Generator().manual_seed(3), torch.float32)
+    monkeypatch.setattr(init, "_cpu_plusplus", lambda *args: None)
+    ref_c, ref = init.kmeans_plusplus(X, 12, w, torch.Generator().manual_seed(3), torch.float32)
+    assert torch.equal(got, ref)
+    assert torch.equal(got_c, ref_c) and got_c.dtype == torch.float32

@@ -59,7 +59,7 @@ def test_two_clusters_by_hand():
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_against_numpy_oracle(seed):
-    X = make_blobs(600, 8, 5, seed=90 + seed, spread=4.0)
+    X = make_blobs(600, 10, 5, seed=90 + seed, spread=4.0)
     init = X[np.random.default_rng(seed).choice(600, 5, replace=False)]
     C, labels, inertia = spherical_lloyd_oracle(X, init)
     km = pixelkm.KMeans(5, init=init, tol=0, spherical=True).fit(X)
@@ -71,7 +71,7 @@ def test_against_numpy_oracle(seed):
 
 
 def test_batched_and_module_spherical():
-    X = np.stack([make_blobs(300, 6, 4, seed=95 + i, spread=3.0) for i in range(3)])
+    X = np.stack([make_blobs(300, 5, 4, seed=95 + i, spread=3.0) for i in range(3)])
     c, lab, inertia = pixelkm.kmeans(X, 4, random_state=2, spherical=True)
     for i in range(3):
         cs, ls, js = pixelkm.kmeans(X[i], 4, random_state=2 + i, spherical=True)

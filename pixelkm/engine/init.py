@@ -166,7 +166,7 @@ def _pp_seed(XT, w, u, k, t, indices, closest, inc):
                 lo, hi = b * B, min(n, (b + 1) * B)
                 dist = np.empty(B, dtype=XT.dtype)
                 for j in range(t):
-                    if _pp_far(XT, cand[j], box, b, r2max[b]):
+                    if _pp_far(XT, cand[j], box, np.int64(b), r2max[b]):
                         part[b, j] = block_sums[b]  # (the same sum: every min is the current distance)
                     else:
                         _pp_block_dist(XT, cand[j], lo, hi, dist)
@@ -182,7 +182,7 @@ def _pp_seed(XT, w, u, k, t, indices, closest, inc):
             chosen = cand[best]
             indices[c] = chosen
         for b in prange(nb):
-            if c > 0 and _pp_far(XT, chosen, box, b, r2max[b]):
+            if c > 0 and _pp_far(XT, chosen, box, np.int64(b), r2max[b]):
                 continue
             lo, hi = b * B, min(n, (b + 1) * B)
             dist = np.empty(B, dtype=XT.dtype)
@@ -221,8 +221,9 @@ def _cpu_plusplus(
     X: torch.Tensor, w: torch.Tensor, uniforms: torch.Tensor, n_clusters: int, t: int, dtype: torch.dtype
 ) -> torch.Tensor | None:
     """Indices (b, k) of the greedy k-means++ draws by the CPU kernel, or None where it does not apply (not the
-    CPU, X not already in the compute dtype, many features, no numba)."""
-    if X.device.type != "cpu" or X.dtype != dtype or dtype not in (torch.float32, torch.float64):
+    CPU, X neither in the compute dtype nor uint8 pixels, many features, no numba). uint8 rows are converted
+    exactly, into the transposed copy the kernel reads anyway (as the torch path converts them)."""
+    if X.device.type != "cpu" or X.dtype not in (dtype, torch.uint8) or dtype not in (torch.float32, torch.float64):
         return None
     if X.shape[2] > _PP_MAX_D or X.shape[1] < 1:
         return None
@@ -234,7 +235,7 @@ def _cpu_plusplus(
     closest = torch.empty(n, dtype=torch.float64)
     inc = torch.empty(n, dtype=torch.float64)
     for i in range(b):
-        XT = X[i].t().contiguous().numpy()
+        XT = torch.empty(X.shape[2], n, dtype=dtype).copy_(X[i].t()).numpy()
         seed(
             XT,
             w[i].contiguous().numpy(),

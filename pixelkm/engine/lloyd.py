@@ -33,6 +33,7 @@ class LloydResult:
     labels: torch.Tensor | None  # (b, n) int64, -1 where the mask is False; None for a stream
     inertia: torch.Tensor  # (b,) float64
     n_iter: torch.Tensor  # (b,) int64
+    counts: torch.Tensor | None = None  # (b, k): the final pass's counts, where it tells which labels are used
 
 
 def centers_from(
@@ -147,7 +148,7 @@ def lloyd(
             active = active[keep]
     centers = out_centers.index_copy(0, rows, centers)
     labels, inertia = source.final(centers, spherical)
-    return LloydResult(centers, labels, inertia, n_iter)
+    return LloydResult(centers, labels, inertia, n_iter, _used_counts(source))
 
 
 def _lloyd_bounded(
@@ -175,7 +176,13 @@ def _lloyd_bounded(
             break
     labels, inertia = source.final(centers, False)
     n_iters = torch.full((1,), n_iter, dtype=torch.int64, device=centers.device)
-    return LloydResult(centers, labels, inertia, n_iters)
+    return LloydResult(centers, labels, inertia, n_iters, _used_counts(source))
+
+
+def _used_counts(source: Any) -> torch.Tensor | None:
+    """The final pass's counts when they say which clusters the labels use (no weights: every point counts 1), or
+    None (weighted points, a zero weight among them, or a source without labels)."""
+    return getattr(source, "final_counts", None) if getattr(source, "w", True) is None else None
 
 
 def fit(
@@ -216,9 +223,12 @@ def fit(
             best.labels = torch.where(better.view(b, 1), res.labels, best.labels)
         best.inertia = torch.where(better, res.inertia, best.inertia)
         best.n_iter = torch.where(better, res.n_iter, best.n_iter)
+        if best.counts is not None and res.counts is not None:
+            best.counts = torch.where(better.view(b, 1), res.counts, best.counts)
     if sync and best.labels is not None:  # as scikit-learn: fewer distinct clusters than asked is worth a warning
         k = best.centers.shape[1]
-        present = labels_present(best.labels, k).to(torch.float64)
+        # (a scatter over every label otherwise: a few ms per million points)
+        present = (best.counts > 0 if best.counts is not None else labels_present(best.labels, k)).to(torch.float64)
         comm.sum_(present)  # clusters used on any process
         warn_fewer_clusters(present > 0, k, stacklevel=5)
     return best

@@ -133,8 +133,10 @@ class BatchSource:
     def final(self, centers: torch.Tensor, spherical: bool) -> tuple[torch.Tensor, torch.Tensor]:
         """Labels and inertia against the final centers. This pass does not reuse the prepared data: its rounding
         must not depend on the batch-mates (a problem's final labels and inertia are the same alone as in a batch,
-        and an n_init pick with it)."""
+        and an n_init pick with it). Also keeps that pass's counts (b, k) in ``final_counts``: unweighted, a
+        cluster's count is positive exactly when a label names it."""
         res = run_assign_update(self.X, centers, self.w, backend=self.backend, chunk_size=self.chunk_size)
+        self.final_counts = res.counts
         return self.labels(res), self.inertia(res, spherical)
 
 

@@ -24,7 +24,7 @@ from .._validation import (
     to_output,
 )
 from ..engine.batched import fit_batched, problem_rng
-from ..engine.histogram import reduce_colors
+from ..engine.histogram import map_rows, reduce_colors
 from ..ops import run_assign_update
 from ..ops.distance import sq_distances
 from .base import BaseEstimator, fit_params
@@ -69,8 +69,9 @@ class KMeans(BaseEstimator):
         pass recomputes distances only for the points that may have changed cluster: the same iterates (up to
         float ties), several times fewer operations once the fit settles. "auto" uses Hamerly on the CPU from
         16,384 samples with the torch backend, one problem at a time, while its bounds (33 bytes per sample) fit
-        in 1 GiB and a quarter of the free memory, and Lloyd otherwise (on CUDA the Triton kernel's full passes
-        are faster).
+        in 1 GiB and a quarter of the free memory, and Lloyd otherwise: the fused kernels' full passes (the cpu
+        backend's, the Triton kernel's) were measured faster than bounds (1.5-2.1x on photos and blobs, d = 3 to
+        8, K = 16 to 256; see ``pixelkm.engine.bounds.AUTO_RULE``).
     backend : str, default="auto"
         Implementation of the assign-and-update pass (see :func:`pixelkm.available_backends`).
     device : str or torch.device, optional
@@ -216,8 +217,13 @@ class KMeans(BaseEstimator):
         w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
         gen = resolve_generator(p["random_state"])
         # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
-        red = None if self.spherical else reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose))
-        Xf, wf, tol = (Xt, w, p["tol"]) if red is None else (red.colors, red.weights, red.rescaled_tol(p["tol"]))
+        red = None
+        if not self.spherical:  # (no inverse index: every pixel's label comes through one table gather below)
+            red = reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose), inverse=False)
+        if red is None:
+            Xf, wf, tol = Xt, w, p["tol"]
+        else:  # the absolute tolerance of the fit on every row: tol times the rows' variance (from the histogram)
+            Xf, wf, tol = red.colors, red.weights, (red.variance.double() * p["tol"]).reshape(1).to(Xt.device)
         res = fit_batched(
             Xf.unsqueeze(0),
             None if wf is None else wf.unsqueeze(0),
@@ -234,7 +240,7 @@ class KMeans(BaseEstimator):
         )
         centers, labels, inertia, n_iter = res.centers, res.labels, res.inertia, res.n_iter
         if red is not None:
-            labels = labels[:, red.inverse]
+            labels = labels[:, red.inverse] if red.inverse is not None else map_rows(Xt, red.colors, labels[0])[None]
         self._centers = centers[0]
         self._as_tensor = was_tensor
         self.cluster_centers_ = to_output(centers[0], was_tensor)

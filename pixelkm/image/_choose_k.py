@@ -102,13 +102,35 @@ class ChooseKResult:
         }
 
 
+def random_subset(n: int, m: int, gen: torch.Generator) -> torch.Tensor:
+    """``min(m, n)`` distinct indices of ``range(n)`` in random order, every ordered choice equally likely (as
+    ``randperm(n)[:m]``), int64.
+
+    A permutation of every index costs O(n) (0.2-0.36 s for the pixels of a 12 MP photo, for a sample of 2000):
+    for m well below n the indices are drawn with replacement and repeats drawn again (rejection keeps the
+    sample uniform without replacement), in O(m).
+    """
+    m = min(m, n)
+    if 8 * m >= n:
+        return torch.randperm(n, generator=gen)[:m]
+    out = torch.randint(n, (m,), generator=gen)
+    while True:
+        uniq, inv = torch.unique(out, return_inverse=True)
+        if uniq.numel() == out.numel():
+            return out
+        # keep the first occurrence of each index (the order of the draws), then draw the missing ones
+        first = torch.full((uniq.numel(),), out.numel(), dtype=torch.int64)
+        first.scatter_reduce_(0, inv, torch.arange(out.numel()), "amin")
+        out = torch.cat([out[first.sort().values], torch.randint(n, (m - uniq.numel(),), generator=gen)])
+
+
 def _subset(img: LoadedImage, fit_size: int, gen: torch.Generator) -> LoadedImage:
     """A (1, n, 3) image of ``fit_size`` random opaque pixels of ``img``."""
     H, W, _ = img.pixels.shape
     flat = img.pixels.reshape(H * W, 3)
     if img.alpha is not None:
         flat = flat[img.opaque.reshape(-1)]
-    pick = torch.randperm(flat.shape[0], generator=gen)[:fit_size].to(flat.device)
+    pick = random_subset(flat.shape[0], fit_size, gen).to(flat.device)
     return LoadedImage(flat[pick].unsqueeze(0))
 
 
@@ -164,7 +186,7 @@ def choose_k(
             raise ValueError(f"k={ks[-1]} is more than the {data.n_distinct} distinct colors to fit")
     if ks[-1] > n:
         raise ValueError(f"k={ks[-1]} is more than the {n} (opaque) pixels to fit")
-    sample = torch.randperm(n, generator=gen)[: min(sample_size, n)]
+    sample = random_subset(n, sample_size, gen)
     rows = sample if data is None else data.inverse_at(sample)
     Xs = (X if data is None else data.X)[rows.to((X if data is None else data.X).device)]
     inertias, sils = [], []

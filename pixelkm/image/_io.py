@@ -17,14 +17,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps
 
 from .._validation import check_device
 from ..io.files import TempFile
-from ..io.pillow import ImageError
-from ..io.pillow import check_memory as _check_memory
+from ..io.pillow import ImageError, read_image, rgb_alpha_from_pil
 from ..io.pillow import check_size as _check_size
-from ..io.pillow import open_with_limit as _open_with_limit
 from ..io.pillow import pixel_limit as _pixel_limit
 
 
@@ -64,31 +62,6 @@ class LoadedImage:
         return Image.fromarray(np.dstack([rgb, self.alpha.cpu().numpy()]), "RGBA")
 
 
-def _rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
-    """(H, W, 3) uint8 and (H, W) uint8 alpha or None, from a PIL image of any mode."""
-    mode = im.mode
-    if mode.startswith("I;16") or mode in ("I", "F"):
-        a = np.asarray(im)
-        if mode == "F":  # float images: values taken on the 0..255 scale
-            g = np.clip(np.nan_to_num(a), 0, 255).round()
-        else:  # 16-bit (and 32-bit integer) grayscale: 0..65535 scaled to 0..255
-            g = np.clip(a.astype(np.float64), 0, 65535) / 257.0
-        g = np.rint(g).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2), None
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode in ("P", "L", "RGB", "1") and "transparency" in im.info
-    )
-    if has_alpha:
-        rgba = np.asarray(im.convert("RGBA"))
-        return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(rgba[:, :, 3])
-    if mode != "RGB":
-        try:
-            im = im.convert("RGB")
-        except (ValueError, OSError) as e:
-            raise ImageError(f"cannot convert an image of mode {mode!r} to RGB: {e}") from None
-    return np.asarray(im), None
-
-
 def load_image(path: str | os.PathLike, *, max_pixels: int | None = None, device: Any = None) -> LoadedImage:
     """Read an image file into a :class:`LoadedImage`: uint8 (H, W, 3) pixels and an alpha channel if any.
 
@@ -106,35 +79,10 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = None, device
         Where the tensors go (default: CPU).
     """
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not an image file")
-    limit = _pixel_limit(max_pixels)
-    try:
-        im = _open_with_limit(path, limit)
-        with im:
-            _check_size(im.width, im.height, limit, str(path))
-            _check_memory(im, str(path))
-            source_mode = im.mode
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
-                im.load()
-                im = ImageOps.exif_transpose(im)
-            rgb, alpha = _rgb_alpha_from_pil(im)
-    except UnidentifiedImageError:
-        raise ImageError(f"cannot read {path}: not an image file Pillow recognizes") from None
-    except PermissionError:
-        raise PermissionError(f"cannot read {path}: permission denied") from None
-    except (ImageError, FileNotFoundError):
-        raise
-    except (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError) as e:  # Pillow's decoders raise these
-        raise ImageError(
-            f"cannot read {path}: {e or type(e).__name__} (the file may be truncated or corrupt)"
-        ) from None
+    rgb, alpha, source_mode = read_image(path, max_pixels)
     device = None if device is None else check_device(device)
-    pixels = torch.from_numpy(np.array(rgb, dtype=np.uint8, copy=True))
-    a = None if alpha is None else torch.from_numpy(np.array(alpha, dtype=np.uint8, copy=True))
+    pixels = torch.from_numpy(rgb)
+    a = None if alpha is None else torch.from_numpy(alpha)
     if device is not None:
         pixels = pixels.to(device)
         a = None if a is None else a.to(device)
@@ -154,7 +102,7 @@ def as_image(image: Any, *, max_pixels: int | None = None, device: Any = None) -
         img, was_tensor = load_image(image, max_pixels=max_pixels), False
     elif isinstance(image, Image.Image):
         _check_size(image.width, image.height, _pixel_limit(max_pixels), "the image")
-        rgb, alpha = _rgb_alpha_from_pil(ImageOps.exif_transpose(image))
+        rgb, alpha = rgb_alpha_from_pil(ImageOps.exif_transpose(image))
         img = LoadedImage(
             torch.from_numpy(np.array(rgb, copy=True)),
             None if alpha is None else torch.from_numpy(np.array(alpha, copy=True)),

@@ -68,29 +68,39 @@ def _background(kind: str, H: int, W: int, rng: np.random.Generator) -> np.ndarr
 
 
 def _object(kind: str, H: int, W: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Coverage (H, W) in 0..1 (4x supersampled edges) and colors (H, W, 3) of the object."""
+    """Coverage (H, W) in 0..1 (4x supersampled edges) and colors (H, W, 3) of the object.
+
+    The sample coordinates are a column ``yy`` (H S, 1) and a row ``xx`` (1, W S) that broadcast: every value is
+    the one a full grid gives, at the cost of the shapes that need both."""
     S = 4
-    yy, xx = np.mgrid[0 : H * S, 0 : W * S].astype(np.float32) / S
+    HS, WS = H * S, W * S
+    yy = (np.arange(HS, dtype=np.float32) / S)[:, None]
+    xx = (np.arange(WS, dtype=np.float32) / S)[None, :]
     cx, cy = W * rng.uniform(0.42, 0.58), H * rng.uniform(0.45, 0.55)
     s = min(H, W)
-    col = np.zeros((H * S, W * S, 3), np.float32)
-    cov = np.zeros((H * S, W * S), bool)
+    col = np.zeros((HS, WS, 3), np.float32)
+    cov = np.zeros((HS, WS), bool)
     hue = np.array(rng.choice([(200, 40, 50), (30, 110, 200), (40, 150, 80), (230, 160, 30)]), np.float32)
-    shade = 0.75 + 0.25 * np.cos((xx - cx) / (0.35 * s) * np.pi / 2).clip(-1, 1)[..., None]
+    shade_row = 0.75 + 0.25 * np.cos((xx - cx) / (0.35 * s) * np.pi / 2).clip(-1, 1)  # (1, W S): a function of x
+
+    def shaded(color: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """``(color * shade)[mask]`` with shade (H S, W S, 1), from its one row."""
+        return color * np.broadcast_to(shade_row, (HS, WS))[mask][:, None]
+
     if kind == "bottle":
         body = (np.abs(xx - cx) < 0.14 * s) & (np.abs(yy - cy - 0.08 * s) < 0.28 * s)
         neck = (np.abs(xx - cx) < 0.05 * s) & (yy > cy - 0.36 * s) & (yy < cy - 0.15 * s)
         cap = (np.abs(xx - cx) < 0.06 * s) & (yy > cy - 0.40 * s) & (yy <= cy - 0.34 * s)
         label = body & (np.abs(yy - cy - 0.08 * s) < 0.09 * s)
-        col[body | neck] = (hue * shade)[body | neck]
-        col[label] = (np.array((236, 236, 232), np.float32) * shade)[label]  # a label close to white
+        col[body | neck] = shaded(hue, body | neck)
+        col[label] = shaded(np.array((236, 236, 232), np.float32), label)  # a label close to white
         col[cap] = (30, 30, 32)
         cov = body | neck | cap
     elif kind in ("box", "lightbox"):
         box = (np.abs(xx - cx) < 0.26 * s) & (np.abs(yy - cy) < 0.2 * s)
         top = box & (yy < cy - 0.12 * s)
         base = np.array((214, 212, 205), np.float32) if kind == "lightbox" else hue
-        col[box] = (base * shade)[box]
+        col[box] = shaded(base, box)
         col[top] = (base * 0.85)[None].repeat(int(top.sum()), 0)
         stripe = box & (np.abs(yy - cy - 0.05 * s) < 0.03 * s)
         col[stripe] = hue * 0.8
@@ -99,14 +109,14 @@ def _object(kind: str, H: int, W: int, rng: np.random.Generator) -> tuple[np.nda
         r2 = ((xx - cx) ** 2 + (yy - cy) ** 2) / (0.3 * s) ** 2
         cov = r2 < 1
         light = (1.05 - 0.45 * ((xx - cx + 0.1 * s) ** 2 + (yy - cy + 0.1 * s) ** 2) / (0.3 * s) ** 2).clip(0.5, 1.05)
-        col[cov] = (hue[None] * light[..., None])[cov]
+        col[cov] = hue[None] * light[cov][:, None]
         highlight = ((xx - cx + 0.12 * s) ** 2 + (yy - cy + 0.12 * s) ** 2) < (0.05 * s) ** 2
         col[highlight] = (245, 245, 245)  # a specular highlight: background-colored, inside the object
     elif kind == "mug":
         body = (np.abs(xx - cx) < 0.18 * s) & (np.abs(yy - cy) < 0.22 * s)
         handle = (((xx - cx - 0.2 * s) ** 2 + (yy - cy) ** 2) < (0.1 * s) ** 2) & (xx > cx + 0.17 * s)
         cov = body | handle
-        col[cov] = (np.array((240, 238, 230), np.float32) * shade)[cov]  # a white mug
+        col[cov] = shaded(np.array((240, 238, 230), np.float32), cov)  # a white mug
         band = body & (np.abs(yy - cy + 0.05 * s) < 0.05 * s)
         col[band] = hue
     else:

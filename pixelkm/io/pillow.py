@@ -1,13 +1,22 @@
 """Pillow's limits: the decompression-bomb guard, raised for one call only when the caller asks, with one error type
-and one hint for every image the package opens (the image toolkit and the strip reader alike)."""
+and one hint for every image the package opens (the image toolkit and the strip reader alike); the decode of a
+whole image into uint8 arrays, and its prefetch.
+
+:func:`prefetch` starts that decode in a background thread: Pillow's decoders release the GIL, so the command
+line decodes its input while the main thread imports torch (which holds it). :func:`read_image` takes the
+prefetched result when there is one for the same file, or decodes in the calling thread; either way the arrays and
+the errors (type and message) are the same.
+"""
 
 from __future__ import annotations
 
+import os
 import threading
 import warnings
 from pathlib import Path
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 
 class ImageError(ValueError):
@@ -73,3 +82,123 @@ def check_memory(im: Image.Image, what: str) -> None:
             f"{free / 2**30:,.1f} GiB of memory available (whatever max_pixels allows); use a smaller image, or "
             "convert it to an uncompressed TIFF or .npy, which pixelkm.fit_stream reads in strips"
         )
+
+
+def rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
+    """(H, W, 3) uint8 and (H, W) uint8 alpha or None, from a PIL image of any mode."""
+    mode = im.mode
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        a = np.asarray(im)
+        if mode == "F":  # float images: values taken on the 0..255 scale
+            g = np.clip(np.nan_to_num(a), 0, 255).round()
+        else:  # 16-bit (and 32-bit integer) grayscale: 0..65535 scaled to 0..255
+            g = np.clip(a.astype(np.float64), 0, 65535) / 257.0
+        g = np.rint(g).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), None
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        mode in ("P", "L", "RGB", "1") and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = np.asarray(im.convert("RGBA"))
+        return np.ascontiguousarray(rgba[:, :, :3]), np.ascontiguousarray(rgba[:, :, 3])
+    if mode != "RGB":
+        try:
+            im = im.convert("RGB")
+        except (ValueError, OSError) as e:
+            raise ImageError(f"cannot convert an image of mode {mode!r} to RGB: {e}") from None
+    return np.asarray(im), None
+
+
+def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not an image file")
+    limit = pixel_limit(max_pixels)
+    try:
+        im = open_with_limit(path, limit)
+        with im:
+            check_size(im.width, im.height, limit, str(path))
+            check_memory(im, str(path))
+            source_mode = im.mode
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
+                im.load()
+                im = ImageOps.exif_transpose(im)
+            rgb, alpha = rgb_alpha_from_pil(im)
+    except UnidentifiedImageError:
+        raise ImageError(f"cannot read {path}: not an image file Pillow recognizes") from None
+    except PermissionError:
+        raise PermissionError(f"cannot read {path}: permission denied") from None
+    except (ImageError, FileNotFoundError):
+        raise
+    except (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError) as e:  # Pillow's decoders raise these
+        raise ImageError(
+            f"cannot read {path}: {e or type(e).__name__} (the file may be truncated or corrupt)"
+        ) from None
+    # writable arrays of their own (Pillow's are read-only views of its bytes): the tensors are made on them
+    rgb = np.array(rgb, dtype=np.uint8, copy=True)
+    return rgb, None if alpha is None else np.array(alpha, dtype=np.uint8, copy=True), source_mode
+
+
+def _stamp(path: Path) -> tuple | None:
+    """What identifies the file's contents for a prefetch (None: no such file)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+class _Prefetch:
+    """One decode running in a daemon thread: its result, or the exception it raised."""
+
+    def __init__(self, path: Path, max_pixels: int | None) -> None:
+        self.key = (os.fspath(path), max_pixels, _stamp(path))
+        self.result: tuple | None = None
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, args=(path, max_pixels), name="pixelkm-decode", daemon=True)
+        self.thread.start()
+
+    def _run(self, path: Path, max_pixels: int | None) -> None:
+        try:
+            self.result = _decode(path, max_pixels)
+        except BaseException as e:  # handed to the caller of read_image, in its thread
+            self.error = e
+
+
+_PENDING: list[_Prefetch] = []  # at most one
+_PENDING_LOCK = threading.Lock()
+
+
+def prefetch(path: str | os.PathLike, max_pixels: int | None = None) -> None:
+    """Start decoding ``path`` in a background thread, for the next :func:`read_image` of the same file with the
+    same ``max_pixels`` (a file changed meanwhile is read again). Replaces any prefetch not yet taken."""
+    job = _Prefetch(Path(path), max_pixels)
+    with _PENDING_LOCK:
+        _PENDING[:] = [job]
+
+
+def drop_prefetch() -> None:
+    """Forget a prefetch not taken (its thread finishes on its own; the result is dropped)."""
+    with _PENDING_LOCK:
+        _PENDING.clear()
+
+
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Decode an image file: writable uint8 (H, W, 3) RGB and (H, W) alpha or None, and Pillow's mode of the file.
+
+    EXIF orientation applied, first frame of an animation; ``max_pixels`` as :func:`pixel_limit` takes it. Raises
+    FileNotFoundError, IsADirectoryError, PermissionError, :class:`ImageTooLargeError` or :class:`ImageError`
+    (unknown format, truncated or corrupt file), each naming the file.
+    """
+    path = Path(path)
+    key = (os.fspath(path), max_pixels, _stamp(path))
+    with _PENDING_LOCK:  # taken by the read of its file only (another file read first leaves it waiting)
+        job = _PENDING.pop() if _PENDING and _PENDING[0].key == key else None
+    if job is not None:
+        job.thread.join()
+        if job.error is not None:
+            raise job.error
+        return job.result
+    return _decode(path, max_pixels)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .._validation import as_tensor, check_largest, check_magnitude, is_sparse
+from .._validation import as_tensor, check_largest, check_magnitude, is_sparse, largest_magnitude
 from .progress import Progress
 from .strips import image_layout, read_strips, readinto_exact
 
@@ -418,7 +418,7 @@ class ChunkReader:
                 if x.device.type == "cpu":
                     check_magnitude(x, "X")
                 else:
-                    amax = torch.linalg.vector_norm(x, float("inf"))
+                    amax = largest_magnitude(x)
                     largest = amax if largest is None else torch.maximum(largest, amax)
             yield x
             self.progress.update(x.shape[0])

@@ -24,8 +24,11 @@ from ..._result import AssignUpdateResult, PassExtras
 from .._base import Backend
 from . import kernels as K
 
-#: up to this many features the direct-difference kernel runs (beyond, the GEMM path)
-SMALL_D = 16
+#: up to this many features the direct-difference kernel runs (beyond, the GEMM path). Measured (2-core x86-64,
+#: 2^20 float32 points, K = 64, ms per pass, direct / GEMM): d=3 9.7/55.9, d=8 16.5/67.8, d=12 26.3/78.4,
+#: d=14 32.2/73.6, but d=15 579/79 and d=16 663/76 (K = 256: d=16 1968/166): from 15 features LLVM no longer
+#: vectorizes the unrolled loop over the tile, so the GEMM path takes over there.
+SMALL_D = 14
 #: bytes of float64 per-block partial sums of the large-d path, at most (beyond, the pass goes in chunks)
 PARTIALS_BYTES = 1 << 25
 #: rows converted at a time for float16/bfloat16 input (a multiple of the block)
@@ -81,6 +84,31 @@ def rounding_slack(dtype: np.dtype, d: int) -> float:
     return 4.0 * (d + 3) * float(np.finfo(dtype).eps) + 64 * 2.0**-52
 
 
+
+class Weights64:
+    """The sample weights of a fit in float64, as the kernels read them, converted once per fit instead of once per
+    pass (a fit's ``cache``; 8 bytes a row for as long as the fit). Reused only for the very tensor it was made
+    from, unchanged since (``torch.Tensor._version`` counts its in-place writes)."""
+
+    KEY = "cpu:weights64"
+
+    def __init__(self, w: torch.Tensor) -> None:
+        self.w, self.version = w, w._version
+        self.w64 = w.to(torch.float64).contiguous()
+
+    @classmethod
+    def of(cls, w: torch.Tensor, cache: dict | None) -> torch.Tensor:
+        hit = None if cache is None else cache.get(cls.KEY)
+        if hit is None or hit.w is not w or hit.version != w._version:
+            hit = cls(w)
+            if cache is not None:
+                cache[cls.KEY] = hit
+        return hit.w64
+
+    def select(self, keep: torch.Tensor, X: torch.Tensor, sample_weight: torch.Tensor | None) -> Weights64:
+        """(the cache protocol of a batch whose converged problems drop out) the weights of the others"""
+        return Weights64(sample_weight)
+
 class CpuBackend(Backend):
     name = "cpu"
     devices = ("cpu",)
@@ -135,8 +163,9 @@ class CpuBackend(Backend):
         second = torch.empty(b, n, dtype=cdt) if compute_second else None
         sums = torch.zeros(b, k, d, dtype=torch.float64)
         counts = torch.zeros(b, k, dtype=torch.float64)
+        w64 = None if sample_weight is None else Weights64.of(sample_weight, cache)
         for i in range(b):
-            w = None if sample_weight is None else sample_weight[i]
+            w = None if w64 is None else w64[i]
             self._one(
                 X[i],
                 centers[i],

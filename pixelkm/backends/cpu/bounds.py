@@ -90,7 +90,6 @@ class HamerlyBounds:
             self.upper,
             self.lower,
             self.moved,
-            (0,) * d,
             nt,
         )
         sums = torch.zeros(k, d, dtype=torch.float64)
