@@ -73,30 +73,38 @@ _PP_KERNELS: dict[str, Any] = {}
 def _pp_block_dist(XT, c, lo, hi, out):
     """Squared distances of points lo..hi of X^T (d, n) to its point c, in X's dtype, into out[: hi - lo]: the
     operations of torch's direct differences (``diff * diff`` added feature after feature), the points as SIMD
-    lanes."""
+    lanes (indices from ``range`` into slices, which the compiler knows are not negative: it vectorizes them)."""
+    m = hi - lo
+    xs = XT[0, lo:hi]
     v = XT[0, c]
-    for i in range(lo, hi):
-        diff = XT[0, i] - v
-        out[i - lo] = diff * diff
+    for q in range(m):
+        diff = xs[q] - v
+        out[q] = diff * diff
     for f in range(1, XT.shape[0]):
+        xs = XT[f, lo:hi]
         v = XT[f, c]
-        for i in range(lo, hi):
-            diff = XT[f, i] - v
-            out[i - lo] = out[i - lo] + diff * diff
+        for q in range(m):
+            diff = xs[q] - v
+            out[q] = out[q] + diff * diff
 
 
 def _pp_block_pot(dist, closest, w, lo, hi):
-    """sum of w * min(dist, closest) over points lo..hi, float64, in four interleaved partial sums."""
-    s0 = s1 = s2 = s3 = 0.0
-    m = lo + (hi - lo) // 4 * 4
-    for i in range(lo, m, 4):
-        s0 += min(np.float64(dist[i - lo]), closest[i]) * w[i]
-        s1 += min(np.float64(dist[i - lo + 1]), closest[i + 1]) * w[i + 1]
-        s2 += min(np.float64(dist[i - lo + 2]), closest[i + 2]) * w[i + 2]
-        s3 += min(np.float64(dist[i - lo + 3]), closest[i + 3]) * w[i + 3]
-    for i in range(m, hi):
-        s0 += min(np.float64(dist[i - lo]), closest[i]) * w[i]
-    return (s0 + s1) + (s2 + s3)
+    """sum of w * min(dist, closest) over points lo..hi, float64: point lo + i added into lane i % 16 of 16 partial
+    sums (a loop the compiler vectorizes: the same order on every machine), then the lanes in order."""
+    s = np.zeros(16)
+    m = hi - lo
+    cl = closest[lo:hi]
+    ww = w[lo:hi]
+    m16 = m // 16 * 16
+    for i0 in range(0, m16, 16):
+        for q in range(16):
+            s[q] += min(np.float64(dist[i0 + q]), cl[i0 + q]) * ww[i0 + q]
+    for i in range(m16, m):
+        s[i - m16] += min(np.float64(dist[i]), cl[i]) * ww[i]
+    tot = 0.0
+    for q in range(16):
+        tot += s[q]
+    return tot
 
 
 def _pp_pick(inc, block_sums, target):
@@ -188,10 +196,11 @@ def _pp_seed(XT, w, u, k, t, indices, closest, inc):
             dist = np.empty(B, dtype=XT.dtype)
             _pp_block_dist(XT, chosen, lo, hi, dist)
             top = 0.0
-            for i in range(lo, hi):
-                dd = min(np.float64(dist[i - lo]), closest[i])
-                closest[i] = dd
-                inc[i] = w[i] * dd
+            cl, ww, ic = closest[lo:hi], w[lo:hi], inc[lo:hi]
+            for q in range(hi - lo):
+                dd = min(np.float64(dist[q]), cl[q])
+                cl[q] = dd
+                ic[q] = ww[q] * dd
                 top = max(top, dd)
             r2max[b] = top
             block_sums[b] = _pp_block_pot(dist, closest, w, lo, hi)
