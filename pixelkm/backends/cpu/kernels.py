@@ -110,9 +110,10 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
             bidx = np.empty(TILE, np.int32)
             for t0 in range(s0, e0, TILE):
                 m = min(TILE, e0 - t0)
+                xs = X[t0 : t0 + m]  # (indices from range into slices: no negative-index wraparound to test)
                 for p in range(m):
                     for f in range(D):
-                        xt[f, p] = ct(X[t0 + p, f])
+                        xt[f, p] = ct(xs[p, f])
                 for p in range(m, TILE):
                     for f in range(D):
                         xt[f, p] = 0
@@ -145,18 +146,22 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                                 bidx[p] = j
                             elif dd < sec[p]:
                                 sec[p] = dd
+                ls = labels[t0 : t0 + m] if has_lab else labels
+                vs = prev[t0 : t0 + m] if has_prev else prev
+                ds = mind[t0 : t0 + m] if has_dist else mind
+                ss = second[t0 : t0 + m] if mode == 1 else second
+                ws = w[t0 : t0 + m] if has_w else w
                 for p in range(m):
-                    i = t0 + p
                     lab = bidx[p]
                     if has_lab:
-                        labels[i] = lab
+                        ls[p] = lab
                     if has_prev:
-                        nm += prev[i] != lab
+                        nm += vs[p] != lab
                     if has_dist:
-                        mind[i] = best[p]
+                        ds[p] = best[p]
                     if mode == 1:
-                        second[i] = sec[p]
-                    _add_point(ps, pc, X, i, lab, w, has_w)
+                        ss[p] = sec[p]
+                    _add_point(ps, pc, xs, p, lab, ws, has_w)
             if has_prev:
                 moved[b] = nm
     _reduce(part_s, part_c, nb, sums, counts)
