@@ -305,9 +305,12 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
     """Hamerly's step over X (n, d): labels, upper and lower bounds (float64 distances) updated in place; the
     number of points that moved per block goes to ``moved``. The labels are exactly those of a full pass.
 
-    ``d`` is a run-time value (one compiled variant per dtype, not per dtype and ``d``): only the points whose
-    bounds fail reach the distance loops, so their unrolling buys little."""
+    Per block, the bounds are tested point by point; the points still undecided after their own center's distance
+    are gathered into tiles of :data:`TILE` (transposed, as the full pass's tiles) and scanned against every center
+    with the points as SIMD lanes, feature after feature (``d`` a run-time value: one compiled variant per dtype),
+    in the full pass's operations and order (the same distances, bit for bit)."""
     n = X.shape[0]
+    d = X.shape[1]
     k = C.shape[0]
     ct = C.dtype.type
     nb = (n + BLOCK - 1) // BLOCK
@@ -315,13 +318,19 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
     shrink = 1.0 - slack
     ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
     for _t in prange(nthreads):
+        pend = np.empty(BLOCK, np.int64)
+        xt = np.empty((d, TILE), C.dtype)
+        dd = np.empty(TILE, C.dtype)
+        best = np.empty(TILE, C.dtype)
+        sec = np.empty(TILE, C.dtype)
+        bidx = np.empty(TILE, np.int64)
         while True:
             b = fetch_add(ctr)
             if b >= nb:
                 break
             s0 = b * BLOCK
             e0 = min(n, s0 + BLOCK)
-            nm = 0
+            npend = 0
             for i in range(s0, e0):
                 lab = labels[i]
                 u = upper[i] + drift[lab]
@@ -337,23 +346,49 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
                     upper[i] = u
                     lower[i] = lo
                     continue
+                pend[npend] = i
+                npend += 1
+            nm = 0
+            for t0 in range(0, npend, TILE):
+                m = min(TILE, npend - t0)
+                ids = pend[t0 : t0 + m]
+                for f in range(d):
+                    xf = xt[f]
+                    for p in range(m):
+                        xf[p] = ct(X[ids[p], f])
+                bs, ss, bi, ds = best[:m], sec[:m], bidx[:m], dd[:m]
+                bs[:] = np.inf
+                ss[:] = np.inf
+                bi[:] = 0
                 # every center, as the full pass does: strict <, lowest index on ties
-                best = ct(np.inf)
-                sec = ct(np.inf)
-                new = 0
                 for j in range(k):
-                    dd = _sq_dist(X, i, C, j, ct)
-                    if dd < best:
-                        sec = best
-                        best = dd
-                        new = j
-                    elif dd < sec:
-                        sec = dd
-                upper[i] = np.sqrt(np.float64(best)) * grow
-                lower[i] = np.sqrt(np.float64(sec)) * shrink
-                if new != lab:
-                    labels[i] = new
-                    nm += 1
+                    cf = C[j, 0]
+                    xf = xt[0, :m]
+                    for p in range(m):
+                        v = xf[p] - cf
+                        ds[p] = v * v
+                    for f in range(1, d):
+                        cf = C[j, f]
+                        xf = xt[f, :m]
+                        for p in range(m):
+                            v = xf[p] - cf
+                            ds[p] = ds[p] + v * v
+                    for p in range(m):
+                        v = ds[p]
+                        bp = bs[p]
+                        if v < bp:
+                            ss[p] = bp
+                            bs[p] = v
+                            bi[p] = j
+                        elif v < ss[p]:
+                            ss[p] = v
+                for p in range(m):
+                    i = ids[p]
+                    upper[i] = np.sqrt(np.float64(bs[p])) * grow
+                    lower[i] = np.sqrt(np.float64(ss[p])) * shrink
+                    if bi[p] != labels[i]:
+                        labels[i] = bi[p]
+                        nm += 1
             moved[b] = nm
 
 
