@@ -197,7 +197,7 @@ ALGORITHMS = ("auto", "lloyd", "hamerly")
 #: what ``algorithm="auto"`` takes, and the measurement behind it (whole fits to tol=1e-4 from the same init,
 #: 2-core x86-64, 2026-12-02, same iterates either way): on the torch backend Hamerly's bounds from MIN_ROWS rows
 #: (its full passes are many torch operations); on the fused cpu kernel full passes. Its bounds, since their
-#: undecided points are scanned in tiles as the full pass scans (2026-12-02 12:40 UTC, KMeans(algorithm=...), time of the
+#: undecided points are scanned in tiles as the full pass scans (12:40 UTC, KMeans(algorithm=...), time of the
 #: bounded fit / the full-pass fit, min of 2 interleaved): 1M-pixel photo d=3, K=16/64/256: 1.28x/1.11x/0.84x;
 #: the 12 MP photo's color histogram (960,825 weighted colors) 1.28x/1.25x/1.00x. Hamerly's one lower bound
 #: leaves 10-35% of the points of a photo undecided at every step, and a bounded step still reads and writes 24
