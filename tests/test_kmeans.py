@@ -317,3 +317,36 @@ def test_cpu_plusplus_kernel_draws_what_the_torch_path_draws(monkeypatch, dtype)
     ref_c, ref = init.kmeans_plusplus(X, 12, w, torch.Generator().manual_seed(3), torch.float32)
     assert torch.equal(got, ref)
     assert torch.equal(got_c, ref_c) and got_c.dtype == torch.float32
+
+
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_cpu_plusplus_morton_order_draws_the_torch_paths_draws_on_the_reordered_rows(monkeypatch, dtype):
+    """From 64 clusters (d <= 3) the kernel takes the rows in Morton order: its picks are the torch path's picks
+    (the oracle) on the rows in that order, mapped back to the caller's rows."""
+    import pixelkm.engine.init as init
+
+    rng = np.random.default_rng(6)
+    X = torch.from_numpy(rng.integers(0, 256, size=(9000, 3)).astype(np.uint8)).to(dtype)
+    w = torch.from_numpy(rng.integers(1, 9, size=9000).astype(np.float32))
+    got_c, got = init.kmeans_plusplus(X[None], 64, w[None], torch.Generator().manual_seed(4), torch.float32)
+    perm = torch.from_numpy(init.morton_order(X.numpy()))
+    monkeypatch.setattr(init, "_cpu_plusplus", lambda *args: None)
+    ref_c, ref = init.kmeans_plusplus(X[perm][None], 64, w[perm][None], torch.Generator().manual_seed(4), torch.float32)
+    assert torch.equal(got[0], perm[ref[0]])
+    assert torch.equal(got_c, ref_c)
+    assert got.unique().numel() == 64
+
+
+def test_morton_order_by_hand():
+    """Z-order of a 2 x 2 x 2 cube's corners (uint8: the top bits of the 10-bit scale) and of float rows scaled
+    between their minimum and maximum; equal codes keep their order."""
+    from pixelkm.engine.init import morton_order
+
+    corners = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.uint8)
+    # code bit order: feature 0 lowest, so (r, g, b) -> r + 2 g + 4 b
+    want = np.argsort([(r > 0) + 2 * (g > 0) + 4 * (b > 0) for r, g, b in corners], kind="stable")
+    assert np.array_equal(corners[morton_order(corners)].tolist(), corners[want].tolist())
+    f = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=np.float32)
+    assert morton_order(f).tolist() == [0, 4, 2, 3, 1]
+    with pytest.raises(ValueError, match="up to 3 features"):
+        morton_order(np.zeros((2, 4), np.float32))

@@ -226,12 +226,50 @@ def _pp_kernel():
     return _PP_KERNELS["seed"]
 
 
+#: from this many clusters (and up to 3 features) the CPU kernel visits the points in Morton order (measured on
+#: the 12 MP photo's 960,825 colors, 2 threads, the order's 0.05 s included: k = 256 0.80-0.87 -> 0.40-0.47 s,
+#: k = 64 0.21-0.23 -> 0.16-0.20 s; at k = 16 the whole seeding takes 0.06 s)
+_PP_MORTON_K = 64
+#: bits per feature of the Morton code (3 x 10: an int32 key)
+_MORTON_BITS = 10
+_SPREAD = np.zeros(1 << _MORTON_BITS, dtype=np.int32)
+for _b in range(_MORTON_BITS):
+    _SPREAD |= ((np.arange(1 << _MORTON_BITS, dtype=np.int32) >> _b) & 1) << (3 * _b)
+
+
+def morton_order(X: np.ndarray) -> np.ndarray:
+    """A permutation of the rows of X (n, d), d <= 3, that sorts them by the Morton (Z-order) code of their
+    features, each scaled to :data:`_MORTON_BITS` bits between its minimum and maximum: consecutive rows are then
+    near each other in space (blocks of rows have small bounding boxes). Rows with equal codes keep their order."""
+    n, d = X.shape
+    if d > 3:
+        raise ValueError(f"morton_order takes up to 3 features, got {d}")
+    code = np.zeros(n, dtype=np.int32)
+    top = (1 << _MORTON_BITS) - 1
+    for f in range(d):
+        col = X[:, f]
+        if X.dtype == np.uint8:
+            q = col.astype(np.int32) << (_MORTON_BITS - 8)
+        else:
+            lo, hi = float(col.min()), float(col.max())
+            scale = top / (hi - lo) if hi > lo else 0.0
+            q = np.clip(((col.astype(np.float64) - lo) * scale).astype(np.int32), 0, top)
+        code |= _SPREAD[q] << f
+    return np.argsort(code, kind="stable")
+
+
 def _cpu_plusplus(
     X: torch.Tensor, w: torch.Tensor, uniforms: torch.Tensor, n_clusters: int, t: int, dtype: torch.dtype
 ) -> torch.Tensor | None:
     """Indices (b, k) of the greedy k-means++ draws by the CPU kernel, or None where it does not apply (not the
     CPU, X neither in the compute dtype nor uint8 pixels, many features, no numba). uint8 rows are converted
-    exactly, into the transposed copy the kernel reads anyway (as the torch path converts them)."""
+    exactly, into the transposed copy the kernel reads anyway (as the torch path converts them).
+
+    From :data:`_PP_MORTON_K` clusters with up to 3 features (colors) the kernel takes the points in Morton order
+    (:func:`morton_order`), so that its blocks are small boxes in space and a candidate skips the blocks it cannot
+    improve: the same distribution of draws (each point with probability proportional to its weight times its
+    squared distance), but not the torch path's draws for the same uniforms (those map through running sums in the
+    input's order)."""
     if X.device.type != "cpu" or X.dtype not in (dtype, torch.uint8) or dtype not in (torch.float32, torch.float64):
         return None
     if X.shape[2] > _PP_MAX_D or X.shape[1] < 1:
@@ -243,11 +281,17 @@ def _cpu_plusplus(
     out = torch.empty(b, n_clusters, dtype=torch.int64)
     closest = torch.empty(n, dtype=torch.float64)
     inc = torch.empty(n, dtype=torch.float64)
+    spatial = n_clusters >= _PP_MORTON_K and X.shape[2] <= 3 and n > 2 * _PP_BLOCK
     for i in range(b):
-        XT = torch.empty(X.shape[2], n, dtype=dtype).copy_(X[i].t()).numpy()
+        Xi, wi = X[i], w[i]
+        perm = None
+        if spatial:
+            perm = torch.from_numpy(morton_order(Xi.numpy()))
+            Xi, wi = Xi[perm], wi[perm]
+        XT = torch.empty(X.shape[2], n, dtype=dtype).copy_(Xi.t()).numpy()
         seed(
             XT,
-            w[i].contiguous().numpy(),
+            wi.contiguous().numpy(),
             uniforms[i].contiguous().numpy(),
             n_clusters,
             t,
@@ -255,6 +299,8 @@ def _cpu_plusplus(
             closest.numpy(),
             inc.numpy(),
         )
+        if perm is not None:
+            out[i] = perm[out[i]]
     return out
 
 
