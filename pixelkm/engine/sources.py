@@ -69,9 +69,7 @@ class BatchSource:
         self.backend, self.chunk_size, self.comm = backend, chunk_size, comm
         self.cache: dict = {} if cache is None else cache  # what the backend prepared from X, for the next passes
 
-    def assign(
-        self, centers: torch.Tensor, distances: bool, extras: PassExtras | None = None
-    ) -> AssignUpdateResult:
+    def assign(self, centers: torch.Tensor, distances: bool, extras: PassExtras | None = None) -> AssignUpdateResult:
         """One pass: labels, distances (when asked), and sums and counts summed over every process."""
         more = {} if extras is None else {"extras": extras}
         res = run_assign_update(

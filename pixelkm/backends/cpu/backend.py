@@ -84,7 +84,6 @@ def rounding_slack(dtype: np.dtype, d: int) -> float:
     return 4.0 * (d + 3) * float(np.finfo(dtype).eps) + 64 * 2.0**-52
 
 
-
 class Weights64:
     """The sample weights of a fit in float64, as the kernels read them, converted once per fit instead of once per
     pass (a fit's ``cache``; 8 bytes a row for as long as the fit). Reused only for the very tensor it was made
@@ -108,6 +107,7 @@ class Weights64:
     def select(self, keep: torch.Tensor, X: torch.Tensor, sample_weight: torch.Tensor | None) -> Weights64:
         """(the cache protocol of a batch whose converged problems drop out) the weights of the others"""
         return Weights64(sample_weight)
+
 
 class CpuBackend(Backend):
     name = "cpu"
