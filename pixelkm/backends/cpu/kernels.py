@@ -72,6 +72,19 @@ def _add_point(ps, pc, X, i, lab, w, has_w):
         pc[lab] += 1.0
 
 
+@njit(cache=True, inline="always")
+def _keep_two(best, sec, bidx, p, dd, j):
+    """Center ``j`` at squared distance ``dd`` from point ``p`` into its nearest (``best``, ``bidx``) and
+    second-nearest (``sec``) distances: strict <, so the lowest index wins ties, as in every pass."""
+    bp = best[p]
+    if dd < bp:
+        sec[p] = bp
+        best[p] = dd
+        bidx[p] = j
+    elif dd < sec[p]:
+        sec[p] = dd
+
+
 @njit(cache=True, parallel=True, fastmath=_FM)
 def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, dims, mode, nthreads):
     """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
@@ -139,13 +152,7 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                             for f in range(1, D):
                                 u = xt[f, p] - cj[f]
                                 dd += u * u
-                            bp = best[p]
-                            if dd < bp:
-                                sec[p] = bp
-                                best[p] = dd
-                                bidx[p] = j
-                            elif dd < sec[p]:
-                                sec[p] = dd
+                            _keep_two(best, sec, bidx, p, dd, j)
                 ls = labels[t0 : t0 + m] if has_lab else labels
                 vs = prev[t0 : t0 + m] if has_prev else prev
                 ds = mind[t0 : t0 + m] if has_dist else mind
@@ -374,14 +381,7 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
                             v = xf[p] - cf
                             ds[p] = ds[p] + v * v
                     for p in range(m):
-                        v = ds[p]
-                        bp = bs[p]
-                        if v < bp:
-                            ss[p] = bp
-                            bs[p] = v
-                            bi[p] = j
-                        elif v < ss[p]:
-                            ss[p] = v
+                        _keep_two(bs, ss, bi, p, ds[p], j)
                 for p in range(m):
                     i = ids[p]
                     upper[i] = np.sqrt(np.float64(bs[p])) * grow
