@@ -70,8 +70,9 @@ class KMeans(BaseEstimator):
         float ties), several times fewer operations once the fit settles. "auto" uses Hamerly on the CPU from
         16,384 samples with the torch backend, one problem at a time, while its bounds (33 bytes per sample) fit
         in 1 GiB and a quarter of the free memory, and Lloyd otherwise: the fused kernels' full passes (the cpu
-        backend's, the Triton kernel's) were measured as fast as bounds or faster (1.1-1.3x at K = 16 and 64,
-        0.84-1.0x at K = 256 on photos, d = 3; see ``pixelkm.engine.bounds.AUTO_RULE``).
+        backend's, the Triton kernel's) were measured faster than bounds at K = 16 and 64 (bounds 1.1-1.3x their
+        time) and within 16% of them at K = 256 (bounds 0.84-1.0x) on photos, d = 3; see
+        ``pixelkm.engine.bounds.AUTO_RULE``).
     backend : str, default="auto"
         Implementation of the assign-and-update pass (see :func:`pixelkm.available_backends`).
     device : str or torch.device, optional
