@@ -323,3 +323,43 @@ def test_changed_labels_counted_in_the_kernel(dtype):
     assert torch.equal(res.labels, plain.labels)
     assert ex.n_changed.tolist() == [int((plain.labels != prev).sum())]
     assert torch.equal(res.sums, plain.sums) and torch.equal(res.counts, plain.counts)
+
+
+@pytest.mark.parametrize("cdtype", [np.float32, np.float64])
+def test_register_scan_by_hand(cdtype):
+    """The register-held scan (explicit vector IR) against a hand oracle on small integers, where every squared
+    distance is exact: nearest and second-nearest distances bit for bit, the lowest index on ties (duplicate
+    centers, points halfway), partial tiles and groups, several blocks."""
+    from pixelkm.backends.cpu import kernels as K
+
+    rng = np.random.default_rng(5)
+    n, d, k = K.BLOCK + 301, 3, 37
+    X = rng.integers(0, 8, size=(n, d)).astype(np.uint8)
+    C = rng.integers(0, 8, size=(k, d)).astype(cdtype)
+    C[20] = C[3]  # a duplicate center: never nearest, and the second-nearest at the same distance
+    d2 = ((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2).sum(-1)
+    order = np.sort(d2, axis=1)
+    nb = (n + K.BLOCK - 1) // K.BLOCK
+    lab, mind, sec = np.empty(n, np.int64), np.empty(n, cdtype), np.empty(n, cdtype)
+    sums, counts = np.zeros((k, d)), np.zeros(k)
+    none = np.empty(0, np.int64)
+    K.small_pass(X, C, np.empty(0), lab, none, none, mind, sec, np.empty((nb, k, d)), np.empty((nb, k)), sums, counts, (0,) * d, 1, 2)
+    assert np.array_equal(lab, d2.argmin(1))  # argmin: the first of equal minima
+    assert np.array_equal(mind, order[:, 0]) and np.array_equal(sec, order[:, 1])
+    assert not np.any(lab == 20)
+    assert np.array_equal(counts, np.bincount(lab, minlength=k))
+    assert np.array_equal(sums, np.stack([np.bincount(lab, X[:, f], minlength=k) for f in range(d)], 1))
+
+
+def test_fma_rounds_once_on_an_fma_host():
+    """``simd.fma``: (1 + 2^-12)^2 - 1 = 2^-11 + 2^-24 exactly in float32 when fused; rounding the product first
+    loses the 2^-24 (a tie, to even)."""
+    from numba import njit
+
+    from pixelkm.backends.cpu import simd
+
+    f = njit(lambda a, b, c: simd.fma(a, b, c))
+    a = np.float32(1 + 2.0**-12)
+    got = f(a, a, np.float32(-1.0))
+    assert got == (np.float32(2.0**-11 + 2.0**-24) if simd.HAS_FMA else np.float32(2.0**-11))
+    assert f(2.0, 3.0, 1.0) == 7.0

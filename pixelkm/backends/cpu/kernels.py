@@ -2,7 +2,7 @@
 
 Every kernel works on ONE problem: ``X`` (n, d) in its own dtype (uint8, float32 or float64), centers (k, d) in the
 compute dtype (float32 or float64). Squared distances are direct differences ``sum_f (x_f - c_f)^2`` computed in the
-compute dtype feature by feature in a fixed order, never the expansion ``|x|^2 - 2 x.c + |c|^2`` (which loses all
+compute dtype feature by feature in a fixed order (fused multiply-adds after the first), never the expansion ``|x|^2 - 2 x.c + |c|^2`` (which loses all
 digits for data far from the centers); the GEMM path of large ``d`` uses the expansion only to rule centers out and
 recomputes the remaining candidates directly, so that every path gives the same labels.
 
@@ -17,11 +17,12 @@ the caller's chunking (as long as chunks are whole blocks, which the backend ens
 
 The small-``d`` pass takes the number of features as the length of a tuple argument (``dims = (0,) * d``: the
 length of a tuple is part of its type, hence a compile-time constant, and a call from Python dispatches on it
-without recompiling), so that the loop over the features is unrolled and the loop over a tile of :data:`TILE`
-points is vectorised (the points are the SIMD lanes; each center's coordinates are broadcast from registers).
+without recompiling). Per tile of :data:`TILE` points (transposed: a row per feature), :func:`.simd.scan_group`
+scans every center for groups of points held in vector registers (explicit vector IR; see :mod:`.simd` for why and
+for the arithmetic every kernel here shares: ``u_0^2``, then fused multiply-adds ``fma(u_f, u_f, dd)``).
 ``mode`` is a plain int (0 = labels and sums, 1 = also the distance to the second-nearest center), tested once per
-center and tile outside the inner loop, so that both modes share one compiled variant: every variant costs about two
-seconds of compile on first use (cached on disk after), and the variants multiply (input dtype x d).
+group outside the loop over the centers, so that both modes share one compiled variant: every variant costs about
+two seconds of compile on first use (cached on disk after), and the variants multiply (input dtype x d).
 """
 
 from __future__ import annotations
@@ -30,13 +31,15 @@ import numpy as np
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
-from numba.np.unsafe.ndarray import to_fixed_tuple
+
+from .simd import GROUP_MAX, fma, group_points, scan_group
 
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
-#: points per tile of the small-d kernel: the SIMD lanes of the inner loop (256 beat 64 by 1.4x at K = 256, the
-#: same at K = 8 and 64, one thread; its buffers stay in L1 up to d = 16)
+#: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
+#: stay in L1 up to d = 16)
 TILE = 256
+assert TILE % GROUP_MAX == 0
 #: no fast-math reassociation or contraction: the same operations in the same order in every kernel, so that the
 #: bounded pass finds exactly the distances (and labels) of the full pass
 _FM = {"nnan", "ninf", "nsz"}
@@ -75,7 +78,7 @@ def _add_point(ps, pc, X, i, lab, w, has_w):
 @njit(cache=True, inline="always")
 def _keep_two(best, sec, bidx, p, dd, j):
     """Center ``j`` at squared distance ``dd`` from point ``p`` into its nearest (``best``, ``bidx``) and
-    second-nearest (``sec``) distances: strict <, so the lowest index wins ties, as in every pass."""
+    second-nearest (``sec``) distances: strict <, so the lowest index wins ties, as in :func:`.simd.scan_group`."""
     bp = best[p]
     if dd < bp:
         sec[p] = bp
@@ -97,7 +100,6 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
     """
     D = len(dims)
     n = X.shape[0]
-    k = C.shape[0]
     has_w = w.shape[0] > 0
     has_lab = labels.shape[0] > 0
     has_dist = mind.shape[0] > 0
@@ -121,6 +123,7 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
             best = np.empty(TILE, C.dtype)
             sec = np.empty(TILE, C.dtype)
             bidx = np.empty(TILE, np.int32)
+            G = group_points(xt, dims)
             for t0 in range(s0, e0, TILE):
                 m = min(TILE, e0 - t0)
                 xs = X[t0 : t0 + m]  # (indices from range into slices: no negative-index wraparound to test)
@@ -130,29 +133,8 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                 for p in range(m, TILE):
                     for f in range(D):
                         xt[f, p] = 0
-                best[:] = np.inf
-                sec[:] = np.inf
-                bidx[:] = 0
-                for j in range(k):
-                    cj = to_fixed_tuple(C[j], D)
-                    if mode == 0:
-                        for p in range(TILE):
-                            u = xt[0, p] - cj[0]
-                            dd = u * u
-                            for f in range(1, D):
-                                u = xt[f, p] - cj[f]
-                                dd += u * u
-                            if dd < best[p]:
-                                best[p] = dd
-                                bidx[p] = j
-                    else:
-                        for p in range(TILE):
-                            u = xt[0, p] - cj[0]
-                            dd = u * u
-                            for f in range(1, D):
-                                u = xt[f, p] - cj[f]
-                                dd += u * u
-                            _keep_two(best, sec, bidx, p, dd, j)
+                for g in range(0, m, G):  # (the tile's padding beyond m: zeros, not scanned)
+                    scan_group(xt, g, C, best, sec, bidx, dims, mode)
                 ls = labels[t0 : t0 + m] if has_lab else labels
                 vs = prev[t0 : t0 + m] if has_prev else prev
                 ds = mind[t0 : t0 + m] if has_dist else mind
@@ -303,7 +285,7 @@ def _sq_dist(X, i, C, j, ct):
     dd = v * v
     for f in range(1, X.shape[1]):
         v = ct(X[i, f]) - C[j, f]
-        dd += v * v
+        dd = fma(v, v, dd)
     return dd
 
 
@@ -379,7 +361,7 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
                         xf = xt[f, :m]
                         for p in range(m):
                             v = xf[p] - cf
-                            ds[p] = ds[p] + v * v
+                            ds[p] = fma(v, v, ds[p])
                     for p in range(m):
                         _keep_two(bs, ss, bi, p, ds[p], j)
                 for p in range(m):

@@ -1,0 +1,226 @@
+"""Explicit SIMD for the CPU kernels: the nearest-center scan of a group of points written as LLVM vector IR.
+
+The scan of a group of points against every center is the whole cost of a small-``d`` pass (K multiply-adds per
+point and feature). Written as a numba loop over a tile of points inside a loop over the centers, LLVM vectorises
+the points but keeps the nearest distance and index of every point in memory: each (point, center) pair then costs
+a load, a compare and two masked stores besides the arithmetic, and the loop runs at the rate of the load/store
+units. :func:`scan_group` instead holds a group of ``W * R`` points (``R`` vectors of ``W`` lanes) in registers for
+the whole loop over the centers: per center, ``d`` broadcasts, and per vector of points ``d`` subtractions, one
+multiply, ``d - 1`` fused multiply-adds, a compare, a minimum and a masked index move, nothing to memory. Measured
+on the 2-core AMD EPYC (Zen 4, AVX-512), 2^20 float32 RGB points, K = 256, one thread: 36 ms per scan with the
+numba loop, 36.7 with the registers alone, 29.7 with the registers and fused multiply-adds.
+
+Arithmetic (the same in every kernel of the backend, so that every path finds the same distances bit for bit):
+``dd = u_0 * u_0``, then ``dd = fma(u_f, u_f, dd)`` for the next features in order, with ``u_f = x_f - c_f`` in the
+compute dtype; :func:`fma` is the same operation for scalar code (and for loops that LLVM vectorises itself). On a
+host without fused multiply-add instructions both round the product and the sum separately instead (LLVM would
+otherwise call a slow library routine): the results then differ from an FMA host's in the last bits, as any two
+machines' may, and are still the same across this backend's paths.
+"""
+
+from __future__ import annotations
+
+import llvmlite.binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+
+def _host_vectors() -> tuple[int, int, bool]:
+    """(bits of the widest vector register, number of vector registers, fused multiply-add) of this host."""
+    feats = llvm.get_host_cpu_features()
+    triple = llvm.get_process_triple()
+    if triple.startswith(("aarch64", "arm64")):
+        return 128, 32, True
+    if feats.get("avx512f"):
+        return 512, 32, bool(feats.get("fma"))
+    if feats.get("avx"):
+        return 256, 16, bool(feats.get("fma"))
+    return 128, 16, False
+
+
+VECTOR_BITS, VECTOR_REGS, HAS_FMA = _host_vectors()
+#: points per group at most (``W * R`` with ``R`` <= 4 vectors): the callers' tiles are multiples of it
+GROUP_MAX = 4 * (VECTOR_BITS // 32)
+
+
+def group_shape(itemsize: int, d: int) -> tuple[int, int]:
+    """(lanes per vector ``W``, vectors per group ``R``) of :func:`scan_group` for ``d`` features of ``itemsize``
+    bytes: the group's coordinates, nearest and second-nearest distances and indices, and the broadcast center, in
+    the host's vector registers (``R`` a power of two, at most 4)."""
+    W = VECTOR_BITS // (8 * itemsize)
+    R = 4
+    while R > 1 and d * R + d + 3 * R + 4 > VECTOR_REGS:
+        R //= 2
+    return W, R
+
+
+def _fma_function(module: ir.Module, ty: ir.Type, name: str) -> ir.Function:
+    fn = module.globals.get(name)
+    if fn is None:
+        fn = ir.Function(module, ir.FunctionType(ty, [ty, ty, ty]), name)
+    return fn
+
+
+def _fused(builder: ir.IRBuilder, a, b, c, ty: ir.Type, suffix: str):
+    """``a * b + c`` rounded once (llvm.fma) on an FMA host, else rounded after the product and after the sum."""
+    if not HAS_FMA:
+        return builder.fadd(builder.fmul(a, b), c)
+    return builder.call(_fma_function(builder.module, ty, "llvm.fma." + suffix), [a, b, c])
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """``a * b + c`` in the floating type of the three (the arithmetic of :func:`scan_group`, for scalar code)."""
+    if not (isinstance(a, types.Float) and a == b == c):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ty = context.get_value_type(signature.args[0])
+        return _fused(builder, *args, ty, "f32" if signature.args[0] == types.float32 else "f64")
+
+    return a(a, b, c), codegen
+
+
+@intrinsic
+def group_points(typingctx, xt, dims):
+    """The points of one :func:`scan_group` call for the tile ``xt`` and ``len(dims)`` features (a constant)."""
+    if not (isinstance(xt, types.Array) and xt.dtype in (types.float32, types.float64) and isinstance(dims, types.UniTuple)):
+        return None
+    W, R = group_shape(xt.dtype.bitwidth // 8, dims.count)
+
+    def codegen(context, builder, signature, args):
+        return context.get_constant(types.intp, W * R)
+
+    return types.intp(xt, dims), codegen
+
+
+@intrinsic
+def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
+    """The nearest center of every point of one group: points ``p0 .. p0 + W * R - 1`` of the transposed tile ``xt``
+    (``d`` rows, C order, in the compute dtype) against every row of ``C`` (k, d), C order, same dtype. Writes
+    ``best[p]`` (the smallest squared distance), ``bidx[p]`` (its center, int32; the lowest index on ties: strict
+    <) and, when ``mode`` is 1, ``sec[p]`` (the second smallest: a center farther than the nearest, or at the same
+    distance with a higher index), for the same ``p``. ``d`` is ``len(dims)`` (a tuple of that length: a
+    compile-time constant). ``W * R`` is :func:`group_shape`'s; the caller keeps ``p0 + W * R`` within ``xt``'s row.
+    """
+    if not (
+        isinstance(xt, types.Array)
+        and xt.ndim == 2
+        and xt.layout == "C"
+        and xt.dtype in (types.float32, types.float64)
+        and isinstance(C, types.Array)
+        and C.ndim == 2
+        and C.layout == "C"
+        and C.dtype == xt.dtype
+        and isinstance(best, types.Array)
+        and best.dtype == xt.dtype
+        and isinstance(sec, types.Array)
+        and sec.dtype == xt.dtype
+        and isinstance(bidx, types.Array)
+        and bidx.dtype == types.int32
+        and isinstance(p0, types.Integer)
+        and isinstance(mode, types.Integer)
+        and isinstance(dims, types.UniTuple)
+    ):
+        return None
+    D = dims.count
+    f64 = xt.dtype == types.float64
+    W, R = group_shape(8 if f64 else 4, D)
+
+    def codegen(context, builder, signature, args):
+        xa, p0v, ca, ba, sa, ia, _dims, modev = args
+        aty = signature.args
+        lt = context.get_value_type(aty[0].dtype)
+        intp = context.get_value_type(types.intp)
+        i32 = ir.IntType(32)
+        vt = ir.VectorType(lt, W)
+        vi = ir.VectorType(i32, W)
+        suffix = "v%df%d" % (W, 64 if f64 else 32)
+        align = 8 if f64 else 4
+        X = context.make_array(aty[0])(context, builder, xa)
+        Cm = context.make_array(aty[2])(context, builder, ca)
+        outs = [context.make_array(aty[i])(context, builder, v).data for i, v in ((3, ba), (4, sa), (5, ia))]
+        ncol = builder.extract_value(X.shape, 1)
+        k = builder.extract_value(Cm.shape, 0)
+        p0v = context.cast(builder, p0v, aty[1], types.intp)
+
+        def at(base, off, ty):
+            return builder.bitcast(builder.gep(base, [off]), ty.as_pointer())
+
+        def const(n):
+            return ir.Constant(intp, n)
+
+        zeros = ir.Constant(vi, [ir.Constant(i32, 0)] * W)
+
+        def splat(val, ty):
+            v = builder.insert_element(ir.Constant(ty, ir.Undefined), val, ir.Constant(i32, 0))
+            return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), zeros)
+
+        # the group's coordinates: R vectors per feature, loaded once
+        xs = [
+            [builder.load(at(X.data, builder.add(builder.mul(const(f), ncol), builder.add(p0v, const(r * W))), vt), align=align) for r in range(R)]
+            for f in range(D)
+        ]
+        inf = ir.Constant(vt, [ir.Constant(lt, float("inf"))] * W)
+        fn = builder.function
+        done = fn.append_basic_block("scan.done")
+        bb = {m: fn.append_basic_block("scan.mode%d" % m) for m in (0, 1)}
+        builder.cbranch(builder.icmp_signed("==", modev, ir.Constant(modev.type, 1)), bb[1], bb[0])
+        for second in (False, True):
+            builder.position_at_end(bb[int(second)])
+            head = fn.append_basic_block("scan.head")
+            body = fn.append_basic_block("scan.body")
+            tail = fn.append_basic_block("scan.tail")
+            entry = builder.block
+            builder.branch(head)
+            builder.position_at_end(head)
+            j = builder.phi(intp)
+            bst = [builder.phi(vt) for _ in range(R)]
+            idx = [builder.phi(vi) for _ in range(R)]
+            snd = [builder.phi(vt) for _ in range(R)] if second else []
+            j.add_incoming(const(0), entry)
+            for r in range(R):
+                bst[r].add_incoming(inf, entry)
+                idx[r].add_incoming(zeros, entry)
+                if second:
+                    snd[r].add_incoming(inf, entry)
+            builder.cbranch(builder.icmp_signed("<", j, k), body, tail)
+            builder.position_at_end(body)
+            row = builder.mul(j, const(D))
+            cb = [splat(builder.load(builder.gep(Cm.data, [builder.add(row, const(f))])), vt) for f in range(D)]
+            jv = splat(builder.trunc(j, i32), vi)
+            nb, ni, ns = [], [], []
+            for r in range(R):
+                u = builder.fsub(xs[0][r], cb[0])
+                dd = builder.fmul(u, u)
+                for f in range(1, D):
+                    u = builder.fsub(xs[f][r], cb[f])
+                    dd = _fused(builder, u, u, dd, vt, suffix)
+                closer = builder.fcmp_ordered("<", dd, bst[r])
+                if second:
+                    nearer2 = builder.fcmp_ordered("<", dd, snd[r])
+                    ns.append(builder.select(closer, bst[r], builder.select(nearer2, dd, snd[r])))
+                nb.append(builder.select(closer, dd, bst[r]))
+                ni.append(builder.select(closer, jv, idx[r]))
+            jn = builder.add(j, const(1))
+            latch = builder.block
+            builder.branch(head)
+            j.add_incoming(jn, latch)
+            for r in range(R):
+                bst[r].add_incoming(nb[r], latch)
+                idx[r].add_incoming(ni[r], latch)
+                if second:
+                    snd[r].add_incoming(ns[r], latch)
+            builder.position_at_end(tail)
+            for r in range(R):
+                off = builder.add(p0v, const(r * W))
+                builder.store(bst[r], at(outs[0], off, vt), align=align)
+                builder.store(idx[r], at(outs[2], off, vi), align=4)
+                if second:
+                    builder.store(snd[r], at(outs[1], off, vt), align=align)
+            builder.branch(done)
+        builder.position_at_end(done)
+        return context.get_dummy_value()
+
+    return types.void(xt, p0, C, best, sec, bidx, dims, mode), codegen
