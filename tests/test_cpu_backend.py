@@ -343,7 +343,23 @@ def test_register_scan_by_hand(cdtype):
     lab, mind, sec = np.empty(n, np.int64), np.empty(n, cdtype), np.empty(n, cdtype)
     sums, counts = np.zeros((k, d)), np.zeros(k)
     none = np.empty(0, np.int64)
-    K.small_pass(X, C, np.empty(0), lab, none, none, mind, sec, np.empty((nb, k, d)), np.empty((nb, k)), sums, counts, (0,) * d, 1, 2)
+    K.small_pass(
+        X,
+        C,
+        np.empty(0),
+        lab,
+        none,
+        none,
+        mind,
+        sec,
+        np.empty((nb, k, d)),
+        np.empty((nb, k)),
+        sums,
+        counts,
+        (0,) * d,
+        1,
+        2,
+    )
     assert np.array_equal(lab, d2.argmin(1))  # argmin: the first of equal minima
     assert np.array_equal(mind, order[:, 0]) and np.array_equal(sec, order[:, 1])
     assert not np.any(lab == 20)

@@ -85,7 +85,9 @@ def fma(typingctx, a, b, c):
 @intrinsic
 def group_points(typingctx, xt, dims):
     """The points of one :func:`scan_group` call for the tile ``xt`` and ``len(dims)`` features (a constant)."""
-    if not (isinstance(xt, types.Array) and xt.dtype in (types.float32, types.float64) and isinstance(dims, types.UniTuple)):
+    if not (
+        isinstance(xt, types.Array) and xt.dtype in (types.float32, types.float64) and isinstance(dims, types.UniTuple)
+    ):
         return None
     W, R = group_shape(xt.dtype.bitwidth // 8, dims.count)
 
@@ -136,7 +138,7 @@ def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
         i32 = ir.IntType(32)
         vt = ir.VectorType(lt, W)
         vi = ir.VectorType(i32, W)
-        suffix = "v%df%d" % (W, 64 if f64 else 32)
+        suffix = f"v{W}f{64 if f64 else 32}"
         align = 8 if f64 else 4
         X = context.make_array(aty[0])(context, builder, xa)
         Cm = context.make_array(aty[2])(context, builder, ca)
@@ -159,13 +161,19 @@ def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
 
         # the group's coordinates: R vectors per feature, loaded once
         xs = [
-            [builder.load(at(X.data, builder.add(builder.mul(const(f), ncol), builder.add(p0v, const(r * W))), vt), align=align) for r in range(R)]
+            [
+                builder.load(
+                    at(X.data, builder.add(builder.mul(const(f), ncol), builder.add(p0v, const(r * W))), vt),
+                    align=align,
+                )
+                for r in range(R)
+            ]
             for f in range(D)
         ]
         inf = ir.Constant(vt, [ir.Constant(lt, float("inf"))] * W)
         fn = builder.function
         done = fn.append_basic_block("scan.done")
-        bb = {m: fn.append_basic_block("scan.mode%d" % m) for m in (0, 1)}
+        bb = {m: fn.append_basic_block(f"scan.mode{m}") for m in (0, 1)}
         builder.cbranch(builder.icmp_signed("==", modev, ir.Constant(modev.type, 1)), bb[1], bb[0])
         for second in (False, True):
             builder.position_at_end(bb[int(second)])
