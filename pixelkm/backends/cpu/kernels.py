@@ -3,8 +3,9 @@
 Every kernel works on ONE problem: ``X`` (n, d) in its own dtype (uint8, float32 or float64), centers (k, d) in the
 compute dtype (float32 or float64). Squared distances are direct differences ``sum_f (x_f - c_f)^2`` computed in the
 compute dtype feature by feature in a fixed order (fused multiply-adds after the first square), never the expansion
-``|x|^2 - 2 x.c + |c|^2`` (which loses all digits for data far from the centers); the GEMM path of large ``d`` uses the expansion only to rule centers out and
-recomputes the remaining candidates directly, so that every path gives the same labels.
+``|x|^2 - 2 x.c + |c|^2`` (which loses all digits for data far from the centers); the GEMM path of large ``d`` uses
+the expansion only to rule centers out and recomputes the remaining candidates directly, so that every path gives
+the same labels.
 
 Load: each kernel is one parallel region in which ``nthreads`` workers take blocks from a shared counter (an atomic
 fetch-and-add) until none is left, so that a worker whose core is busy with another process takes fewer blocks
