@@ -151,7 +151,16 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                         ds[p] = best[p]
                     if mode == 1:
                         ss[p] = sec[p]
-                    _add_point(ps, pc, xs, p, lab, ws, has_w)
+                    # (from the tile: the values of X, exactly, in the compute dtype; D a constant)
+                    if has_w:
+                        wi = ws[p]
+                        for f in range(D):
+                            ps[lab, f] += np.float64(xt[f, p]) * wi
+                        pc[lab] += wi
+                    else:
+                        for f in range(D):
+                            ps[lab, f] += np.float64(xt[f, p])
+                        pc[lab] += 1.0
             if has_prev:
                 moved[b] = nm
     _reduce(part_s, part_c, nb, sums, counts)

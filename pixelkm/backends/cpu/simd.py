@@ -3,12 +3,18 @@
 The scan of a group of points against every center is the whole cost of a small-``d`` pass (K multiply-adds per
 point and feature). Written as a numba loop over a tile of points inside a loop over the centers, LLVM vectorises
 the points but keeps the nearest distance and index of every point in memory: each (point, center) pair then costs
-a load, a compare and two masked stores besides the arithmetic, and the loop runs at the rate of the load/store
-units. :func:`scan_group` instead holds a group of ``W * R`` points (``R`` vectors of ``W`` lanes) in registers for
-the whole loop over the centers: per center, ``d`` broadcasts, and per vector of points ``d`` subtractions, one
-multiply, ``d - 1`` fused multiply-adds, a compare, a minimum and a masked index move, nothing to memory. Measured
-on the 2-core AMD EPYC (Zen 4, AVX-512), 2^20 float32 RGB points, K = 256, one thread: 36 ms per scan with the
-numba loop, 36.7 with the registers alone, 29.7 with the registers and fused multiply-adds.
+a load, a compare and two masked stores besides the arithmetic. :func:`scan_group` instead holds one vector of
+``W`` points in registers for the whole loop over the centers: per center, ``d`` subtractions from the broadcast
+coordinates (memory operands), one multiply, ``d - 1`` fused multiply-adds, a compare, a minimum, a masked index
+move and the increment of the index vector; nothing goes to memory.
+
+Measured (in-process A/B, min of 9, the 2-core AMD EPYC Zen 4 with AVX-512, 2^20 RGB pixels, one thread, the whole
+small-d pass): K = 256 36-41 ms with the numba loop -> 27-28 ms; K = 64 12.5 -> 10.5; K = 8 6.5 -> 5.4. Tried:
+2 or 4 vectors per group (points held longer, centers loaded less often: 1.05-1.26x slower than one, as LLVM then
+broadcasts into registers instead of folding the broadcast into the subtraction); the center index broadcast from an
+integer register per center instead of a vector increment (1.15x slower at K = 256); without fused multiply-adds
+(1.2x slower); the expansion ``|c|^2 - 2 x.c`` with a tracked second-nearest for a recheck of close calls (10%
+faster at K = 256 before the rechecks, and inexact: not taken).
 
 Arithmetic (the same in every kernel of the backend, so that every path finds the same distances bit for bit):
 ``dd = u_0 * u_0``, then ``dd = fma(u_f, u_f, dd)`` for the next features in order, with ``u_f = x_f - c_f`` in the
@@ -26,33 +32,26 @@ from numba import types
 from numba.extending import intrinsic
 
 
-def _host_vectors() -> tuple[int, int, bool]:
-    """(bits of the widest vector register, number of vector registers, fused multiply-add) of this host."""
+def _host_vectors() -> tuple[int, bool]:
+    """(bits of the widest vector register, whether there are fused multiply-add instructions) of this host."""
     feats = llvm.get_host_cpu_features()
-    triple = llvm.get_process_triple()
-    if triple.startswith(("aarch64", "arm64")):
-        return 128, 32, True
+    if llvm.get_process_triple().startswith(("aarch64", "arm64")):
+        return 128, True
     if feats.get("avx512f"):
-        return 512, 32, bool(feats.get("fma"))
+        return 512, bool(feats.get("fma"))
     if feats.get("avx"):
-        return 256, 16, bool(feats.get("fma"))
-    return 128, 16, False
+        return 256, bool(feats.get("fma"))
+    return 128, False
 
 
-VECTOR_BITS, VECTOR_REGS, HAS_FMA = _host_vectors()
-#: points per group at most (``W * R`` with ``R`` <= 4 vectors): the callers' tiles are multiples of it
-GROUP_MAX = 4 * (VECTOR_BITS // 32)
+VECTOR_BITS, HAS_FMA = _host_vectors()
+#: points per group at most (one vector of float32): the callers' tiles are multiples of it
+GROUP_MAX = VECTOR_BITS // 32
 
 
-def group_shape(itemsize: int, d: int) -> tuple[int, int]:
-    """(lanes per vector ``W``, vectors per group ``R``) of :func:`scan_group` for ``d`` features of ``itemsize``
-    bytes: the group's coordinates, nearest and second-nearest distances and indices, and the broadcast center, in
-    the host's vector registers (``R`` a power of two, at most 4)."""
-    W = VECTOR_BITS // (8 * itemsize)
-    R = 4
-    while R > 1 and d * R + d + 3 * R + 4 > VECTOR_REGS:
-        R //= 2
-    return W, R
+def group_lanes(itemsize: int) -> int:
+    """Points per :func:`scan_group` call: the lanes of one vector register of ``itemsize``-byte floats."""
+    return VECTOR_BITS // (8 * itemsize)
 
 
 def _fma_function(module: ir.Module, ty: ir.Type, name: str) -> ir.Function:
@@ -89,22 +88,22 @@ def group_points(typingctx, xt, dims):
         isinstance(xt, types.Array) and xt.dtype in (types.float32, types.float64) and isinstance(dims, types.UniTuple)
     ):
         return None
-    W, R = group_shape(xt.dtype.bitwidth // 8, dims.count)
+    W = group_lanes(xt.dtype.bitwidth // 8)
 
     def codegen(context, builder, signature, args):
-        return context.get_constant(types.intp, W * R)
+        return context.get_constant(types.intp, W)
 
     return types.intp(xt, dims), codegen
 
 
 @intrinsic
 def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
-    """The nearest center of every point of one group: points ``p0 .. p0 + W * R - 1`` of the transposed tile ``xt``
+    """The nearest center of every point of one group: points ``p0 .. p0 + W - 1`` of the transposed tile ``xt``
     (``d`` rows, C order, in the compute dtype) against every row of ``C`` (k, d), C order, same dtype. Writes
     ``best[p]`` (the smallest squared distance), ``bidx[p]`` (its center, int32; the lowest index on ties: strict
     <) and, when ``mode`` is 1, ``sec[p]`` (the second smallest: a center farther than the nearest, or at the same
     distance with a higher index), for the same ``p``. ``d`` is ``len(dims)`` (a tuple of that length: a
-    compile-time constant). ``W * R`` is :func:`group_shape`'s; the caller keeps ``p0 + W * R`` within ``xt``'s row.
+    compile-time constant). ``W`` is :func:`group_points`'s; the caller keeps ``p0 + W`` within ``xt``'s row.
     """
     if not (
         isinstance(xt, types.Array)
@@ -128,7 +127,7 @@ def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
         return None
     D = dims.count
     f64 = xt.dtype == types.float64
-    W, R = group_shape(8 if f64 else 4, D)
+    W = group_lanes(8 if f64 else 4)
 
     def codegen(context, builder, signature, args):
         xa, p0v, ca, ba, sa, ia, _dims, modev = args
@@ -142,7 +141,9 @@ def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
         align = 8 if f64 else 4
         X = context.make_array(aty[0])(context, builder, xa)
         Cm = context.make_array(aty[2])(context, builder, ca)
-        outs = [context.make_array(aty[i])(context, builder, v).data for i, v in ((3, ba), (4, sa), (5, ia))]
+        out_best, out_sec, out_idx = (
+            context.make_array(aty[i])(context, builder, v).data for i, v in ((3, ba), (4, sa), (5, ia))
+        )
         ncol = builder.extract_value(X.shape, 1)
         k = builder.extract_value(Cm.shape, 0)
         p0v = context.cast(builder, p0v, aty[1], types.intp)
@@ -153,24 +154,17 @@ def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
         def const(n):
             return ir.Constant(intp, n)
 
-        zeros = ir.Constant(vi, [ir.Constant(i32, 0)] * W)
-
         def splat(val, ty):
             v = builder.insert_element(ir.Constant(ty, ir.Undefined), val, ir.Constant(i32, 0))
             return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), zeros)
 
-        # the group's coordinates: R vectors per feature, loaded once
-        xs = [
-            [
-                builder.load(
-                    at(X.data, builder.add(builder.mul(const(f), ncol), builder.add(p0v, const(r * W))), vt),
-                    align=align,
-                )
-                for r in range(R)
-            ]
-            for f in range(D)
-        ]
+        zeros = ir.Constant(vi, [ir.Constant(i32, 0)] * W)
+        ones = ir.Constant(vi, [ir.Constant(i32, 1)] * W)
         inf = ir.Constant(vt, [ir.Constant(lt, float("inf"))] * W)
+        # the group's coordinates: one vector per feature, loaded once
+        xs = [
+            builder.load(at(X.data, builder.add(builder.mul(const(f), ncol), p0v), vt), align=align) for f in range(D)
+        ]
         fn = builder.function
         done = fn.append_basic_block("scan.done")
         bb = {m: fn.append_basic_block(f"scan.mode{m}") for m in (0, 1)}
@@ -183,50 +177,40 @@ def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
             entry = builder.block
             builder.branch(head)
             builder.position_at_end(head)
+            # the loop's state: the center j (as an integer, and in every lane: a vector increment, not a broadcast
+            # from an integer register per center, which costs 1.15x at K = 256), nearest, index, second-nearest
             j = builder.phi(intp)
-            bst = [builder.phi(vt) for _ in range(R)]
-            idx = [builder.phi(vi) for _ in range(R)]
-            snd = [builder.phi(vt) for _ in range(R)] if second else []
-            j.add_incoming(const(0), entry)
-            for r in range(R):
-                bst[r].add_incoming(inf, entry)
-                idx[r].add_incoming(zeros, entry)
-                if second:
-                    snd[r].add_incoming(inf, entry)
+            jv = builder.phi(vi)
+            bst = builder.phi(vt)
+            idx = builder.phi(vi)
+            snd = builder.phi(vt) if second else None
+            for phi, start in ((j, const(0)), (jv, zeros), (bst, inf), (idx, zeros), (snd, inf)):
+                if phi is not None:
+                    phi.add_incoming(start, entry)
             builder.cbranch(builder.icmp_signed("<", j, k), body, tail)
             builder.position_at_end(body)
             row = builder.mul(j, const(D))
             cb = [splat(builder.load(builder.gep(Cm.data, [builder.add(row, const(f))])), vt) for f in range(D)]
-            jv = splat(builder.trunc(j, i32), vi)
-            nb, ni, ns = [], [], []
-            for r in range(R):
-                u = builder.fsub(xs[0][r], cb[0])
-                dd = builder.fmul(u, u)
-                for f in range(1, D):
-                    u = builder.fsub(xs[f][r], cb[f])
-                    dd = _fused(builder, u, u, dd, vt, suffix)
-                closer = builder.fcmp_ordered("<", dd, bst[r])
-                if second:
-                    nearer2 = builder.fcmp_ordered("<", dd, snd[r])
-                    ns.append(builder.select(closer, bst[r], builder.select(nearer2, dd, snd[r])))
-                nb.append(builder.select(closer, dd, bst[r]))
-                ni.append(builder.select(closer, jv, idx[r]))
-            jn = builder.add(j, const(1))
+            u = builder.fsub(xs[0], cb[0])
+            dd = builder.fmul(u, u)
+            for f in range(1, D):
+                u = builder.fsub(xs[f], cb[f])
+                dd = _fused(builder, u, u, dd, vt, suffix)
+            closer = builder.fcmp_ordered("<", dd, bst)
+            steps = [(j, builder.add(j, const(1))), (jv, builder.add(jv, ones))]
+            if second:
+                nearer2 = builder.fcmp_ordered("<", dd, snd)
+                steps.append((snd, builder.select(closer, bst, builder.select(nearer2, dd, snd))))
+            steps += [(bst, builder.select(closer, dd, bst)), (idx, builder.select(closer, jv, idx))]
             latch = builder.block
             builder.branch(head)
-            j.add_incoming(jn, latch)
-            for r in range(R):
-                bst[r].add_incoming(nb[r], latch)
-                idx[r].add_incoming(ni[r], latch)
-                if second:
-                    snd[r].add_incoming(ns[r], latch)
+            for phi, nxt in steps:
+                phi.add_incoming(nxt, latch)
             builder.position_at_end(tail)
-            for r in range(R):
-                off = builder.add(p0v, const(r * W))
-                builder.store(bst[r], at(outs[0], off, vt), align=align)
-                builder.store(idx[r], at(outs[2], off, vi), align=4)
-                if second:
-                    builder.store(snd[r], at(outs[1], off, vt), align=align)
+            builder.store(bst, at(out_best, p0v, vt), align=align)
+            builder.store(idx, at(out_idx, p0v, vi), align=4)
+            if second:
+                builder.store(snd, at(out_sec, p0v, vt), align=align)
             builder.branch(done)
         builder.position_at_end(done)
         return context.get_dummy_value()
