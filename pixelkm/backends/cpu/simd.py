@@ -9,7 +9,8 @@ coordinates (memory operands), one multiply, ``d - 1`` fused multiply-adds, a co
 move and the increment of the index vector; nothing goes to memory.
 
 Measured (in-process A/B, min of 9, the 2-core AMD EPYC Zen 4 with AVX-512, 2^20 RGB pixels, one thread, the whole
-small-d pass): K = 256 36-41 ms with the numba loop -> 27-28 ms; K = 64 12.5 -> 10.5; K = 8 6.5 -> 5.4. Tried:
+small-d pass, against 7ead86b's numba loop in the same process, load 0.7-0.8): K = 256 39.5 -> 27.2 ms; K = 64
+14.4 -> 10.3; K = 8 7.10 -> 5.36; two threads, K = 256 20.2 -> 14.1. Tried:
 2 or 4 vectors per group (points held longer, centers loaded less often: 1.05-1.26x slower than one, as LLVM then
 broadcasts into registers instead of folding the broadcast into the subtraction); the center index broadcast from an
 integer register per center instead of a vector increment (1.15x slower at K = 256); without fused multiply-adds
