@@ -358,6 +358,7 @@ def test_register_scan_by_hand(cdtype):
         counts,
         (0,) * d,
         1,
+        False,
         2,
     )
     assert np.array_equal(lab, d2.argmin(1))  # argmin: the first of equal minima
@@ -379,3 +380,110 @@ def test_fma_rounds_once_on_an_fma_host():
     got = f(a, a, np.float32(-1.0))
     assert got == (np.float32(2.0**-11 + 2.0**-24) if simd.HAS_FMA else np.float32(2.0**-11))
     assert f(2.0, 3.0, 1.0) == 7.0
+
+
+def _small_pass(X, C, prune, nthreads=2, w=None):
+    """The small-d kernel on numpy arrays: (labels, distances, sums, counts)."""
+    from pixelkm.backends.cpu import kernels as K
+
+    n, d = X.shape
+    k = C.shape[0]
+    nb = (n + K.BLOCK - 1) // K.BLOCK
+    lab, mind = np.empty(n, np.int64), np.empty(n, C.dtype)
+    sums, counts = np.zeros((k, d)), np.zeros(k)
+    none = np.empty(0, np.int64)
+    wn = np.empty(0) if w is None else w
+    part = np.empty((nb, k, d)), np.empty((nb, k))
+    K.small_pass(X, C, wn, lab, none, none, mind, mind[:0], *part, sums, counts, (0,) * d, 0, prune, nthreads)
+    return lab, mind, sums, counts
+
+
+def _runs(rng, n, d, scale, dtype):
+    """Points in runs of similar values (a photo's rows, sorted colors): a random walk, as the pruning expects."""
+    return (np.cumsum(rng.normal(0, 1, size=(n, d)), axis=0) * scale).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["walk-f32-d3", "walk-u8-d3", "walk-f64-d2", "walk-f32-d5", "ints-f32-d3", "shuffled-f32-d3", "far-f32-d3"],
+)
+def test_pruned_scan_equals_full_scan(case):
+    """The small-d pass with the per-group pruning of centers (simd.scan_pruned) gives the labels, distances, sums
+    and counts of the full scan bit for bit: coherent runs (pruning skips most centers), integer data with exact
+    ties and duplicate centers (lowest index), shuffled points (the worker falls back to full scans), data far from
+    the origin with a tiny spread; k not a multiple of the vector width; against the float64 argmin too."""
+    rng = np.random.default_rng(11)
+    kind, dt, dd = case.split("-")
+    d = int(dd[1:])
+    n, k = 3 * 4096 + 77, 101
+    dtype = {"f32": np.float32, "f64": np.float64, "u8": np.uint8}[dt]
+    cdt = np.float64 if dtype == np.float64 else np.float32
+    if kind == "ints":
+        X = rng.integers(0, 6, size=(n, d)).astype(np.float32)
+        X = X[np.lexsort(X.T[::-1])]  # sorted: runs of equal points, where pruning keeps few centers
+        C = rng.integers(0, 6, size=(k, d)).astype(cdt)
+        C[50] = C[7]  # a duplicate: never nearest
+    elif kind == "far":
+        X = (1e4 + _runs(rng, n, d, 1e-3, np.float64)).astype(dtype)
+        C = X[rng.choice(n, k, replace=False)].astype(cdt) + rng.normal(0, 1e-3, (k, d)).astype(cdt)
+    else:
+        X = _runs(rng, n, d, 2.0, np.float64)
+        if dt == "u8":
+            X = np.clip(X - X.min(0) + 3, 0, 255)
+        X = X.astype(dtype)
+        if kind == "shuffled":
+            X = X[rng.permutation(n)]
+        C = X[rng.choice(n, k, replace=False)].astype(cdt) + rng.normal(0, 0.5, (k, d)).astype(cdt)
+    full = _small_pass(X, C, False)
+    for threads in (1, 2):
+        got = _small_pass(X, C, True, threads)
+        for a, b in zip(full, got):
+            assert np.array_equal(a, b)
+    d2 = ((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2).sum(-1)
+    if kind == "ints":  # exact distances: the oracle bit for bit, ties to the lowest index
+        assert np.array_equal(full[0], d2.argmin(1)) and np.array_equal(full[1], d2.min(1))
+        assert not np.any(full[0] == 50)
+    else:
+        ref = d2.argmin(1)
+        check_labels(torch.from_numpy(full[0]), torch.from_numpy(ref), torch.from_numpy(d2), 1e-5)
+    kept = _kept_per_group(X, C)
+    if kind == "shuffled":
+        assert kept > k / 2  # nothing to prune: the backoff case
+    elif kind != "far":
+        assert kept < k / 4  # the bounds did skip most centers (the equalities above tested that path)
+
+
+def _kept_per_group(X, C):
+    """The mean number of centers simd.scan_pruned keeps per group of points of X (in the kernel's dtype)."""
+    from numba import njit
+
+    from pixelkm.backends.cpu import simd
+
+    W = simd.group_lanes(C.itemsize)
+    d = C.shape[1]
+    n = X.shape[0] // W * W
+    XT = np.ascontiguousarray(X[:n].T.astype(C.dtype))
+    kp = -(-C.shape[0] // W) * W
+    CT = np.full((d, kp), np.inf, C.dtype)
+    CT[:, : C.shape[0]] = C.T
+
+    @njit
+    def run(XT, CT, C, dims):
+        cand, scratch = np.empty(CT.shape[1], np.int32), np.empty(CT.shape[1], C.dtype)
+        best, bidx = np.empty(XT.shape[1], C.dtype), np.empty(XT.shape[1], np.int32)
+        total = 0
+        for g in range(0, XT.shape[1], W):
+            total += simd.scan_pruned(XT, g, CT, C, cand, scratch, best, bidx, dims)
+        return total
+
+    return run(XT, CT, C, (0,) * d) / (n // W)
+
+
+def test_kernels_record_the_simd_source():
+    """numba's disk cache of the kernels keys on kernels.py's text: it must change with simd.py (see SIMD_SHA256)."""
+    import hashlib
+
+    from pixelkm.backends.cpu import kernels, simd
+
+    with open(simd.__file__, "rb") as f:
+        assert kernels.SIMD_SHA256 == hashlib.sha256(f.read()).hexdigest(), "update kernels.SIMD_SHA256"

@@ -29,6 +29,9 @@ from . import kernels as K
 #: d=14 32.2/73.6, but d=15 579/79 and d=16 663/76 (K = 256: d=16 1968/166): from 15 features LLVM no longer
 #: vectorizes the unrolled loop over the tile, so the GEMM path takes over there.
 SMALL_D = 14
+#: from this many centers the small-d pass prunes the centers per group of points (:func:`.simd.scan_pruned`; the
+#: same results); measured below
+PRUNE_MIN_K = 64
 #: bytes of float64 per-block partial sums of the large-d path, at most (beyond, the pass goes in chunks)
 PARTIALS_BYTES = 1 << 25
 #: rows converted at a time for float16/bfloat16 input (a multiple of the block)
@@ -239,6 +242,7 @@ class CpuBackend(Backend):
                     N,
                     (0,) * d,
                     mode,
+                    k >= PRUNE_MIN_K,
                     nthreads,
                 )
                 if pv.size:

@@ -33,14 +33,20 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import GROUP_MAX, fma, group_points, scan_group
+from .simd import GROUP_MAX, fma, group_points, scan_group, scan_pruned
 
+#: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
+#: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
+#: kernel would keep the old code
+SIMD_SHA256 = "3a2cf59f67761393aa6b1991c4ee35eaa9efb963feab14161bea4cd63339a5ed"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
 #: stay in L1 up to d = 16)
 TILE = 256
 assert TILE % GROUP_MAX == 0
+#: blocks a worker scans in full after a block where pruning kept more than half of the centers (see small_pass)
+PRUNE_BACKOFF = 32
 #: no fast-math reassociation or implicit contraction (the fused multiply-adds are explicit, :func:`.simd.fma`): the
 #: same operations in the same order in every kernel, so that the bounded pass finds exactly the distances (and
 #: labels) of the full pass
@@ -93,8 +99,14 @@ def _keep_two(best, sec, bidx, p, dd, j):
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, dims, mode, nthreads):
+def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, dims, mode, prune, nthreads):
     """One pass of the small-d kernel over X (n, d); ``sums`` (k, d) and ``counts`` (k,) float64 are added to.
+
+    ``prune`` (mode 0 only): each group scans only the centers its bounding box cannot rule out
+    (:func:`.simd.scan_pruned`: the same results bit for bit, fewer distances where points come in runs of similar
+    values, as a photo's pixels or its sorted colors do). A worker whose block kept more than half of the centers
+    per group on average (points in no useful order: the bounds cost more than they save) scans its next
+    :data:`PRUNE_BACKOFF` blocks in full, then tries again.
 
     ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second``
     is written only when ``mode`` is 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k)
@@ -110,12 +122,25 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
     has_prev = prev.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
     ct = C.dtype.type
+    k = C.shape[0]
+    prune = prune and mode == 0
+    gl = group_points(C, dims)
+    kp = (k + gl - 1) // gl * gl if prune else 0
+    CT = np.full((D, kp), np.inf, C.dtype)  # the centers transposed, padded to whole vectors
+    for j in range(k if prune else 0):
+        for f in range(D):
+            CT[f, j] = C[j, f]
     ctr = np.zeros(1, np.int64)  # the next block to take: threads take blocks as they finish
     for _t in prange(nthreads):
+        backoff = 0  # blocks this worker still scans in full
         while True:
             b = fetch_add(ctr)
             if b >= nb:
                 break
+            pruning = prune and backoff == 0
+            backoff = max(backoff - 1, 0)
+            kept = 0  # candidates scanned in this block, and groups
+            groups = 0
             s0 = b * BLOCK
             e0 = min(n, s0 + BLOCK)
             ps = part_s[b]
@@ -127,6 +152,8 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
             best = np.empty(TILE, C.dtype)
             sec = np.empty(TILE, C.dtype)
             bidx = np.empty(TILE, np.int32)
+            cand = np.empty(kp, np.int32)
+            near = np.empty(kp, C.dtype)
             xtT = xt.T
             G = group_points(xt, dims)
             for t0 in range(s0, e0, TILE):
@@ -139,7 +166,11 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                     for f in range(D):
                         xt[f, p] = 0
                 for g in range(0, m, G):  # (the tile's padding beyond m: zeros, not scanned)
-                    scan_group(xt, g, C, best, sec, bidx, dims, mode)
+                    if pruning:
+                        kept += scan_pruned(xt, g, CT, C, cand, near, best, bidx, dims)
+                        groups += 1
+                    else:
+                        scan_group(xt, g, C, best, sec, bidx, dims, mode)
                 ls = labels[t0 : t0 + m] if has_lab else labels
                 vs = prev[t0 : t0 + m] if has_prev else prev
                 ds = mind[t0 : t0 + m] if has_dist else mind
@@ -159,6 +190,8 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                     _add_point(ps, pc, xtT, p, lab, ws, has_w, D)
             if has_prev:
                 moved[b] = nm
+            if pruning and 2 * kept > k * groups:
+                backoff = PRUNE_BACKOFF
     _reduce(part_s, part_c, nb, sums, counts)
 
 

@@ -97,16 +97,9 @@ def group_points(typingctx, xt, dims):
     return types.intp(xt, dims), codegen
 
 
-@intrinsic
-def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
-    """The nearest center of every point of one group: points ``p0 .. p0 + W - 1`` of the transposed tile ``xt``
-    (``d`` rows, C order, in the compute dtype) against every row of ``C`` (k, d), C order, same dtype. Writes
-    ``best[p]`` (the smallest squared distance), ``bidx[p]`` (its center, int32; the lowest index on ties: strict
-    <) and, when ``mode`` is 1, ``sec[p]`` (the second smallest: a center farther than the nearest, or at the same
-    distance with a higher index), for the same ``p``. ``d`` is ``len(dims)`` (a tuple of that length: a
-    compile-time constant). ``W`` is :func:`group_points`'s; the caller keeps ``p0 + W`` within ``xt``'s row.
-    """
-    if not (
+def _tile_args(xt, C, best, bidx, p0, dims) -> bool:
+    """The argument types both scans take (the tile, the centers, the outputs, the group's start, ``dims``)."""
+    return (
         isinstance(xt, types.Array)
         and xt.ndim == 2
         and xt.layout == "C"
@@ -117,103 +110,288 @@ def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
         and C.dtype == xt.dtype
         and isinstance(best, types.Array)
         and best.dtype == xt.dtype
-        and isinstance(sec, types.Array)
-        and sec.dtype == xt.dtype
         and isinstance(bidx, types.Array)
         and bidx.dtype == types.int32
         and isinstance(p0, types.Integer)
-        and isinstance(mode, types.Integer)
         and isinstance(dims, types.UniTuple)
+    )
+
+
+class _Emit:
+    """IR helpers of the scans: vectors of ``W`` lanes of the compute dtype (``f64`` or float32) and of int32."""
+
+    def __init__(self, context, builder, f64: bool):
+        self.b = builder
+        self.W = W = group_lanes(8 if f64 else 4)
+        self.lt = ir.DoubleType() if f64 else ir.FloatType()
+        self.intp = context.get_value_type(types.intp)
+        self.i32 = ir.IntType(32)
+        self.vt = ir.VectorType(self.lt, W)
+        self.vi = ir.VectorType(self.i32, W)
+        self.suffix = f"v{W}f{64 if f64 else 32}"
+        self.align = 8 if f64 else 4
+        self.zeros = ir.Constant(self.vi, [ir.Constant(self.i32, 0)] * W)
+        self.ones = ir.Constant(self.vi, [ir.Constant(self.i32, 1)] * W)
+        self.inf = self.fsplat(float("inf"))
+
+    def const(self, n: int):
+        return ir.Constant(self.intp, n)
+
+    def fsplat(self, value: float):
+        return ir.Constant(self.vt, [ir.Constant(self.lt, value)] * self.W)
+
+    def at(self, base, off, ty):
+        """A pointer to ``ty`` at element ``off`` of ``base``."""
+        return self.b.bitcast(self.b.gep(base, [off]), ty.as_pointer())
+
+    def load(self, base, off):
+        """The vector of ``W`` compute-dtype values at element ``off`` of ``base``."""
+        return self.b.load(self.at(base, off, self.vt), align=self.align)
+
+    def splat(self, val, ty):
+        b = self.b
+        v = b.insert_element(ir.Constant(ty, ir.Undefined), val, ir.Constant(self.i32, 0))
+        return b.shuffle_vector(v, ir.Constant(ty, ir.Undefined), self.zeros)
+
+    def call(self, name: str, ret: ir.Type, args: list):
+        fn = self.b.module.globals.get(name)
+        if fn is None:
+            fn = ir.Function(self.b.module, ir.FunctionType(ret, [a.type for a in args]), name)
+        return self.b.call(fn, args)
+
+    def minimum(self, a, bv):
+        return self.b.select(self.b.fcmp_ordered("<", a, bv), a, bv)
+
+    def maximum(self, a, bv):
+        return self.b.select(self.b.fcmp_ordered(">", a, bv), a, bv)
+
+    def across(self, v, pick):
+        """``pick`` (:meth:`minimum` or :meth:`maximum`) over the lanes of ``v``, in every lane: log2(W) shuffles
+        (a butterfly), no scalar chain."""
+        step = self.W // 2
+        while step:
+            perm = ir.Constant(self.vi, [ir.Constant(self.i32, lane ^ step) for lane in range(self.W)])
+            v = pick(v, self.b.shuffle_vector(v, ir.Constant(v.type, ir.Undefined), perm))
+            step //= 2
+        return v
+
+    def sq_dist(self, xs, cb):
+        """The squared distance of every lane to the center ``cb`` (one vector per feature): ``u_0 * u_0``, then
+        fused multiply-adds, in feature order (the arithmetic of every kernel of the backend)."""
+        b = self.b
+        u = b.fsub(xs[0], cb[0])
+        dd = b.fmul(u, u)
+        for f in range(1, len(xs)):
+            u = b.fsub(xs[f], cb[f])
+            dd = _fused(b, u, u, dd, self.vt, self.suffix)
+        return dd
+
+    def loop(self, stop, step: int, inits: list, body):
+        """``for i in range(0, stop, step)`` with loop-carried values (their start values ``inits``): ``body(i,
+        values)`` emits one iteration and returns the next values; returns the values after the loop."""
+        b = self.b
+        fn = b.function
+        head, blk, tail = (fn.append_basic_block(f"loop.{s}") for s in ("head", "body", "tail"))
+        entry = b.block
+        b.branch(head)
+        b.position_at_end(head)
+        i = b.phi(self.intp)
+        i.add_incoming(self.const(0), entry)
+        phis = [b.phi(v.type) for v in inits]
+        for phi, v in zip(phis, inits):
+            phi.add_incoming(v, entry)
+        b.cbranch(b.icmp_signed("<", i, stop), blk, tail)
+        b.position_at_end(blk)
+        nxt = body(i, phis)
+        inext = b.add(i, self.const(step))
+        latch = b.block
+        b.branch(head)
+        i.add_incoming(inext, latch)
+        for phi, v in zip(phis, nxt):
+            phi.add_incoming(v, latch)
+        b.position_at_end(tail)
+        return phis
+
+    def group(self, context, ty, arr, p0v, D: int):
+        """The group's coordinates from the transposed tile: one vector per feature, and the tile's row length."""
+        X = context.make_array(ty)(context, self.b, arr)
+        ncol = self.b.extract_value(X.shape, 1)
+        return [self.load(X.data, self.b.add(self.b.mul(self.const(f), ncol), p0v)) for f in range(D)]
+
+
+@intrinsic
+def scan_group(typingctx, xt, p0, C, best, sec, bidx, dims, mode):
+    """The nearest center of every point of one group: points ``p0 .. p0 + W - 1`` of the transposed tile ``xt``
+    (``d`` rows, C order, in the compute dtype) against every row of ``C`` (k, d), C order, same dtype. Writes
+    ``best[p]`` (the smallest squared distance), ``bidx[p]`` (its center, int32; the lowest index on ties: strict
+    <) and, when ``mode`` is 1, ``sec[p]`` (the second smallest: a center farther than the nearest, or at the same
+    distance with a higher index), for the same ``p``. ``d`` is ``len(dims)`` (a tuple of that length: a
+    compile-time constant). ``W`` is :func:`group_points`'s; the caller keeps ``p0 + W`` within ``xt``'s row.
+    """
+    if not (
+        _tile_args(xt, C, best, bidx, p0, dims)
+        and isinstance(sec, types.Array)
+        and sec.dtype == xt.dtype
+        and isinstance(mode, types.Integer)
     ):
         return None
     D = dims.count
-    f64 = xt.dtype == types.float64
-    W = group_lanes(8 if f64 else 4)
 
     def codegen(context, builder, signature, args):
         xa, p0v, ca, ba, sa, ia, _dims, modev = args
         aty = signature.args
-        lt = context.get_value_type(aty[0].dtype)
-        intp = context.get_value_type(types.intp)
-        i32 = ir.IntType(32)
-        vt = ir.VectorType(lt, W)
-        vi = ir.VectorType(i32, W)
-        suffix = f"v{W}f{64 if f64 else 32}"
-        align = 8 if f64 else 4
-        X = context.make_array(aty[0])(context, builder, xa)
+        e = _Emit(context, builder, xt.dtype == types.float64)
         Cm = context.make_array(aty[2])(context, builder, ca)
         out_best, out_sec, out_idx = (
             context.make_array(aty[i])(context, builder, v).data for i, v in ((3, ba), (4, sa), (5, ia))
         )
-        ncol = builder.extract_value(X.shape, 1)
         k = builder.extract_value(Cm.shape, 0)
         p0v = context.cast(builder, p0v, aty[1], types.intp)
-
-        def at(base, off, ty):
-            return builder.bitcast(builder.gep(base, [off]), ty.as_pointer())
-
-        def const(n):
-            return ir.Constant(intp, n)
-
-        def splat(val, ty):
-            v = builder.insert_element(ir.Constant(ty, ir.Undefined), val, ir.Constant(i32, 0))
-            return builder.shuffle_vector(v, ir.Constant(ty, ir.Undefined), zeros)
-
-        zeros = ir.Constant(vi, [ir.Constant(i32, 0)] * W)
-        ones = ir.Constant(vi, [ir.Constant(i32, 1)] * W)
-        inf = ir.Constant(vt, [ir.Constant(lt, float("inf"))] * W)
-        # the group's coordinates: one vector per feature, loaded once
-        xs = [
-            builder.load(at(X.data, builder.add(builder.mul(const(f), ncol), p0v), vt), align=align) for f in range(D)
-        ]
+        xs = e.group(context, aty[0], xa, p0v, D)  # loaded once, held in registers
         fn = builder.function
         done = fn.append_basic_block("scan.done")
         bb = {m: fn.append_basic_block(f"scan.mode{m}") for m in (0, 1)}
         builder.cbranch(builder.icmp_signed("==", modev, ir.Constant(modev.type, 1)), bb[1], bb[0])
         for second in (False, True):
             builder.position_at_end(bb[int(second)])
-            head = fn.append_basic_block("scan.head")
-            body = fn.append_basic_block("scan.body")
-            tail = fn.append_basic_block("scan.tail")
-            entry = builder.block
-            builder.branch(head)
-            builder.position_at_end(head)
-            # the loop's state: the center j (as an integer, and in every lane: a vector increment, not a broadcast
-            # from an integer register per center, which costs 1.15x at K = 256), nearest, index, second-nearest
-            j = builder.phi(intp)
-            jv = builder.phi(vi)
-            bst = builder.phi(vt)
-            idx = builder.phi(vi)
-            snd = builder.phi(vt) if second else None
-            for phi, start in ((j, const(0)), (jv, zeros), (bst, inf), (idx, zeros), (snd, inf)):
-                if phi is not None:
-                    phi.add_incoming(start, entry)
-            builder.cbranch(builder.icmp_signed("<", j, k), body, tail)
-            builder.position_at_end(body)
-            row = builder.mul(j, const(D))
-            cb = [splat(builder.load(builder.gep(Cm.data, [builder.add(row, const(f))])), vt) for f in range(D)]
-            u = builder.fsub(xs[0], cb[0])
-            dd = builder.fmul(u, u)
-            for f in range(1, D):
-                u = builder.fsub(xs[f], cb[f])
-                dd = _fused(builder, u, u, dd, vt, suffix)
-            closer = builder.fcmp_ordered("<", dd, bst)
-            steps = [(j, builder.add(j, const(1))), (jv, builder.add(jv, ones))]
+
+            # the loop's state: the center index in every lane (a vector increment, not a broadcast from an
+            # integer register per center, which costs 1.15x at K = 256), nearest, index, second-nearest
+            def body(j, state, second=second):
+                jv, bst, idx = state[:3]
+                row = builder.mul(j, e.const(D))
+                cb = [
+                    e.splat(builder.load(builder.gep(Cm.data, [builder.add(row, e.const(f))])), e.vt) for f in range(D)
+                ]
+                dd = e.sq_dist(xs, cb)
+                closer = builder.fcmp_ordered("<", dd, bst)
+                nxt = [builder.add(jv, e.ones), builder.select(closer, dd, bst), builder.select(closer, jv, idx)]
+                if second:
+                    snd = state[3]
+                    nearer2 = builder.fcmp_ordered("<", dd, snd)
+                    nxt.append(builder.select(closer, bst, builder.select(nearer2, dd, snd)))
+                return nxt
+
+            inits = [e.zeros, e.inf, e.zeros] + ([e.inf] if second else [])
+            state = e.loop(k, 1, inits, body)
+            builder.store(state[1], e.at(out_best, p0v, e.vt), align=e.align)
+            builder.store(state[2], e.at(out_idx, p0v, e.vi), align=4)
             if second:
-                nearer2 = builder.fcmp_ordered("<", dd, snd)
-                steps.append((snd, builder.select(closer, bst, builder.select(nearer2, dd, snd))))
-            steps += [(bst, builder.select(closer, dd, bst)), (idx, builder.select(closer, jv, idx))]
-            latch = builder.block
-            builder.branch(head)
-            for phi, nxt in steps:
-                phi.add_incoming(nxt, latch)
-            builder.position_at_end(tail)
-            builder.store(bst, at(out_best, p0v, vt), align=align)
-            builder.store(idx, at(out_idx, p0v, vi), align=4)
-            if second:
-                builder.store(snd, at(out_sec, p0v, vt), align=align)
+                builder.store(state[3], e.at(out_sec, p0v, e.vt), align=e.align)
             builder.branch(done)
         builder.position_at_end(done)
         return context.get_dummy_value()
 
     return types.void(xt, p0, C, best, sec, bidx, dims, mode), codegen
+
+
+#: the relative margin by which a center's lower bound must exceed the group's upper bound to be skipped (the
+#: rounding of either is below (d + 2) * 2^-24 relative in float32: orders of magnitude inside it)
+PRUNE_MARGIN = 2.0**-10
+#: plus this absolute margin, which covers rounding in the subnormal range (2^-149 or 2^-1074 per operation)
+PRUNE_TINY = {4: 2.0**-120, 8: 2.0**-1000}
+
+
+@intrinsic
+def scan_pruned(typingctx, xt, p0, CT, C, cand, scratch, best, bidx, dims):
+    """:func:`scan_group` (mode 0: nearest only) for the same group, scanning only the centers that can be nearest
+    to some point of the group's bounding box; the same ``best`` and ``bidx`` bit for bit.
+
+    The box ``[lo, hi]`` of the group's points (per feature, over its ``W`` lanes: a partial group's zero padding
+    only widens it); for every center, ``maxd`` = the largest squared distance from the box, ``mind`` = the
+    smallest. Every point of the box is within ``U = min maxd`` of some center, so a center with ``mind >
+    U (1 + PRUNE_MARGIN) + PRUNE_TINY`` is strictly farther than that one from every point, in exact arithmetic and
+    in the compute dtype's (the margin exceeds the rounding of the bounds and of the scanned distances): it can
+    neither be nearest nor tie. The others, kept in index order in ``cand`` (a compressed store of the indices), are
+    scanned as :func:`scan_group` scans every center, so the lowest index still wins ties.
+
+    ``CT`` is ``C`` transposed, (d, kp) C order, with ``kp`` a multiple of ``W`` and the columns ``k .. kp - 1``
+    +inf (padding: never a bound, and masked out by index); ``cand`` int32 and ``scratch`` (compute dtype) scratch
+    of length ``kp``. Finite inputs: at least the center that gives ``U`` is kept. Cost per group: one sweep over the
+    centers for both bounds (``W`` centers per vector; the lower bounds stored), one over the stored lower bounds
+    for the candidates, and the scan of the candidates.
+    """
+    if not (
+        _tile_args(xt, C, best, bidx, p0, dims)
+        and isinstance(CT, types.Array)
+        and CT.ndim == 2
+        and CT.layout == "C"
+        and CT.dtype == xt.dtype
+        and isinstance(cand, types.Array)
+        and cand.dtype == types.int32
+        and isinstance(scratch, types.Array)
+        and scratch.dtype == xt.dtype
+    ):
+        return None
+    D = dims.count
+    f64 = xt.dtype == types.float64
+    tiny = PRUNE_TINY[8 if f64 else 4]
+
+    def codegen(context, builder, signature, args):
+        xa, p0v, cta, ca, cda, sca, ba, ia, _dims = args
+        aty = signature.args
+        e = _Emit(context, builder, f64)
+        W, vt, vi, b = e.W, e.vt, e.vi, builder
+        CTm = context.make_array(aty[2])(context, b, cta)
+        Cm = context.make_array(aty[3])(context, b, ca)
+        cands = context.make_array(aty[4])(context, b, cda).data
+        scratch = context.make_array(aty[5])(context, b, sca).data
+        out_best = context.make_array(aty[6])(context, b, ba).data
+        out_idx = context.make_array(aty[7])(context, b, ia).data
+        kp = b.extract_value(CTm.shape, 1)
+        k = b.extract_value(Cm.shape, 0)
+        p0v = context.cast(b, p0v, aty[1], types.intp)
+        xs = e.group(context, aty[0], xa, p0v, D)
+        lo = [e.across(x, e.minimum) for x in xs]
+        hi = [e.across(x, e.maximum) for x in xs]
+
+        def centers(c0):
+            return [e.load(CTm.data, b.add(b.mul(e.const(f), kp), c0)) for f in range(D)]
+
+        kv = e.splat(b.trunc(k, e.i32), vi)
+        iota = ir.Constant(vi, [ir.Constant(e.i32, i) for i in range(W)])
+        step = ir.Constant(vi, [ir.Constant(e.i32, W)] * W)
+        zero = e.fsplat(0.0)
+
+        def bounds(c0, state):  # per center: the smallest maxd so far (lane by lane), and mind into scratch
+            maxd = mind = None
+            for f, c in enumerate(centers(c0)):
+                a, z = b.fsub(c, lo[f]), b.fsub(hi[f], c)  # c beyond hi: z < 0; below lo: a < 0
+                far = e.maximum(a, z)
+                near = e.minimum(e.minimum(a, z), zero)  # minus the distance to the box (or 0), squared below
+                maxd = b.fmul(far, far) if maxd is None else _fused(b, far, far, maxd, vt, e.suffix)
+                mind = b.fmul(near, near) if mind is None else _fused(b, near, near, mind, vt, e.suffix)
+            b.store(mind, e.at(scratch, c0, vt), align=e.align)
+            return [e.minimum(maxd, state[0])]  # (the padding's maxd is +inf: never below)
+
+        (uv,) = e.loop(kp, W, [e.inf], bounds)
+        thr = b.fadd(b.fmul(e.across(uv, e.minimum), e.fsplat(1.0 + PRUNE_MARGIN)), e.fsplat(tiny))
+
+        def keep(c0, state):  # the candidates of this chunk of W centers, appended to cand in index order
+            m, civ = state
+            dd = b.load(e.at(scratch, c0, vt), align=e.align)
+            mask = b.and_(b.fcmp_ordered("<=", dd, thr), b.icmp_signed("<", civ, kv))
+            packed = e.call(
+                "llvm.experimental.vector.compress." + f"v{W}i32", vi, [civ, mask, ir.Constant(vi, ir.Undefined)]
+            )
+            b.store(packed, e.at(cands, m, vi), align=4)
+            got = e.call(f"llvm.vector.reduce.add.v{W}i32", e.i32, [b.zext(mask, vi)])
+            return [b.add(m, b.sext(got, e.intp)), b.add(civ, step)]
+
+        m, _ = e.loop(kp, W, [e.const(0), iota], keep)
+
+        def scan(t, state):  # the candidates in order, their index broadcast from cand (a load, no remap after)
+            bst, idx = state
+            at = b.gep(cands, [t])
+            row = b.mul(b.sext(b.load(at), e.intp), e.const(D))
+            cb = [e.splat(b.load(b.gep(Cm.data, [b.add(row, e.const(f))])), vt) for f in range(D)]
+            dd = e.sq_dist(xs, cb)
+            closer = b.fcmp_ordered("<", dd, bst)
+            return [b.select(closer, dd, bst), b.select(closer, e.splat(b.load(at), vi), idx)]
+
+        bst, idx = e.loop(m, 1, [e.inf, e.zeros], scan)
+        b.store(bst, e.at(out_best, p0v, vt), align=e.align)
+        b.store(idx, e.at(out_idx, p0v, vi), align=4)
+        return m
+
+    return types.intp(xt, p0, CT, C, cand, scratch, best, bidx, dims), codegen
