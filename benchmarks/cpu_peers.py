@@ -16,6 +16,11 @@ and faiss-cpu where they import (faiss with ``max_points_per_centroid`` large en
 repeats run round-robin (A B C A B C ...) and the minimum is reported; the ratio is pixelkm cpu over the best peer.
 ``--threads T`` sets every library's thread count (environment set before any import). ``--load`` starts a process
 that spins on one core for the whole run, as on a shared runner.
+
+``--whole`` times whole fits instead, to scikit-learn's default ``tol=1e-4`` (``max_iter=300``), in seconds per fit:
+pixelkm-cpu with ``algorithm="auto"`` (Yinyang's bounds beyond 14 features from K = 64) and pixelkm-cpu-lloyd (full
+passes), scikit-learn lloyd and elkan, scikit-learn-intelex, and faiss for as many iterations as pixelkm-cpu ran
+(faiss has no tolerance); the iterations and the inertia of each are printed.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--cases", default=None, help="comma-separated case names (default: all)")
     p.add_argument("--impls", default=None, help="comma-separated implementation names (default: all importable)")
     p.add_argument("--json", default=None, help="also write the figures here")
+    p.add_argument("--whole", action="store_true", help="whole fits to tol=1e-4 (seconds per fit)")
     return p.parse_args()
 
 
@@ -75,8 +81,9 @@ def cases(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
     }
 
 
-def make_impls(threads: int | None) -> dict:
-    """name -> fit(X, C, n_iter) returning the iterations run."""
+def make_impls(threads: int | None, whole: bool = False) -> dict:
+    """name -> fit(X, C, n_iter) returning (the iterations run, the inertia); ``whole``: fits to tol=1e-4 and
+    ``max_iter=n_iter`` (per iteration otherwise: ``tol=0``)."""
     impls = {}
     import torch
 
@@ -84,33 +91,40 @@ def make_impls(threads: int | None) -> dict:
 
     if threads:
         torch.set_num_threads(threads)
+    tol = 1e-4 if whole else 0.0
+    ran = {}  # pixelkm-cpu's iterations: faiss runs as many in a whole fit
 
-    def pk(backend):
+    def pk(backend, algorithm):
         def fit(X, C, n_iter):
-            km = pixelkm.KMeans(len(C), init=C, n_init=1, max_iter=n_iter, tol=0.0, algorithm="lloyd", backend=backend)
+            km = pixelkm.KMeans(len(C), init=C, n_init=1, max_iter=n_iter, tol=tol, algorithm=algorithm)
+            km.set_params(backend=backend)
             km.fit(X)
-            return int(km.n_iter_)
+            ran[len(X)] = int(km.n_iter_)
+            return int(km.n_iter_), float(km.inertia_)
 
         return fit
 
     if "cpu" in pixelkm.available_backends():
-        impls["pixelkm-cpu"] = pk("cpu")
+        impls["pixelkm-cpu"] = pk("cpu", "auto" if whole else "lloyd")
+        if whole:
+            impls["pixelkm-cpu-lloyd"] = pk("cpu", "lloyd")
         be = pixelkm.backends.get_backend("cpu")
 
         def passes(X, C, n_iter):  # the kernel alone: n_iter passes from the same centers (not a peer: no fit)
             Xt, Ct = torch.from_numpy(X).unsqueeze(0), torch.from_numpy(C).unsqueeze(0)
             for _ in range(n_iter):
                 be.assign_update(Xt, Ct, None, compute_distances=False)
-            return n_iter
+            return n_iter, float("nan")
 
-        impls["pixelkm-cpu-pass"] = passes
-    impls["pixelkm-torch"] = pk("torch")
+        if not whole:
+            impls["pixelkm-cpu-pass"] = passes
+    impls["pixelkm-torch"] = pk("torch", "auto" if whole else "lloyd")
     from sklearn.cluster import KMeans as SK
 
     def sk(algorithm, cls=SK):
         def fit(X, C, n_iter):
-            km = cls(len(C), init=C, n_init=1, max_iter=n_iter, tol=0.0, algorithm=algorithm).fit(X)
-            return int(km.n_iter_)
+            km = cls(len(C), init=C, n_init=1, max_iter=n_iter, tol=tol, algorithm=algorithm).fit(X)
+            return int(km.n_iter_), float(km.inertia_)
 
         return fit
 
@@ -129,10 +143,11 @@ def make_impls(threads: int | None) -> dict:
             faiss.omp_set_num_threads(threads)
 
         def fa(X, C, n_iter):
+            n_iter = ran.get(len(X), n_iter) if whole else n_iter
             km = faiss.Kmeans(X.shape[1], len(C), niter=n_iter, max_points_per_centroid=1 << 30, seed=0)
             km.train(X, init_centroids=C)
-            km.index.search(X, 1)  # the final labels, as the others give
-            return n_iter
+            dist, _ = km.index.search(X, 1)  # the final labels, as the others give
+            return n_iter, float(dist.sum(dtype=np.float64))
 
         impls["faiss"] = fa
     except ImportError:
@@ -144,7 +159,7 @@ def main() -> None:
     args = ARGS
     quick = args.quick
     repeats = args.repeats or (2 if quick else 3)
-    n_iter = args.iters or (5 if quick else 10)
+    n_iter = args.iters or (300 if args.whole else 5 if quick else 10)
     load = None
     if args.load:
         import multiprocessing as mp
@@ -152,7 +167,7 @@ def main() -> None:
         load = mp.get_context("fork").Process(target=_spin, daemon=True)
         load.start()
     try:
-        impls = make_impls(args.threads)
+        impls = make_impls(args.threads, args.whole)
         if args.impls:
             impls = {k: v for k, v in impls.items() if k in args.impls.split(",")}
         all_cases = cases(quick)
@@ -167,6 +182,7 @@ def main() -> None:
             "loadavg_start": os.getloadavg(),
             "torch_threads": torch.get_num_threads(),
             "n_iter": n_iter,
+            "whole": bool(args.whole),
             "repeats": repeats,
         }
         print(json.dumps(info))
@@ -176,22 +192,27 @@ def main() -> None:
             for fit in impls.values():  # warm-up (compilation, thread pools) outside the timing
                 fit(X[:4096], C, 1)
             times = {impl: [] for impl in impls}
-            iters = {}
+            iters, inertia = {}, {}
             for _ in range(repeats):
                 for impl, fit in impls.items():
                     t = time.perf_counter()
-                    it = fit(X, C, n_iter)
-                    times[impl].append((time.perf_counter() - t) * 1e3 / max(1, it))
+                    it, inertia[impl] = fit(X, C, n_iter)
+                    # ms per iteration, or s per whole fit
+                    times[impl].append((time.perf_counter() - t) * (1.0 if args.whole else 1e3 / max(1, it)))
                     iters[impl] = it
             best = {impl: min(v) for impl, v in times.items()}
             peers = {i: v for i, v in best.items() if not i.startswith("pixelkm")}
             best_peer = min(peers, key=peers.get) if peers else None
-            row = {"ms_per_iter": best, "iters": iters, "all": times, "best_peer": best_peer}
+            unit = "s_per_fit" if args.whole else "ms_per_iter"
+            row = {unit: best, "iters": iters, "inertia": inertia, "all": times, "best_peer": best_peer}
             if best_peer and "pixelkm-cpu" in best:
                 row["cpu_over_best_peer"] = best["pixelkm-cpu"] / peers[best_peer]
                 row["cpu_over_sklearn"] = best["pixelkm-cpu"] / best["sklearn-lloyd"]
             results[name] = row
-            cells = "  ".join(f"{i} {v:7.1f}" for i, v in best.items())
+            if args.whole:
+                cells = "  ".join(f"{i} {v:7.2f} s ({iters[i]} it, {inertia[i]:.6g})" for i, v in best.items())
+            else:
+                cells = "  ".join(f"{i} {v:7.1f}" for i, v in best.items())
             extra = f"  cpu/best-peer({best_peer}) {row.get('cpu_over_best_peer', float('nan')):.2f}x"
             print(f"{name:14s} {cells}{extra}", flush=True)
         info["loadavg_end"] = os.getloadavg()

@@ -311,7 +311,7 @@ def to_output(t: torch.Tensor, as_tensor_out: bool) -> Any:
 #: the string inits (an array of centers is the other choice)
 INIT_METHODS = ("k-means++", "k-means||", "random")
 #: values of ``algorithm=``
-ALGORITHMS = ("auto", "lloyd", "hamerly")
+ALGORITHMS = ("auto", "lloyd", "hamerly", "yinyang")
 
 
 class Int:

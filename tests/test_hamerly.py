@@ -98,7 +98,7 @@ def test_fallback_to_full_passes_and_auto(monkeypatch):
 
 def test_bad_algorithm():
     X = make_blobs(100, 2, 3, seed=1)
-    with pytest.raises(ValueError, match=r"algorithm must be one of \('auto', 'lloyd', 'hamerly'\)"):
+    with pytest.raises(ValueError, match=r"algorithm must be one of \('auto', 'lloyd', 'hamerly', 'yinyang'\)"):
         fit(X, 3, "elkan")
     with pytest.raises(ValueError, match="algorithm='hamerly' cannot run here: .*not a batch"):
         pixelkm.kmeans(np.stack([X, X]), 3, algorithm="hamerly")

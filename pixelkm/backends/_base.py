@@ -90,9 +90,18 @@ class Backend:
         it."""
         raise NotImplementedError
 
-    def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int) -> Bounds | None:
+    def bounds(
+        self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, kind: str = "hamerly"
+    ) -> Bounds | None:
         """A bounded-pass state for ONE problem: X (n, d) in its own dtype, sample_weight (n,) in the compute dtype
-        or None. None when this backend has no bounded pass for these inputs (the engine then uses its torch one)."""
+        or None; ``kind`` "hamerly" or "yinyang". None when this backend has no such bounded pass for these inputs
+        (for "hamerly", the engine then uses its torch one)."""
+        return None
+
+    def auto_bounds(self, n: int, d: int, n_clusters: int, budget: int) -> str | None:
+        """The bounded pass (a ``kind`` of :meth:`bounds`) that ``algorithm="auto"`` takes for n rows of d features
+        and ``n_clusters`` centers, its bounds within ``budget`` bytes: one measured faster than this backend's full
+        passes there, or None (full passes)."""
         return None
 
     def __repr__(self) -> str:

@@ -24,6 +24,7 @@ import torch
 
 from .._result import PassExtras
 from .._sysinfo import available_memory
+from .._validation import ALGORITHMS
 from ..backends import select_backend
 from ..ops import run_assign_update
 
@@ -191,9 +192,6 @@ class TorchBounds:
         return self.labels, self.sums, self.counts, n_changed
 
 
-#: values of ``algorithm=``
-ALGORITHMS = ("auto", "lloyd", "hamerly")
-
 #: what ``algorithm="auto"`` takes, and the measurement behind it (whole fits to tol=1e-4 from the same init,
 #: 2-core x86-64, 2026-12-02, same iterates either way): on the torch backend Hamerly's bounds from MIN_ROWS rows
 #: (its full passes are many torch operations); on the fused cpu kernel full passes. Its bounds, since their
@@ -223,11 +221,10 @@ def bounded_state(
 ):
     """The bounded pass state of a fit of X (1, n, d) from centers (1, k, d), or None for full passes.
 
-    "hamerly" asks for the bounds (an error where they cannot run), "auto" takes them where they pay
-    (:data:`AUTO_RULE`: the torch backend on the CPU from :data:`MIN_ROWS` rows, while they fit in
-    :func:`memory_budget`), "lloyd" never. The backend's
-    own bounded pass (:meth:`pixelkm.backends.Backend.bounds`) is taken where it has one, else the torch one
-    (for the torch backend).
+    "hamerly" and "yinyang" ask for those bounds (an error where they cannot run), "auto" takes bounds where they
+    pay (:data:`AUTO_RULE`), while they fit in :func:`memory_budget`, "lloyd" never. Hamerly's is the backend's
+    own bounded pass (:meth:`pixelkm.backends.Backend.bounds`) where it has one, else the torch one; Yinyang's
+    only the backend's (the cpu backend's).
     """
     if algorithm not in ALGORITHMS:
         raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
@@ -238,28 +235,30 @@ def bounded_state(
         why.append("it runs one problem at a time (not a batch, no mask)")
     if spherical or not sync or distributed or verbose:
         why.append("it needs no spherical k-means, host syncs, one process and verbose=False")
-    if algorithm == "auto" and (
-        why
-        or X.device.type != "cpu"
-        or X.shape[1] < MIN_ROWS
-        or centers.shape[1] < 2
-        or X.shape[1] * BYTES_PER_ROW > memory_budget()
-    ):
+    n, d, k = X.shape[1], X.shape[2], centers.shape[1]
+    if algorithm == "auto" and (why or X.device.type != "cpu" or n < MIN_ROWS or k < 2):
         return None
     w = None if sample_weight is None else sample_weight[0]
     state = None
+    kind = algorithm
     if not why:
         impl = select_backend(backend, X, centers)
-        if algorithm == "auto" and impl.name != "torch":
-            return None  # the fused kernels' full passes beat their bounds: see AUTO_RULE
-        state = impl.bounds(X[0], w, centers.shape[1])
-        if state is None and impl.name != "torch":
+        if algorithm == "auto":
+            if impl.name == "torch":
+                kind = "hamerly" if n * BYTES_PER_ROW <= memory_budget() else None
+            else:  # the fused kernels' full passes beat Hamerly's bounds: see AUTO_RULE
+                kind = impl.auto_bounds(n, d, k, memory_budget())
+            if kind is None:
+                return None
+        state = impl.bounds(X[0], w, k, kind)
+        if state is None and (impl.name != "torch" or kind != "hamerly"):
             chosen = "the auto choice" if backend == "auto" else "the chosen backend"
-            why.append(f"it runs on the torch backend or one with bounds ({chosen} here, {impl.name!r}, has none)")
+            runs = "the torch backend or one with bounds" if kind == "hamerly" else "the cpu backend"
+            why.append(f"it runs on {runs} ({chosen} here, {impl.name!r}, has none)")
     if why:
         if algorithm == "auto":
             return None
-        raise ValueError("algorithm='hamerly' cannot run here: " + "; ".join(why))
+        raise ValueError(f"algorithm={algorithm!r} cannot run here: " + "; ".join(why))
     if state is None:
-        state = TorchBounds(X[0], w, centers.shape[1], chunk_size=chunk_size, cache=cache)
+        state = TorchBounds(X[0], w, k, chunk_size=chunk_size, cache=cache)
     return state

@@ -32,6 +32,8 @@ SMALL_D = 14
 #: from this many centers the small-d pass prunes the centers per group of points (:func:`.simd.scan_pruned`; the
 #: same results); measured below
 PRUNE_MIN_K = 64
+#: from this many centers, beyond SMALL_D features, ``algorithm="auto"`` takes Yinyang's bounds (measured below)
+YINYANG_MIN_K = 64
 #: bytes of float64 per-block partial sums of the large-d path, at most (beyond, the pass goes in chunks)
 PARTIALS_BYTES = 1 << 25
 #: rows converted at a time for float16/bfloat16 input (a multiple of the block)
@@ -63,7 +65,7 @@ _BLAS = []
 
 
 @contextlib.contextmanager
-def _one_blas_thread():
+def one_blas_thread():
     """BLAS (scipy's, which numba's ``np.dot`` calls, and numpy's) limited to one thread during a large-d pass:
     each numba worker makes its own GEMM calls, and BLAS threads of their own would fight the workers for the cores
     (spinning OpenBLAS threads cost the pass 2x on 2 cores). Without threadpoolctl, BLAS keeps its setting."""
@@ -260,7 +262,7 @@ class CpuBackend(Backend):
         nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
         part_s = np.empty((nb, k, d))
         part_c = np.empty((nb, k))
-        with _one_blas_thread():
+        with one_blas_thread():
             for s0 in range(0, n, step):
                 s1 = min(n, s0 + step)
                 xs = X[s0:s1]
@@ -283,10 +285,25 @@ class CpuBackend(Backend):
                     nthreads,
                 )
 
-    def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int):
-        """Hamerly's bounded pass for one problem (see :class:`HamerlyBounds`); None beyond :data:`SMALL_D`."""
-        from .bounds import HamerlyBounds
+    def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, kind: str = "hamerly"):
+        """Hamerly's bounded pass for one problem (see :class:`.bounds.HamerlyBounds`; None beyond :data:`SMALL_D`)
+        or Yinyang's (:class:`.bounds.YinyangBounds`, any ``d``)."""
+        from .bounds import HamerlyBounds, YinyangBounds
 
-        if X.ndim != 2 or X.shape[1] > SMALL_D or X.device.type != "cpu" or X.dtype not in self.dtypes:
+        if X.ndim != 2 or X.device.type != "cpu" or X.dtype not in self.dtypes:
+            return None
+        if kind == "yinyang":
+            cdt = torch.float64 if X.dtype == torch.float64 else torch.float32
+            return YinyangBounds(self, X, sample_weight, n_clusters, cdt)
+        if kind != "hamerly" or X.shape[1] > SMALL_D:
             return None
         return HamerlyBounds(self, X, sample_weight, n_clusters)
+
+    def auto_bounds(self, n: int, d: int, n_clusters: int, budget: int) -> str | None:
+        """Yinyang's bounds beyond :data:`SMALL_D` features from :data:`YINYANG_MIN_K` centers (see there), else full
+        passes (faster than Hamerly's bounds on this kernel: ``pixelkm.engine.bounds.AUTO_RULE``)."""
+        from .bounds import yinyang_bytes_per_row
+
+        if d > SMALL_D and n_clusters >= YINYANG_MIN_K and n * yinyang_bytes_per_row(n_clusters) <= budget:
+            return "yinyang"
+        return None

@@ -16,6 +16,7 @@ import torch
 
 from ..._result import PassExtras
 from . import kernels as K
+from .simd import group_lanes
 
 
 class HamerlyBounds:
@@ -106,3 +107,181 @@ class HamerlyBounds:
         )
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())
+
+
+#: centers per group of the Yinyang bounds, on average (Ding et al. take k / 10 groups)
+GROUP_SIZE = 10
+#: Lloyd iterations that group the initial centers (the grouping only changes the speed, never the result)
+GROUP_ITERS = 5
+
+
+def group_centers(C: np.ndarray, n_groups: int) -> np.ndarray:
+    """The group (0 .. n_groups - 1, every one used) of each center of C (k, d): a few Lloyd iterations over the
+    centers (Ding et al. group the initial centers once, so) from a farthest-point traversal of them (the first
+    center, then each time the center farthest from those taken), deterministic."""
+    k = C.shape[0]
+    c = C.astype(np.float64)
+    g = np.full(k, 0, np.int64)
+    if n_groups <= 1:
+        return g
+    taken = [0]
+    near = ((c - c[0]) ** 2).sum(1)
+    for _ in range(1, min(n_groups, k)):
+        j = int(near.argmax())
+        taken.append(j)
+        np.minimum(near, ((c - c[j]) ** 2).sum(1), out=near)
+    mid = c[taken]
+    for _ in range(GROUP_ITERS):
+        dist = (c * c).sum(1)[:, None] - 2 * c @ mid.T + (mid * mid).sum(1)[None, :]
+        g = dist.argmin(1)
+        counts = np.bincount(g, minlength=mid.shape[0])
+        sums = np.zeros_like(mid)
+        np.add.at(sums, g, c)
+        keep = counts > 0
+        mid = sums[keep] / counts[keep, None]
+    _, g = np.unique(g, return_inverse=True)  # groups left empty are dropped
+    return g.astype(np.int64)
+
+
+def yinyang_bytes_per_row(n_clusters: int) -> int:
+    """Memory of Yinyang's bounds per row: the group lower bounds, the upper bound, the label (float64, int64)."""
+    return 8 * max(1, n_clusters // GROUP_SIZE) + 16
+
+
+class YinyangBounds:
+    """Yinyang's bounds (Ding et al. 2015, "Yinyang K-Means: A Drop-In Replacement of the Classic K-Means with
+    Consistent Speedup") for one problem of large ``d``, with exactly the iterates of full passes.
+
+    The centers are grouped once (:func:`group_centers`, about :data:`GROUP_SIZE` per group); each point keeps an
+    upper bound of its own center's distance and a lower bound per group (float64: 8 bytes x groups per point).
+    A step settles the points whose bounds prove their center nearest, and scans, for the others, only the groups
+    that their bounds do not rule out (:func:`.kernels.yinyang_step`); the sums and counts are then those of a full
+    pass from the labels (:func:`.kernels.sums_by_label`: the same blocks in the same order, the same bits)."""
+
+    def __init__(self, backend, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, dtype):
+        n, d = X.shape
+        self.backend, self.k = backend, n_clusters
+        self.n_groups = max(1, n_clusters // GROUP_SIZE)
+        self.labels = torch.zeros(n, dtype=torch.int64)
+        self.upper = np.empty(n)
+        self.L: np.ndarray | None = None
+        self.gof: np.ndarray | None = None
+        self.prev: np.ndarray | None = None  # the centers of the previous step (float64); None: bounds at zero
+        self.started = False
+        nb = (n + K.BLOCK - 1) // K.BLOCK
+        self.moved = np.zeros(nb, dtype=np.int64)
+        self._part_s = np.empty((nb, n_clusters, d))
+        self._part_c = np.empty((nb, n_clusters))
+        # the data in the compute dtype, as the full pass of large d reads it (in place when it is already)
+        self._xn = np.ascontiguousarray(X.to(dtype).numpy())
+        self._w = sample_weight
+        self._wn = np.empty(0) if sample_weight is None else sample_weight.to(torch.float64).contiguous().numpy()
+
+    def invalidate(self) -> None:
+        self.prev = None
+
+    def _layout(self, Cn: np.ndarray):
+        """The centers by group, transposed and padded (the kernel's ``CPT``, ``perm`` and ``gstart``)."""
+        lanes = group_lanes(Cn.dtype.itemsize)
+        order = np.argsort(self.gof, kind="stable")
+        sizes = np.bincount(self.gof, minlength=self.n_groups)
+        padded = -(-sizes // lanes) * lanes
+        gstart = np.zeros(self.n_groups + 1, np.int64)
+        np.cumsum(padded, out=gstart[1:])
+        perm = np.full(gstart[-1], -1, np.int64)
+        first = np.zeros(self.n_groups + 1, np.int64)
+        np.cumsum(sizes, out=first[1:])
+        for g in range(self.n_groups):
+            perm[gstart[g] : gstart[g] + sizes[g]] = order[first[g] : first[g + 1]]
+        CPT = np.full((Cn.shape[1], gstart[-1]), np.inf, dtype=Cn.dtype)
+        real = perm >= 0
+        CPT[:, real] = Cn[perm[real]].T
+        return CPT, perm, gstart
+
+    def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        import numba
+
+        from .backend import pass_threads, rounding_slack
+
+        Cn = centers.contiguous().numpy()
+        n, d = self._xn.shape
+        k = Cn.shape[0]
+        c64 = Cn.astype(np.float64)
+        numba.set_num_threads(pass_threads())
+        nt = numba.get_num_threads()
+        if self.gof is None:
+            self.gof = group_centers(Cn, self.n_groups)
+            self.n_groups = int(self.gof.max()) + 1
+            self.L = np.zeros((n, self.n_groups))
+            self.gcum = np.zeros(self.n_groups)
+        if self.prev is None:  # a full pass, and every point's group bounds from the expansion
+            changed = self._start(centers, Cn, nt)
+            self.prev = c64
+            return self.labels, self.sums, self.counts, changed
+        drift = np.sqrt(((c64 - self.prev) ** 2).sum(1)) * (1.0 + 8 * d * 2.0**-52)
+        gmax = np.zeros(self.n_groups)
+        np.maximum.at(gmax, self.gof, drift)
+        self.gcum += gmax
+        CPT, perm, gstart = self._layout(Cn)
+        K.yinyang_step(
+            self._xn,
+            Cn,
+            CPT,
+            perm,
+            gstart,
+            self.gof,
+            group_lanes(Cn.dtype.itemsize),
+            drift,
+            self.gcum,
+            rounding_slack(Cn.dtype, d),
+            self.labels.numpy(),
+            self.upper,
+            self.L,
+            self.moved,
+            nt,
+        )
+        sums = torch.zeros(k, d, dtype=torch.float64)
+        counts = torch.zeros(k, dtype=torch.float64)
+        K.sums_by_label(
+            self._xn, self._wn, self.labels.numpy(), self._part_s, self._part_c, sums.numpy(), counts.numpy(), nt
+        )
+        self.prev = c64
+        return self.labels, sums, counts, int(self.moved.sum())
+
+    def _start(self, centers: torch.Tensor, Cn: np.ndarray, nt: int) -> int:
+        """A full pass (labels, sums, counts and upper bounds), then the group bounds; the labels that changed."""
+        from .backend import one_blas_thread, rounding_slack
+
+        n, d = self._xn.shape
+        extras = PassExtras(bounds=True)
+        res = self.backend.assign_update(
+            torch.from_numpy(self._xn).unsqueeze(0),
+            centers.unsqueeze(0),
+            None if self._w is None else self._w.unsqueeze(0),
+            extras=extras,
+        )
+        old = self.labels
+        self.labels = res.labels[0]
+        self.sums, self.counts = res.sums[0], res.counts[0]
+        self.upper = extras.min_sq_upper[0].double().sqrt_().numpy().copy()
+        order = np.argsort(self.gof, kind="stable")
+        gstart = np.zeros(self.n_groups + 1, np.int64)
+        np.cumsum(np.bincount(self.gof, minlength=self.n_groups), out=gstart[1:])
+        cp = Cn[order]
+        csq = np.einsum("kd,kd->k", cp.astype(np.float64), cp.astype(np.float64)).astype(Cn.dtype)
+        self.gcum[:] = 0.0
+        with one_blas_thread():
+            K.group_bounds(
+                self._xn,
+                np.ascontiguousarray(cp.T),
+                csq,
+                gstart,
+                rounding_slack(Cn.dtype, d),
+                self.labels.numpy(),
+                self.gof,
+                self.L,
+                nt,
+            )
+        changed = int((old != self.labels).sum()) if self.started else n
+        self.started = True
+        return changed

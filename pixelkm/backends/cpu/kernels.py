@@ -33,12 +33,12 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import GROUP_MAX, fma, group_points, scan_group, scan_pruned
+from .simd import CHUNKS, GROUP_MAX, dist_chunks, fma, group_points, scan_group, scan_pruned
 
 #: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
 #: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
 #: kernel would keep the old code
-SIMD_SHA256 = "3a2cf59f67761393aa6b1991c4ee35eaa9efb963feab14161bea4cd63339a5ed"
+SIMD_SHA256 = "a5df69dd5fcf679855bb628b156a6609f7117183832b5b0ca2f4b477d6a5323a"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
@@ -457,3 +457,162 @@ def half_separation(C):
                 m = min(m, s)
         out[i] = 0.5 * np.sqrt(m)
     return out
+
+
+@njit(cache=True, parallel=True)
+def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, upper, L, moved, nthreads):
+    """Yinyang's step (Ding et al. 2015) over X (n, d) in the compute dtype: labels, upper bounds and the group
+    lower bounds updated in place, the number of points that moved per block into ``moved``. The labels are exactly
+    those of a full pass (the nearest center in direct differences, the lowest index on ties).
+
+    Centers: ``C`` (k, d); ``CPT`` (d, kp) the same centers by group, transposed, each group's columns
+    ``gstart[g]:gstart[g + 1]`` a multiple of ``W`` (the lanes of :func:`.simd.dist_chunks`; padding columns +inf,
+    ``perm`` -1 there, else the center's index); ``gof[j]`` the group of center j. Bounds are float64 distances
+    (inflated/deflated by the squared distances' rounding bound ``slack``, as :func:`bounded_step`): ``upper[i]``
+    above the distance to the own center, and ``L[i, g] - gcum[g]`` below the distance to every center of group g
+    but the own one (``gcum[g]``: the summed largest drift of a center of g, so that a step writes no bound of a
+    settled point). ``drift`` (k): each center's move since the last step. A point whose bounds (then its own
+    distance) prove its center strictly nearest is settled; otherwise every group that its bounds do not rule out
+    is scanned, :data:`.simd.CHUNKS` chunks of ``W`` centers at a time (the full pass's arithmetic, so the same
+    distances, bit for bit). Bounds at zero scan every group (the first step)."""
+    n = X.shape[0]
+    G = gstart.shape[0] - 1
+    ct = C.dtype.type
+    nb = (n + BLOCK - 1) // BLOCK
+    grow = 1.0 + slack
+    shrink = 1.0 - slack
+    ctr = np.zeros(1, np.int64)
+    for _t in prange(nthreads):
+        acc = np.empty(CHUNKS * W, C.dtype)
+        offs = np.empty(CHUNKS, np.int64)
+        chunks = np.empty(CPT.shape[1] // W + 1, np.int64)
+        m1 = np.empty(G, C.dtype)
+        m2 = np.empty(G, C.dtype)
+        m1j = np.empty(G, np.int64)
+        scanned = np.empty(G, np.bool_)
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            nm = 0
+            for i in range(s0, e0):
+                a = labels[i]
+                Li = L[i]
+                u = upper[i] + drift[a]
+                glb = np.inf
+                for g in range(G):
+                    glb = min(glb, Li[g] - gcum[g])
+                if u * grow < glb * shrink:
+                    upper[i] = u
+                    continue
+                dda = _sq_dist(X, i, C, a, ct)
+                u = np.sqrt(np.float64(dda)) * grow
+                if u * grow < glb * shrink:
+                    upper[i] = u
+                    continue
+                # the groups that the bounds do not rule out, their chunks
+                nch = 0
+                for g in range(G):
+                    scanned[g] = False
+                    if u * grow < (Li[g] - gcum[g]) * shrink:
+                        continue
+                    scanned[g] = True
+                    m1[g] = ct(np.inf)
+                    m2[g] = ct(np.inf)
+                    m1j[g] = -1
+                    for c0 in range(gstart[g], gstart[g + 1], W):
+                        chunks[nch] = c0
+                        nch += 1
+                best = dda
+                lab = a
+                for t in range(0, nch, CHUNKS):
+                    for q in range(CHUNKS):
+                        offs[q] = chunks[min(t + q, nch - 1)]
+                    dist_chunks(CPT, offs, X[i], acc)
+                    for q in range(min(CHUNKS, nch - t)):
+                        c0 = offs[q]
+                        for lane in range(W):
+                            j = perm[c0 + lane]
+                            if j < 0:
+                                continue
+                            dd = acc[q * W + lane]
+                            if dd < best or (dd == best and j < lab):
+                                best = dd
+                                lab = j
+                            g = gof[j]
+                            if dd < m1[g]:
+                                m2[g] = m1[g]
+                                m1[g] = dd
+                                m1j[g] = j
+                            elif dd < m2[g]:
+                                m2[g] = dd
+                # the groups scanned: their nearest center but the new own one; the old own center, now another
+                for g in range(G):
+                    if scanned[g]:
+                        lo = m2[g] if m1j[g] == lab else m1[g]
+                        Li[g] = np.sqrt(np.float64(lo)) * shrink + gcum[g]
+                if lab != a:
+                    ga = gof[a]
+                    if not scanned[ga]:
+                        Li[ga] = min(Li[ga], np.sqrt(np.float64(dda)) * shrink + gcum[ga])
+                    labels[i] = lab
+                    nm += 1
+                upper[i] = np.sqrt(np.float64(best)) * grow
+            moved[b] = nm
+
+
+@njit(cache=True, parallel=True)
+def group_bounds(X, CPt, csq, gstart, slack, labels, gof, L, nthreads):
+    """The group lower bounds of :func:`yinyang_step` from scratch: ``L[i, g]`` below the distance of point i to
+    every center of group g but its own (``labels[i]``, a full pass's), from the expansion ``|c|^2 - 2 x.c`` of a
+    single-threaded BLAS tile per worker (as :func:`gemm_pass`, whose rounding bound it takes): per group the smallest
+    value, or the second smallest in the own center's group. ``CPt`` (d, k): the centers by group, transposed, group g
+    the columns ``gstart[g]:gstart[g + 1]``; ``csq`` their squared norms in that order."""
+    n, d = X.shape
+    k = CPt.shape[1]
+    G = gstart.shape[0] - 1
+    ct = CPt.dtype.type
+    shrink = 1.0 - slack
+    cmax = 0.0
+    for j in range(k):
+        cmax = max(cmax, np.float64(csq[j]))
+    nb = (n + BLOCK - 1) // BLOCK
+    ctr = np.zeros(1, np.int64)
+    for _t in prange(nthreads):
+        Gm = np.empty((GEMM_TILE, k), CPt.dtype)
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            s0 = b * BLOCK
+            e0 = min(n, s0 + BLOCK)
+            for t0 in range(s0, e0, GEMM_TILE):
+                t1 = min(e0, t0 + GEMM_TILE)
+                Gt = Gm[: t1 - t0]
+                np.dot(X[t0:t1], CPt, Gt)
+                for i in range(t0, t1):
+                    xsq = 0.0
+                    for f in range(d):
+                        xf = np.float64(X[i, f])
+                        xsq += xf * xf
+                    base = xsq - slack * (xsq + cmax)
+                    g = Gt[i - t0]
+                    own = gof[labels[i]]
+                    Li = L[i]
+                    for q in range(G):  # the smallest value per group (no branch: a minimum per center)
+                        m1 = np.inf
+                        for j in range(gstart[q], gstart[q + 1]):
+                            m1 = min(m1, np.float64(csq[j] - ct(2) * g[j]))
+                        Li[q] = m1
+                    # the own group: the second smallest (any center but one is at least that)
+                    m1 = np.inf
+                    m2 = np.inf
+                    for j in range(gstart[own], gstart[own + 1]):
+                        v = np.float64(csq[j] - ct(2) * g[j])
+                        m2 = min(m2, max(m1, v))
+                        m1 = min(m1, v)
+                    Li[own] = m2
+                    for q in range(G):
+                        Li[q] = np.sqrt(max(Li[q] + base, 0.0)) * shrink

@@ -395,3 +395,62 @@ def scan_pruned(typingctx, xt, p0, CT, C, cand, scratch, best, bidx, dims):
         return m
 
     return types.intp(xt, p0, CT, C, cand, scratch, best, bidx, dims), codegen
+
+
+#: chunks of centers per :func:`dist_chunks` call: independent accumulators, so that the fused multiply-adds of
+#: one chunk wait for the previous feature's no longer than the others take (the latency of an FMA is 4 cycles)
+CHUNKS = 4
+
+
+@intrinsic
+def dist_chunks(typingctx, CT, offs, x, out):
+    """Squared distances of ONE point ``x`` (d,) to :data:`CHUNKS` chunks of ``W`` centers: the columns ``offs[q] ..
+    offs[q] + W - 1`` (int64 ``offs``) of ``CT``, the centers transposed ((d, kp), C order, ``W`` the lanes of one
+    vector of the compute dtype, :func:`group_lanes`), into ``out[q * W + lane]``. The chunks' accumulators advance
+    together, feature after feature, with the arithmetic of every kernel (``u_0^2``, then ``fma(u_f, u_f, dd)``); a
+    chunk given twice costs its time twice and gives the same values."""
+    if not (
+        isinstance(CT, types.Array)
+        and CT.ndim == 2
+        and CT.layout == "C"
+        and CT.dtype in (types.float32, types.float64)
+        and isinstance(offs, types.Array)
+        and offs.dtype == types.int64
+        and isinstance(x, types.Array)
+        and x.dtype == CT.dtype
+        and isinstance(out, types.Array)
+        and out.dtype == CT.dtype
+    ):
+        return None
+    f64 = CT.dtype == types.float64
+
+    def codegen(context, builder, signature, args):
+        cta, oa, xa, outa = args
+        aty = signature.args
+        e = _Emit(context, builder, f64)
+        b, vt = builder, e.vt
+        CTm = context.make_array(aty[0])(context, b, cta)
+        om = context.make_array(aty[1])(context, b, oa)
+        xm = context.make_array(aty[2])(context, b, xa)
+        out = context.make_array(aty[3])(context, b, outa).data
+        kp = b.extract_value(CTm.shape, 1)
+        d = b.extract_value(CTm.shape, 0)
+        offs = [b.load(b.gep(om.data, [e.const(q)])) for q in range(CHUNKS)]
+
+        def square(f, q, acc=None):
+            xv = e.splat(b.load(b.gep(xm.data, [f])), vt)
+            u = b.fsub(xv, e.load(CTm.data, b.add(b.mul(f, kp), offs[q])))
+            return b.fmul(u, u) if acc is None else _fused(b, u, u, acc, vt, e.suffix)
+
+        first = [square(e.const(0), q) for q in range(CHUNKS)]
+        last = e.loop(
+            b.sub(d, e.const(1)),
+            1,
+            first,
+            lambda f, accs: [square(b.add(f, e.const(1)), q, accs[q]) for q in range(CHUNKS)],
+        )
+        for q in range(CHUNKS):
+            b.store(last[q], e.at(out, e.const(q * e.W), vt), align=e.align)
+        return context.get_dummy_value()
+
+    return types.void(CT, offs, x, out), codegen
