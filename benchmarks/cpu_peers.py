@@ -18,7 +18,7 @@ repeats run round-robin (A B C A B C ...) and the minimum is reported; the ratio
 that spins on one core for the whole run, as on a shared runner.
 
 ``--whole`` times whole fits instead, to scikit-learn's default ``tol=1e-4`` (``max_iter=300``), in seconds per fit:
-pixelkm-cpu with ``algorithm="auto"`` (Yinyang's bounds beyond 14 features from K = 64) and pixelkm-cpu-lloyd (full
+pixelkm-cpu with ``algorithm="auto"`` (Yinyang's bounds beyond 14 features from K = 32) and pixelkm-cpu-lloyd (full
 passes), scikit-learn lloyd and elkan, scikit-learn-intelex, and faiss for as many iterations as pixelkm-cpu ran
 (faiss has no tolerance); the iterations and the inertia of each are printed.
 """

@@ -103,8 +103,8 @@ def test_auto_takes_yinyang_beyond_small_d(monkeypatch):
     assert_same_fit(auto, fit(X, 64, "lloyd", init=init, tol=0))
     fit(X[:1500], 64, "auto", init=init)  # below MIN_ROWS
     fit(X[:, :14], 64, "auto", init=init[:, :14])  # SMALL_D features: full passes
-    fit(X, 63, "auto", init=init[:63])  # below YINYANG_MIN_K
-    assert cpu_backend.YINYANG_MIN_K == 64 and calls == [1]
+    fit(X, 31, "auto", init=init[:31])  # below YINYANG_MIN_K
+    assert cpu_backend.YINYANG_MIN_K == 32 and calls == [1]
     monkeypatch.setattr(engine_bounds, "memory_budget", lambda: 3000 * cpu_bounds.yinyang_bytes_per_row(64) - 1)
     fit(X, 64, "auto", init=init)  # bounds beyond the budget
     assert calls == [1]
@@ -128,3 +128,29 @@ def test_group_centers():
     for s in range(5):  # the centers around one site: one group
         assert len(set(g[np.arange(50) % 5 == s].tolist())) == 1
     assert cpu_bounds.group_centers(C, 1).tolist() == [0] * 50
+
+
+def test_final_pass_from_the_bounds(monkeypatch):
+    """The fit's final labels and inertia come from the bounds (no full pass after the loop), and equal a full
+    pass's: the same labels, distances, sums and counts, bit for bit."""
+    X = torch.from_numpy(make_blobs(5000, 20, 10, seed=9).astype(np.float32))
+    C = X[:40].clone()
+    state = cpu_bounds.YinyangBounds(get_backend("cpu"), X, None, 40, torch.float32)
+    for _ in range(3):
+        _, sums, counts, _ = state.step(C)
+        C = (sums / counts.clamp(min=1)[:, None]).float()
+    got = state.final(C)
+    ref = get_backend("cpu").assign_update(X.unsqueeze(0), C.unsqueeze(0), None)
+    for a, b in zip(
+        (got.labels, got.min_sq_dist, got.sums, got.counts), (ref.labels, ref.min_sq_dist, ref.sums, ref.counts)
+    ):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    from pixelkm.engine import sources
+
+    calls, real = [], sources.BatchSource.final
+    monkeypatch.setattr(sources.BatchSource, "final", lambda *a, **k: calls.append(1) or real(*a, **k))
+    init = X[:40].numpy()
+    bounded = fit(X.numpy(), 40, "yinyang", init=init, tol=0)
+    assert calls == []
+    assert_same_fit(bounded, fit(X.numpy(), 40, "lloyd", init=init, tol=0))
+    assert calls == [1]

@@ -13,7 +13,9 @@ if TYPE_CHECKING:
 
 
 class Bounds(Protocol):
-    """The state of a bounded pass strategy over one problem (see ``pixelkm.engine.bounds``)."""
+    """The state of a bounded pass strategy over one problem (see ``pixelkm.engine.bounds``). It may also have
+    ``final(centers) -> AssignUpdateResult``: what a full pass against the final centers returns (labels, distances,
+    sums and counts in the compute dtype, a batch of one), bit for bit; the fit then takes it instead of that pass."""
 
     def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         """Assign every point to its nearest center of ``centers`` (k, d) (compute dtype), exactly as a full pass

@@ -1,4 +1,7 @@
-"""The bounds pass strategy (Hamerly's): the assignments of full passes with most distance computations skipped.
+"""The bounds pass strategy: the assignments of full passes with most distance computations skipped.
+
+Here: Hamerly's bounds on the torch backend's passes (:class:`TorchBounds`), and :func:`bounded_state`, which
+picks a strategy for a fit (a backend's own bounds where it has them: the cpu backend's Hamerly and Yinyang).
 
 Each point keeps an upper bound ``u`` on the distance to its own center and a lower bound ``l`` on the distance to
 every other center (G. Hamerly, "Making k-means even faster", SDM 2010). After the centers move by ``delta``, ``u``
@@ -201,7 +204,13 @@ class TorchBounds:
 #: leaves 10-35% of the points of a photo undecided at every step, and a bounded step still reads and writes 24
 #: bytes of bounds and labels per point and recomputes the sums in a second pass. (Before the tiles, one center
 #: at a time per undecided point: 1.5-2.1x on photos, x,y,R,G,B and blobs; 4.1x on the histogram at K=256.)
-AUTO_RULE = "torch backend: hamerly from MIN_ROWS rows; fused kernels (cpu, triton): lloyd"
+#: Yinyang's bounds on the cpu backend beyond SMALL_D = 14 features from YINYANG_MIN_K = 32 centers
+#: (pixelkm.backends.cpu.backend, with the measurements), whose single-point scans of the groups left open cost about
+#: what the GEMM pass costs per (point, center) and skip most of them once the first iterations are done.
+AUTO_RULE = (
+    "torch backend: hamerly from MIN_ROWS rows; cpu backend: yinyang beyond 14 features from 32 centers and MIN_ROWS"
+    " rows, else lloyd; triton: lloyd"
+)
 
 
 def bounded_state(

@@ -174,7 +174,12 @@ def _lloyd_bounded(
             print(f"Iteration {it}: {n_changed} labels changed, center shift {float(shift[0]):.3g}")
         if n_changed == 0 or shift[0] <= tol[0]:
             break
-    labels, inertia = source.final(centers, False)
+    # a state that can give the final pass's result (labels, distances, sums, counts) from its bounds does
+    final = getattr(state, "final", None)
+    if final is None:
+        labels, inertia = source.final(centers, False)
+    else:
+        labels, inertia = source.final_from(final(centers[0]), False)
     n_iters = torch.full((1,), n_iter, dtype=torch.int64, device=centers.device)
     return LloydResult(centers, labels, inertia, n_iters, _used_counts(source))
 

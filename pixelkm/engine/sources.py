@@ -134,6 +134,10 @@ class BatchSource:
         and an n_init pick with it). Also keeps that pass's counts (b, k) in ``final_counts``: unweighted, a
         cluster's count is positive exactly when a label names it."""
         res = run_assign_update(self.X, centers, self.w, backend=self.backend, chunk_size=self.chunk_size)
+        return self.final_from(res, spherical)
+
+    def final_from(self, res: AssignUpdateResult, spherical: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`final` from the result of that pass, had by other means (a bounded state's ``final``)."""
         self.final_counts = res.counts
         return self.labels(res), self.inertia(res, spherical)
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..._result import PassExtras
+from ..._result import AssignUpdateResult, PassExtras
 from . import kernels as K
 from .simd import group_lanes
 
@@ -169,7 +169,7 @@ class YinyangBounds:
         self.prev: np.ndarray | None = None  # the centers of the previous step (float64); None: bounds at zero
         self.started = False
         nb = (n + K.BLOCK - 1) // K.BLOCK
-        self.moved = np.zeros(nb, dtype=np.int64)
+        self.moved = np.zeros((n + K.YY_BLOCK - 1) // K.YY_BLOCK, dtype=np.int64)
         self._part_s = np.empty((nb, n_clusters, d))
         self._part_c = np.empty((nb, n_clusters))
         # the data in the compute dtype, as the full pass of large d reads it (in place when it is already)
@@ -247,6 +247,19 @@ class YinyangBounds:
         )
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())
+
+    def final(self, centers: torch.Tensor) -> AssignUpdateResult:
+        """What a full pass against ``centers`` (k, d) returns (labels, distances, sums and counts in the compute
+        dtype, a batch of one), from a step and the distances of every point to its own center: the same bits."""
+        import numba
+
+        labels, sums, counts, _ = self.step(centers)
+        mind = np.empty(labels.shape[0], dtype=self._xn.dtype)
+        K.own_sq_dist(self._xn, centers.contiguous().numpy(), labels.numpy(), mind, numba.get_num_threads())
+        cdt = centers.dtype
+        return AssignUpdateResult(
+            labels.unsqueeze(0), torch.from_numpy(mind).unsqueeze(0), sums.to(cdt).unsqueeze(0), counts.to(cdt)[None]
+        )
 
     def _start(self, centers: torch.Tensor, Cn: np.ndarray, nt: int) -> int:
         """A full pass (labels, sums, counts and upper bounds), then the group bounds; the labels that changed."""

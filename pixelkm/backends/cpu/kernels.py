@@ -38,7 +38,7 @@ from .simd import CHUNKS, GROUP_MAX, dist_chunks, fma, group_points, scan_group,
 #: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
 #: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
 #: kernel would keep the old code
-SIMD_SHA256 = "a5df69dd5fcf679855bb628b156a6609f7117183832b5b0ca2f4b477d6a5323a"
+SIMD_SHA256 = "a00a454f03d41f4c1a60b03bc2b37e69e24ef3dcfa4b9b6ce288b4618773fcca"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
@@ -459,15 +459,22 @@ def half_separation(C):
     return out
 
 
+#: rows per work unit of :func:`yinyang_step` (its results do not depend on it: labels are per point, the sums come
+#: after): small, so that a worker whose core another process holds keeps the others waiting for little at the end
+YY_BLOCK = 512
+
+
 @njit(cache=True, parallel=True)
 def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, upper, L, moved, nthreads):
     """Yinyang's step (Ding et al. 2015) over X (n, d) in the compute dtype: labels, upper bounds and the group
-    lower bounds updated in place, the number of points that moved per block into ``moved``. The labels are exactly
-    those of a full pass (the nearest center in direct differences, the lowest index on ties).
+    lower bounds updated in place, the number of points that moved per unit of :data:`YY_BLOCK` rows into
+    ``moved``. The labels are exactly those of a full pass (the nearest center in direct differences, the lowest
+    index on ties).
 
     Centers: ``C`` (k, d); ``CPT`` (d, kp) the same centers by group, transposed, each group's columns
-    ``gstart[g]:gstart[g + 1]`` a multiple of ``W`` (the lanes of :func:`.simd.dist_chunks`; padding columns +inf,
-    ``perm`` -1 there, else the center's index); ``gof[j]`` the group of center j. Bounds are float64 distances
+    ``gstart[g]:gstart[g + 1]`` (its centers in index order, then padding columns of +inf up to a multiple of ``W``,
+    the lanes of :func:`.simd.dist_chunks`); ``perm`` the center of each column (-1: padding); ``gof[j]`` the group
+    of center j. Bounds are float64 distances
     (inflated/deflated by the squared distances' rounding bound ``slack``, as :func:`bounded_step`): ``upper[i]``
     above the distance to the own center, and ``L[i, g] - gcum[g]`` below the distance to every center of group g
     but the own one (``gcum[g]``: the summed largest drift of a center of g, so that a step writes no bound of a
@@ -478,12 +485,13 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
     n = X.shape[0]
     G = gstart.shape[0] - 1
     ct = C.dtype.type
-    nb = (n + BLOCK - 1) // BLOCK
+    nb = (n + YY_BLOCK - 1) // YY_BLOCK
     grow = 1.0 + slack
     shrink = 1.0 - slack
     ctr = np.zeros(1, np.int64)
     for _t in prange(nthreads):
-        acc = np.empty(CHUNKS * W, C.dtype)
+        two = np.empty(2 * CHUNKS, C.dtype)
+        lanes = np.empty(CHUNKS, np.int64)
         offs = np.empty(CHUNKS, np.int64)
         chunks = np.empty(CPT.shape[1] // W + 1, np.int64)
         m1 = np.empty(G, C.dtype)
@@ -494,8 +502,8 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
             b = fetch_add(ctr)
             if b >= nb:
                 break
-            s0 = b * BLOCK
-            e0 = min(n, s0 + BLOCK)
+            s0 = b * YY_BLOCK
+            e0 = min(n, s0 + YY_BLOCK)
             nm = 0
             for i in range(s0, e0):
                 a = labels[i]
@@ -530,24 +538,21 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
                 for t in range(0, nch, CHUNKS):
                     for q in range(CHUNKS):
                         offs[q] = chunks[min(t + q, nch - 1)]
-                    dist_chunks(CPT, offs, X[i], acc)
+                    dist_chunks(CPT, offs, X[i], two, lanes)
                     for q in range(min(CHUNKS, nch - t)):
-                        c0 = offs[q]
-                        for lane in range(W):
-                            j = perm[c0 + lane]
-                            if j < 0:
-                                continue
-                            dd = acc[q * W + lane]
-                            if dd < best or (dd == best and j < lab):
-                                best = dd
-                                lab = j
-                            g = gof[j]
-                            if dd < m1[g]:
-                                m2[g] = m1[g]
-                                m1[g] = dd
-                                m1j[g] = j
-                            elif dd < m2[g]:
-                                m2[g] = dd
+                        # the chunk's nearest (its lanes are in index order: the first lane wins ties) and second
+                        dd = two[2 * q]
+                        j = perm[offs[q] + lanes[q]]
+                        if dd < best or (dd == best and j < lab):
+                            best = dd
+                            lab = j
+                        g = gof[j]
+                        if dd < m1[g]:
+                            m2[g] = min(m1[g], two[2 * q + 1])
+                            m1[g] = dd
+                            m1j[g] = j
+                        else:
+                            m2[g] = min(m2[g], dd)
                 # the groups scanned: their nearest center but the new own one; the old own center, now another
                 for g in range(G):
                     if scanned[g]:
@@ -616,3 +621,19 @@ def group_bounds(X, CPt, csq, gstart, slack, labels, gof, L, nthreads):
                     Li[own] = m2
                     for q in range(G):
                         Li[q] = np.sqrt(max(Li[q] + base, 0.0)) * shrink
+
+
+@njit(cache=True, parallel=True)
+def own_sq_dist(X, C, labels, out, nthreads):
+    """``out[i]`` = the squared distance of point i to its center ``labels[i]``, as a full pass computes it."""
+    n = X.shape[0]
+    ct = C.dtype.type
+    nb = (n + YY_BLOCK - 1) // YY_BLOCK
+    ctr = np.zeros(1, np.int64)
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            for i in range(b * YY_BLOCK, min(n, (b + 1) * YY_BLOCK)):
+                out[i] = _sq_dist(X, i, C, labels[i], ct)

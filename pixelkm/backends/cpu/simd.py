@@ -17,6 +17,15 @@ integer register per center instead of a vector increment (1.15x slower at K = 2
 (1.2x slower); the expansion ``|c|^2 - 2 x.c`` with a tracked second-nearest for a recheck of close calls (10%
 faster at K = 256 before the rechecks, and inexact: not taken).
 
+:func:`scan_pruned` scans, for a group of points, only the centers that can be nearest to some point of the
+group's bounding box (the same results; from K = 64 on the small-d pass). :func:`dist_chunks` serves Yinyang's bounds
+of large ``d``: the distances of ONE point to a few chunks of ``W`` centers (the centers as lanes, their
+accumulators advancing together), the arithmetic below.
+
+These intrinsics are compiled into the kernels of :mod:`.kernels`, whose disk cache numba keys on the text of
+kernels.py alone: kernels.py records this file's SHA-256 (``SIMD_SHA256``; a test checks it), so that a change here
+changes that text too.
+
 Arithmetic (the same in every kernel of the backend, so that every path finds the same distances bit for bit):
 ``dd = u_0 * u_0``, then ``dd = fma(u_f, u_f, dd)`` for the next features in order, with ``u_f = x_f - c_f`` in the
 compute dtype; :func:`fma` is the same operation for scalar code (and for loops that LLVM vectorises itself). On a
@@ -403,12 +412,13 @@ CHUNKS = 4
 
 
 @intrinsic
-def dist_chunks(typingctx, CT, offs, x, out):
-    """Squared distances of ONE point ``x`` (d,) to :data:`CHUNKS` chunks of ``W`` centers: the columns ``offs[q] ..
-    offs[q] + W - 1`` (int64 ``offs``) of ``CT``, the centers transposed ((d, kp), C order, ``W`` the lanes of one
-    vector of the compute dtype, :func:`group_lanes`), into ``out[q * W + lane]``. The chunks' accumulators advance
-    together, feature after feature, with the arithmetic of every kernel (``u_0^2``, then ``fma(u_f, u_f, dd)``); a
-    chunk given twice costs its time twice and gives the same values."""
+def dist_chunks(typingctx, CT, offs, x, mins, lanes):
+    """The nearest two of each of :data:`CHUNKS` chunks of ``W`` centers to ONE point ``x`` (d,): the chunks are
+    the columns ``offs[q] .. offs[q] + W - 1`` (int64 ``offs``) of ``CT``, the centers transposed ((d, kp), C order,
+    ``W`` the lanes of one vector of the compute dtype, :func:`group_lanes`). Writes ``mins[2 q]`` (the smallest
+    squared distance of chunk q), ``lanes[q]`` (the first lane that has it) and ``mins[2 q + 1]`` (the smallest of the
+    other lanes). The chunks' accumulators advance together, feature after feature, with the arithmetic of every
+    kernel (``u_0^2``, then ``fma(u_f, u_f, dd)``); a chunk given twice costs its time twice, the same values."""
     if not (
         isinstance(CT, types.Array)
         and CT.ndim == 2
@@ -418,21 +428,24 @@ def dist_chunks(typingctx, CT, offs, x, out):
         and offs.dtype == types.int64
         and isinstance(x, types.Array)
         and x.dtype == CT.dtype
-        and isinstance(out, types.Array)
-        and out.dtype == CT.dtype
+        and isinstance(mins, types.Array)
+        and mins.dtype == CT.dtype
+        and isinstance(lanes, types.Array)
+        and lanes.dtype == types.int64
     ):
         return None
     f64 = CT.dtype == types.float64
 
     def codegen(context, builder, signature, args):
-        cta, oa, xa, outa = args
+        cta, oa, xa, ma, la = args
         aty = signature.args
         e = _Emit(context, builder, f64)
-        b, vt = builder, e.vt
+        b, vt, W = builder, e.vt, e.W
         CTm = context.make_array(aty[0])(context, b, cta)
         om = context.make_array(aty[1])(context, b, oa)
         xm = context.make_array(aty[2])(context, b, xa)
-        out = context.make_array(aty[3])(context, b, outa).data
+        out = context.make_array(aty[3])(context, b, ma).data
+        out_lane = context.make_array(aty[4])(context, b, la).data
         kp = b.extract_value(CTm.shape, 1)
         d = b.extract_value(CTm.shape, 0)
         offs = [b.load(b.gep(om.data, [e.const(q)])) for q in range(CHUNKS)]
@@ -449,8 +462,19 @@ def dist_chunks(typingctx, CT, offs, x, out):
             first,
             lambda f, accs: [square(b.add(f, e.const(1)), q, accs[q]) for q in range(CHUNKS)],
         )
-        for q in range(CHUNKS):
-            b.store(last[q], e.at(out, e.const(q * e.W), vt), align=e.align)
+        iota = ir.Constant(e.vi, [ir.Constant(e.i32, i) for i in range(W)])
+        mask_t = ir.IntType(W)
+        zero32 = ir.Constant(e.i32, 0)
+        for q, acc in enumerate(last):
+            low = e.across(acc, e.minimum)  # the smallest, in every lane
+            hit = b.bitcast(b.fcmp_ordered("==", acc, low), mask_t)
+            lane = e.call(f"llvm.cttz.i{W}", mask_t, [hit, ir.Constant(ir.IntType(1), 1)])
+            lane32 = b.trunc(lane, e.i32) if W > 32 else b.zext(lane, e.i32) if W < 32 else lane
+            rest = b.select(b.icmp_signed("==", iota, e.splat(lane32, e.vi)), e.inf, acc)
+            second = e.across(rest, e.minimum)
+            b.store(b.extract_element(low, zero32), b.gep(out, [e.const(2 * q)]))
+            b.store(b.extract_element(second, zero32), b.gep(out, [e.const(2 * q + 1)]))
+            b.store(b.sext(lane32, e.intp), b.gep(out_lane, [e.const(q)]))
         return context.get_dummy_value()
 
-    return types.void(CT, offs, x, out), codegen
+    return types.void(CT, offs, x, mins, lanes), codegen
