@@ -19,6 +19,16 @@ from . import kernels as K
 from .simd import group_lanes
 
 
+def label_sums(xn, wn, labels: torch.Tensor, part_s, part_c, nt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 sums and counts of a full pass from the labels (:func:`.kernels.sums_by_label`: its blocks, its
+    order, the same bits); ``part_s``/``part_c`` the per-block scratch."""
+    k, d = part_s.shape[1], part_s.shape[2]
+    sums = torch.zeros(k, d, dtype=torch.float64)
+    counts = torch.zeros(k, dtype=torch.float64)
+    K.sums_by_label(xn, wn, labels.numpy(), part_s, part_c, sums.numpy(), counts.numpy(), nt)
+    return sums, counts
+
+
 class HamerlyBounds:
     """The bounded-pass state of one problem (see the bounds interface of :class:`pixelkm.backends.Backend`)."""
 
@@ -93,18 +103,7 @@ class HamerlyBounds:
             self.moved,
             nt,
         )
-        sums = torch.zeros(k, d, dtype=torch.float64)
-        counts = torch.zeros(k, dtype=torch.float64)
-        K.sums_by_label(
-            self._xn,
-            self._wn,
-            self.labels.numpy(),
-            self._part_s,
-            self._part_c,
-            sums.numpy(),
-            counts.numpy(),
-            nt,
-        )
+        sums, counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())
 
@@ -205,7 +204,6 @@ class YinyangBounds:
 
         Cn = centers.contiguous().numpy()
         n, d = self._xn.shape
-        k = Cn.shape[0]
         c64 = Cn.astype(np.float64)
         numba.set_num_threads(pass_threads())
         nt = numba.get_num_threads()
@@ -240,11 +238,7 @@ class YinyangBounds:
             self.moved,
             nt,
         )
-        sums = torch.zeros(k, d, dtype=torch.float64)
-        counts = torch.zeros(k, dtype=torch.float64)
-        K.sums_by_label(
-            self._xn, self._wn, self.labels.numpy(), self._part_s, self._part_c, sums.numpy(), counts.numpy(), nt
-        )
+        sums, counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())
 

@@ -38,7 +38,7 @@ from .simd import CHUNKS, GROUP_MAX, dist_chunks, fma, group_points, scan_group,
 #: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
 #: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
 #: kernel would keep the old code
-SIMD_SHA256 = "a00a454f03d41f4c1a60b03bc2b37e69e24ef3dcfa4b9b6ce288b4618773fcca"
+SIMD_SHA256 = "c8d161dc4664542b4cbcf33ad551fd273167eef73124c0addd124864349069c5"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers

@@ -419,20 +419,11 @@ def dist_chunks(typingctx, CT, offs, x, mins, lanes):
     squared distance of chunk q), ``lanes[q]`` (the first lane that has it) and ``mins[2 q + 1]`` (the smallest of the
     other lanes). The chunks' accumulators advance together, feature after feature, with the arithmetic of every
     kernel (``u_0^2``, then ``fma(u_f, u_f, dd)``); a chunk given twice costs its time twice, the same values."""
-    if not (
-        isinstance(CT, types.Array)
-        and CT.ndim == 2
-        and CT.layout == "C"
-        and CT.dtype in (types.float32, types.float64)
-        and isinstance(offs, types.Array)
-        and offs.dtype == types.int64
-        and isinstance(x, types.Array)
-        and x.dtype == CT.dtype
-        and isinstance(mins, types.Array)
-        and mins.dtype == CT.dtype
-        and isinstance(lanes, types.Array)
-        and lanes.dtype == types.int64
-    ):
+    floats = (types.float32, types.float64)
+    ok = isinstance(CT, types.Array) and CT.ndim == 2 and CT.layout == "C" and CT.dtype in floats
+    if not (ok and all(isinstance(a, types.Array) for a in (offs, x, mins, lanes))):
+        return None
+    if not (offs.dtype == lanes.dtype == types.int64 and x.dtype == mins.dtype == CT.dtype):
         return None
     f64 = CT.dtype == types.float64
 
