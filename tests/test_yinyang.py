@@ -105,7 +105,7 @@ def test_auto_takes_yinyang_beyond_small_d(monkeypatch):
     fit(X[:, :14], 64, "auto", init=init[:, :14])  # SMALL_D features: full passes
     fit(X, 31, "auto", init=init[:31])  # below YINYANG_MIN_K
     assert cpu_backend.YINYANG_MIN_K == 32 and calls == [1]
-    monkeypatch.setattr(engine_bounds, "memory_budget", lambda: 3000 * cpu_bounds.yinyang_bytes_per_row(64) - 1)
+    monkeypatch.setattr(engine_bounds, "memory_budget", lambda: 3000 * cpu_bounds.yinyang_bytes_per_row(64, 16) - 1)
     fit(X, 64, "auto", init=init)  # bounds beyond the budget
     assert calls == [1]
 

@@ -308,6 +308,6 @@ class CpuBackend(Backend):
         passes (faster than Hamerly's bounds on this kernel: ``pixelkm.engine.bounds.AUTO_RULE``)."""
         from .bounds import yinyang_bytes_per_row
 
-        if d > SMALL_D and n_clusters >= YINYANG_MIN_K and n * yinyang_bytes_per_row(n_clusters) <= budget:
+        if d > SMALL_D and n_clusters >= YINYANG_MIN_K and n * yinyang_bytes_per_row(n_clusters, d) <= budget:
             return "yinyang"
         return None

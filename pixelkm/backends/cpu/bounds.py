@@ -142,9 +142,10 @@ def group_centers(C: np.ndarray, n_groups: int) -> np.ndarray:
     return g.astype(np.int64)
 
 
-def yinyang_bytes_per_row(n_clusters: int) -> int:
-    """Memory of Yinyang's bounds per row: the group lower bounds, the upper bound, the label (float64, int64)."""
-    return 8 * max(1, n_clusters // GROUP_SIZE) + 16
+def yinyang_bytes_per_row(n_clusters: int, d: int) -> int:
+    """Memory of Yinyang's state per row: the group lower bounds, the upper bound, the label (float64, int64), and
+    its share of the float64 per-block partial sums (k (d + 1) per block of :data:`.kernels.BLOCK` rows)."""
+    return 8 * max(1, n_clusters // GROUP_SIZE) + 16 + -(-8 * n_clusters * (d + 1) // K.BLOCK)
 
 
 class YinyangBounds:
