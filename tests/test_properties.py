@@ -167,3 +167,25 @@ def test_bounds_give_the_iterates_of_full_passes(data, seed):
     assert torch.equal(bounds.labels_, full.labels_)
     assert bounds.n_iter_ == full.n_iter_
     torch.testing.assert_close(bounds.cluster_centers_, full.cluster_centers_, rtol=1e-9, atol=1e-12)
+
+
+@SETTINGS
+@given(datasets(max_n=60, max_d=6), st.integers(0, 2**31 - 1))
+def test_yinyang_gives_the_fit_of_full_passes_bit_for_bit(data, seed):
+    """Yinyang's bounds on the cpu backend against its full passes from the same start, in every dtype and layout:
+    the same labels, centers, iterations and inertia, bit for bit."""
+    X, k, w = data
+    init = X[torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:k]]
+    fits = []
+    for algorithm in ("lloyd", "yinyang"):
+        km = pixelkm.KMeans(k, init=init, tol=0.0, max_iter=30, algorithm=algorithm, backend="cpu")
+        try:
+            fits.append(km.fit(X, sample_weight=w))
+        except ValueError as e:
+            assert "overflow" in str(e) or "underflow" in str(e)
+            return
+    full, bounds = fits
+    assert torch.equal(bounds.labels_, full.labels_)
+    assert bounds.n_iter_ == full.n_iter_
+    assert torch.equal(bounds.cluster_centers_, full.cluster_centers_)
+    assert bounds.inertia_ == full.inertia_
