@@ -174,11 +174,31 @@ class YinyangBounds:
         self._part_c = np.empty((nb, n_clusters))
         # the data in the compute dtype, as the full pass of large d reads it (in place when it is already)
         self._xn = np.ascontiguousarray(X.to(dtype).numpy())
-        self._w = sample_weight
         self._wn = np.empty(0) if sample_weight is None else sample_weight.to(torch.float64).contiguous().numpy()
 
     def invalidate(self) -> None:
         self.prev = None
+
+    def _step(self, Cn: np.ndarray, drift: np.ndarray, slack: float, nt: int) -> None:
+        """:func:`.kernels.yinyang_step` against the centers ``Cn`` (their drifts ``drift`` since the bounds)."""
+        CPT, perm, gstart = self._layout(Cn)
+        K.yinyang_step(
+            self._xn,
+            Cn,
+            CPT,
+            perm,
+            gstart,
+            self.gof,
+            group_lanes(Cn.dtype.itemsize),
+            drift,
+            self.gcum,
+            slack,
+            self.labels.numpy(),
+            self.upper,
+            self.L,
+            self.moved,
+            nt,
+        )
 
     def _layout(self, Cn: np.ndarray):
         """The centers by group, transposed and padded (the kernel's ``CPT``, ``perm`` and ``gstart``)."""
@@ -221,24 +241,7 @@ class YinyangBounds:
         gmax = np.zeros(self.n_groups)
         np.maximum.at(gmax, self.gof, drift)
         self.gcum += gmax
-        CPT, perm, gstart = self._layout(Cn)
-        K.yinyang_step(
-            self._xn,
-            Cn,
-            CPT,
-            perm,
-            gstart,
-            self.gof,
-            group_lanes(Cn.dtype.itemsize),
-            drift,
-            self.gcum,
-            rounding_slack(Cn.dtype, d),
-            self.labels.numpy(),
-            self.upper,
-            self.L,
-            self.moved,
-            nt,
-        )
+        self._step(Cn, drift, rounding_slack(Cn.dtype, d), nt)
         sums, counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())
@@ -257,26 +260,18 @@ class YinyangBounds:
         )
 
     def _start(self, centers: torch.Tensor, Cn: np.ndarray, nt: int) -> int:
-        """A full pass (labels, sums, counts and upper bounds), then the group bounds; the labels that changed."""
+        """Every bound from one GEMM pass (:func:`.kernels.group_bounds`: provisional labels), then a step without
+        drift (the exact labels) and the sums; the labels that changed."""
         from .backend import one_blas_thread, rounding_slack
 
         n, d = self._xn.shape
-        extras = PassExtras(bounds=True)
-        res = self.backend.assign_update(
-            torch.from_numpy(self._xn).unsqueeze(0),
-            centers.unsqueeze(0),
-            None if self._w is None else self._w.unsqueeze(0),
-            extras=extras,
-        )
-        old = self.labels
-        self.labels = res.labels[0]
-        self.sums, self.counts = res.sums[0], res.counts[0]
-        self.upper = extras.min_sq_upper[0].double().sqrt_().numpy().copy()
+        old = self.labels.clone()
         order = np.argsort(self.gof, kind="stable")
         gstart = np.zeros(self.n_groups + 1, np.int64)
         np.cumsum(np.bincount(self.gof, minlength=self.n_groups), out=gstart[1:])
         cp = Cn[order]
         csq = np.einsum("kd,kd->k", cp.astype(np.float64), cp.astype(np.float64)).astype(Cn.dtype)
+        slack = rounding_slack(Cn.dtype, d)
         self.gcum[:] = 0.0
         with one_blas_thread():
             K.group_bounds(
@@ -284,12 +279,15 @@ class YinyangBounds:
                 np.ascontiguousarray(cp.T),
                 csq,
                 gstart,
-                rounding_slack(Cn.dtype, d),
+                order,
+                slack,
                 self.labels.numpy(),
-                self.gof,
+                self.upper,
                 self.L,
                 nt,
             )
+        self._step(Cn, np.zeros(Cn.shape[0]), slack, nt)
+        self.sums, self.counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
         changed = int((old != self.labels).sum()) if self.started else n
         self.started = True
         return changed

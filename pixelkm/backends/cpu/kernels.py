@@ -569,16 +569,19 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
 
 
 @njit(cache=True, parallel=True)
-def group_bounds(X, CPt, csq, gstart, slack, labels, gof, L, nthreads):
-    """The group lower bounds of :func:`yinyang_step` from scratch: ``L[i, g]`` below the distance of point i to
-    every center of group g but its own (``labels[i]``, a full pass's), from the expansion ``|c|^2 - 2 x.c`` of a
-    single-threaded BLAS tile per worker (as :func:`gemm_pass`, whose rounding bound it takes): per group the smallest
-    value, or the second smallest in the own center's group. ``CPt`` (d, k): the centers by group, transposed, group g
-    the columns ``gstart[g]:gstart[g + 1]``; ``csq`` their squared norms in that order."""
+def group_bounds(X, CPt, csq, gstart, order, slack, labels, upper, L, nthreads):
+    """Every bound of :func:`yinyang_step` from scratch, from the expansion ``v_j = |c_j|^2 - 2 x.c_j`` of a
+    single-threaded BLAS tile per worker (as :func:`gemm_pass`, whose rounding bound ``err`` it takes): a provisional
+    label (the smallest ``v``: ``labels[i] = order[j]``), ``upper[i]`` above its distance (``v + |x|^2 + err``) and
+    ``L[i, g]`` below the distance to every center of group g but that one (per group the smallest ``v``, the second
+    smallest in the label's group, ``+ |x|^2 - err``). A :func:`yinyang_step` with no drift then gives the exact
+    labels. ``CPt`` (d, k): the centers by group, transposed, group g the columns ``gstart[g]:gstart[g + 1]``
+    (``order[j]``: the center of column j); ``csq`` their squared norms in that order."""
     n, d = X.shape
     k = CPt.shape[1]
     G = gstart.shape[0] - 1
     ct = CPt.dtype.type
+    grow = 1.0 + slack
     shrink = 1.0 - slack
     cmax = 0.0
     for j in range(k):
@@ -602,25 +605,34 @@ def group_bounds(X, CPt, csq, gstart, slack, labels, gof, L, nthreads):
                     for f in range(d):
                         xf = np.float64(X[i, f])
                         xsq += xf * xf
-                    base = xsq - slack * (xsq + cmax)
+                    err = slack * (xsq + cmax)
                     g = Gt[i - t0]
-                    own = gof[labels[i]]
                     Li = L[i]
+                    own = 0
                     for q in range(G):  # the smallest value per group (no branch: a minimum per center)
                         m1 = np.inf
                         for j in range(gstart[q], gstart[q + 1]):
                             m1 = min(m1, np.float64(csq[j] - ct(2) * g[j]))
                         Li[q] = m1
-                    # the own group: the second smallest (any center but one is at least that)
+                        if m1 < Li[own]:
+                            own = q
+                    # the group of the smallest: its smallest (the label) and second smallest
                     m1 = np.inf
                     m2 = np.inf
+                    jo = gstart[own]
                     for j in range(gstart[own], gstart[own + 1]):
                         v = np.float64(csq[j] - ct(2) * g[j])
-                        m2 = min(m2, max(m1, v))
-                        m1 = min(m1, v)
+                        if v < m1:
+                            m2 = m1
+                            m1 = v
+                            jo = j
+                        else:
+                            m2 = min(m2, v)
                     Li[own] = m2
+                    labels[i] = order[jo]
+                    upper[i] = np.sqrt(max(m1 + xsq + err, 0.0)) * grow
                     for q in range(G):
-                        Li[q] = np.sqrt(max(Li[q] + base, 0.0)) * shrink
+                        Li[q] = np.sqrt(max(Li[q] + xsq - err, 0.0)) * shrink
 
 
 @njit(cache=True, parallel=True)
