@@ -70,7 +70,7 @@ class KMeans(BaseEstimator):
         the cpu backend only) keeps a lower bound per group of about 10 centers (8 bytes per group and sample) and
         recomputes only the groups those leave open. Both give the same iterates as "lloyd" (on the cpu backend bit
         for bit; elsewhere up to float ties). "auto" takes Yinyang on the cpu backend beyond 14 features from 32
-        clusters (d = 128, K = 1024: 3.4x faster than its full passes), Hamerly with the torch backend on the CPU,
+        clusters (d = 128, K = 1024: 4-5x faster than its full passes), Hamerly with the torch backend on the CPU,
         both from 16,384 samples, one problem at a time, while the bounds fit in 1 GiB and a quarter of the free
         memory, and Lloyd otherwise (the fused kernels' full passes were measured faster than Hamerly's bounds on
         photos, d = 3; see ``pixelkm.engine.bounds.AUTO_RULE``).
