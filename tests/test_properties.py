@@ -148,21 +148,28 @@ def test_negative_weights_are_rejected(n, seed):
         pixelkm.KMeans(1).fit(rng.normal(size=(n, 2)), sample_weight=w)
 
 
+def full_and_bounded(X, k, w, seed, algorithm, **kw):
+    """Fits with full passes and with ``algorithm``'s bounds from the same start (None: the data overflows)."""
+    init = X[torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:k]]
+    fits = []
+    for algo in ("lloyd", algorithm):
+        km = pixelkm.KMeans(k, init=init, tol=0.0, max_iter=30, algorithm=algo, **kw)
+        try:
+            fits.append(km.fit(X, sample_weight=w))
+        except ValueError as e:
+            assert "overflow" in str(e) or "underflow" in str(e)
+            return None
+    return fits
+
+
 @SETTINGS
 @given(datasets(max_n=60, max_d=4), st.integers(0, 2**31 - 1))
 def test_bounds_give_the_iterates_of_full_passes(data, seed):
     """Hamerly's bounds against full passes from the same start, in float64 (where ties are exact ties)."""
     X, k, w = data
-    X = X.double()
-    init = X[torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:k]]
-    fits = []
-    for algorithm in ("lloyd", "hamerly"):
-        km = pixelkm.KMeans(k, init=init, tol=0.0, max_iter=30, algorithm=algorithm)
-        try:
-            fits.append(km.fit(X, sample_weight=w))
-        except ValueError as e:
-            assert "overflow" in str(e) or "underflow" in str(e)
-            return
+    fits = full_and_bounded(X.double(), k, w, seed, "hamerly")
+    if fits is None:
+        return
     full, bounds = fits
     assert torch.equal(bounds.labels_, full.labels_)
     assert bounds.n_iter_ == full.n_iter_
@@ -175,15 +182,9 @@ def test_yinyang_gives_the_fit_of_full_passes_bit_for_bit(data, seed):
     """Yinyang's bounds on the cpu backend against its full passes from the same start, in every dtype and layout:
     the same labels, centers, iterations and inertia, bit for bit."""
     X, k, w = data
-    init = X[torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:k]]
-    fits = []
-    for algorithm in ("lloyd", "yinyang"):
-        km = pixelkm.KMeans(k, init=init, tol=0.0, max_iter=30, algorithm=algorithm, backend="cpu")
-        try:
-            fits.append(km.fit(X, sample_weight=w))
-        except ValueError as e:
-            assert "overflow" in str(e) or "underflow" in str(e)
-            return
+    fits = full_and_bounded(X, k, w, seed, "yinyang", backend="cpu")
+    if fits is None:
+        return
     full, bounds = fits
     assert torch.equal(bounds.labels_, full.labels_)
     assert bounds.n_iter_ == full.n_iter_
