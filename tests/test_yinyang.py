@@ -59,7 +59,7 @@ def test_every_step_equals_a_full_pass_with_ties(monkeypatch, threads):
     X = torch.from_numpy(rng.integers(0, 6, size=(9000, 17)).astype(np.float32))
     C = X[torch.from_numpy(rng.choice(len(X), 80, replace=False))].clone()
     C[41] = C[7]  # a tie between two centers for every point near them
-    state = cpu_bounds.YinyangBounds(get_backend("cpu"), X, None, 80, torch.float32)
+    state = cpu_bounds.YinyangBounds(X, None, 80, torch.float32)
     moved = []
     for _ in range(8):
         labels, sums, counts, n_changed = state.step(C)
@@ -135,7 +135,7 @@ def test_final_pass_from_the_bounds(monkeypatch):
     pass's: the same labels, distances, sums and counts, bit for bit."""
     X = torch.from_numpy(make_blobs(5000, 20, 10, seed=9).astype(np.float32))
     C = X[:40].clone()
-    state = cpu_bounds.YinyangBounds(get_backend("cpu"), X, None, 40, torch.float32)
+    state = cpu_bounds.YinyangBounds(X, None, 40, torch.float32)
     for _ in range(3):
         _, sums, counts, _ = state.step(C)
         C = (sums / counts.clamp(min=1)[:, None]).float()

@@ -298,7 +298,7 @@ class CpuBackend(Backend):
             return None
         if kind == "yinyang":
             cdt = torch.float64 if X.dtype == torch.float64 else torch.float32
-            return YinyangBounds(self, X, sample_weight, n_clusters, cdt)
+            return YinyangBounds(X, sample_weight, n_clusters, cdt)
         if kind != "hamerly" or X.shape[1] > SMALL_D:
             return None
         return HamerlyBounds(self, X, sample_weight, n_clusters)

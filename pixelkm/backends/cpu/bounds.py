@@ -19,6 +19,12 @@ from . import kernels as K
 from .simd import group_lanes
 
 
+def drifts(c64: np.ndarray, prev: np.ndarray) -> np.ndarray:
+    """How far each center moved (float64 distances, inflated by their rounding bound: a bound moved by it stays a
+    bound)."""
+    return np.sqrt(((c64 - prev) ** 2).sum(1)) * (1.0 + 8 * c64.shape[1] * 2.0**-52)
+
+
 def label_sums(xn, wn, labels: torch.Tensor, part_s, part_c, nt: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The float64 sums and counts of a full pass from the labels (:func:`.kernels.sums_by_label`: its blocks, its
     order, the same bits); ``part_s``/``part_c`` the per-block scratch."""
@@ -80,8 +86,7 @@ class HamerlyBounds:
             self.prev = Cn.astype(np.float64)
             return self.labels, res.sums[0], res.counts[0], changed
         c64 = Cn.astype(np.float64)
-        grow = 1.0 + 8 * d * 2.0**-52
-        drift = np.sqrt(((c64 - self.prev) ** 2).sum(1)) * grow
+        drift = drifts(c64, self.prev)
         # the largest drift among the other centers: the largest, or the second largest for the largest itself
         order = np.argsort(drift)
         other = np.full(k, drift[order[-1]])
@@ -158,15 +163,14 @@ class YinyangBounds:
     that their bounds do not rule out (:func:`.kernels.yinyang_step`); the sums and counts are then those of a full
     pass from the labels (:func:`.kernels.sums_by_label`: the same blocks in the same order, the same bits)."""
 
-    def __init__(self, backend, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, dtype):
+    def __init__(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, dtype):
         n, d = X.shape
-        self.backend, self.k = backend, n_clusters
         self.n_groups = max(1, n_clusters // GROUP_SIZE)
         self.labels = torch.zeros(n, dtype=torch.int64)
         self.upper = np.empty(n)
         self.L: np.ndarray | None = None
         self.gof: np.ndarray | None = None
-        self.prev: np.ndarray | None = None  # the centers of the previous step (float64); None: bounds at zero
+        self.prev: np.ndarray | None = None  # the centers of the previous step (float64); None: bounds anew
         self.started = False
         nb = (n + K.BLOCK - 1) // K.BLOCK
         self.moved = np.zeros((n + K.YY_BLOCK - 1) // K.YY_BLOCK, dtype=np.int64)
@@ -181,13 +185,12 @@ class YinyangBounds:
 
     def _step(self, Cn: np.ndarray, drift: np.ndarray, slack: float, nt: int) -> None:
         """:func:`.kernels.yinyang_step` against the centers ``Cn`` (their drifts ``drift`` since the bounds)."""
-        CPT, perm, gstart = self._layout(Cn)
         K.yinyang_step(
             self._xn,
             Cn,
-            CPT,
-            perm,
-            gstart,
+            self._layout(Cn),
+            self.perm,
+            self.pstart,
             self.gof,
             group_lanes(Cn.dtype.itemsize),
             drift,
@@ -200,23 +203,31 @@ class YinyangBounds:
             nt,
         )
 
-    def _layout(self, Cn: np.ndarray):
-        """The centers by group, transposed and padded (the kernel's ``CPT``, ``perm`` and ``gstart``)."""
+    def _group(self, Cn: np.ndarray) -> None:
+        """Group the centers (once, from the first ones) and lay the groups out: ``order`` (the centers by group),
+        ``gstart`` (each group's first place there), and the kernel's padded ``perm`` and ``pstart``."""
+        n = self._xn.shape[0]
+        self.gof = group_centers(Cn, self.n_groups)
+        self.n_groups = G = int(self.gof.max()) + 1
+        self.L = np.zeros((n, G))
+        self.gcum = np.zeros(G)
         lanes = group_lanes(Cn.dtype.itemsize)
-        order = np.argsort(self.gof, kind="stable")
-        sizes = np.bincount(self.gof, minlength=self.n_groups)
-        padded = -(-sizes // lanes) * lanes
-        gstart = np.zeros(self.n_groups + 1, np.int64)
-        np.cumsum(padded, out=gstart[1:])
-        perm = np.full(gstart[-1], -1, np.int64)
-        first = np.zeros(self.n_groups + 1, np.int64)
-        np.cumsum(sizes, out=first[1:])
-        for g in range(self.n_groups):
-            perm[gstart[g] : gstart[g] + sizes[g]] = order[first[g] : first[g + 1]]
-        CPT = np.full((Cn.shape[1], gstart[-1]), np.inf, dtype=Cn.dtype)
-        real = perm >= 0
-        CPT[:, real] = Cn[perm[real]].T
-        return CPT, perm, gstart
+        self.order = np.argsort(self.gof, kind="stable")
+        sizes = np.bincount(self.gof, minlength=G)
+        self.gstart = np.zeros(G + 1, np.int64)
+        np.cumsum(sizes, out=self.gstart[1:])
+        self.pstart = np.zeros(G + 1, np.int64)
+        np.cumsum(-(-sizes // lanes) * lanes, out=self.pstart[1:])
+        self.perm = np.full(self.pstart[-1], -1, np.int64)
+        for g in range(G):
+            self.perm[self.pstart[g] : self.pstart[g] + sizes[g]] = self.order[self.gstart[g] : self.gstart[g + 1]]
+
+    def _layout(self, Cn: np.ndarray) -> np.ndarray:
+        """The centers by group, transposed and padded with +inf (the kernel's ``CPT``)."""
+        CPT = np.full((Cn.shape[1], self.perm.shape[0]), np.inf, dtype=Cn.dtype)
+        real = self.perm >= 0
+        CPT[:, real] = Cn[self.perm[real]].T
+        return CPT
 
     def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         import numba
@@ -229,15 +240,12 @@ class YinyangBounds:
         numba.set_num_threads(pass_threads())
         nt = numba.get_num_threads()
         if self.gof is None:
-            self.gof = group_centers(Cn, self.n_groups)
-            self.n_groups = int(self.gof.max()) + 1
-            self.L = np.zeros((n, self.n_groups))
-            self.gcum = np.zeros(self.n_groups)
-        if self.prev is None:  # a full pass, and every point's group bounds from the expansion
+            self._group(Cn)
+        if self.prev is None:  # every bound anew, from the expansion
             changed = self._start(centers, Cn, nt)
             self.prev = c64
             return self.labels, self.sums, self.counts, changed
-        drift = np.sqrt(((c64 - self.prev) ** 2).sum(1)) * (1.0 + 8 * d * 2.0**-52)
+        drift = drifts(c64, self.prev)
         gmax = np.zeros(self.n_groups)
         np.maximum.at(gmax, self.gof, drift)
         self.gcum += gmax
@@ -266,10 +274,7 @@ class YinyangBounds:
 
         n, d = self._xn.shape
         old = self.labels.clone()
-        order = np.argsort(self.gof, kind="stable")
-        gstart = np.zeros(self.n_groups + 1, np.int64)
-        np.cumsum(np.bincount(self.gof, minlength=self.n_groups), out=gstart[1:])
-        cp = Cn[order]
+        cp = Cn[self.order]
         csq = np.einsum("kd,kd->k", cp.astype(np.float64), cp.astype(np.float64)).astype(Cn.dtype)
         slack = rounding_slack(Cn.dtype, d)
         self.gcum[:] = 0.0
@@ -278,8 +283,8 @@ class YinyangBounds:
                 self._xn,
                 np.ascontiguousarray(cp.T),
                 csq,
-                gstart,
-                order,
+                self.gstart,
+                self.order,
                 slack,
                 self.labels.numpy(),
                 self.upper,

@@ -481,7 +481,8 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
     settled point). ``drift`` (k): each center's move since the last step. A point whose bounds (then its own
     distance) prove its center strictly nearest is settled; otherwise every group that its bounds do not rule out
     is scanned, :data:`.simd.CHUNKS` chunks of ``W`` centers at a time (the full pass's arithmetic, so the same
-    distances, bit for bit). Bounds at zero scan every group (the first step)."""
+    distances, bit for bit). With no drift after :func:`group_bounds`, it makes that kernel's provisional labels
+    exact (the first step)."""
     n = X.shape[0]
     G = gstart.shape[0] - 1
     ct = C.dtype.type
