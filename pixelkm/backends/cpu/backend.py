@@ -1,8 +1,9 @@
 """The fused CPU backend: numba kernels, one parallel loop per pass, bit-identical whatever the thread count.
 
 Small ``d`` (up to :data:`SMALL_D`): the direct-difference kernel with the points as SIMD lanes. Larger ``d``: one
-fused numba pass in which every worker computes the distances of a tile through BLAS (``np.dot``, one BLAS thread)
-then takes the argmin (rechecking close calls with direct differences), the distances and the sums. uint8,
+fused numba pass in which every worker ranks the centers of a group of rows by the expansion ``|c|^2 - 2 x.c``
+(a register-blocked product whose nearest two never leave the registers: :func:`.simd.expansion_tile`), rechecks
+close calls with direct differences, then adds the distances and the sums. uint8,
 float32 and float64 are read in place (small d; large d reads its compute dtype, converting others chunk by chunk);
 float16 and bfloat16 are converted to float32 chunk by chunk (whole blocks, so the result does not depend on the
 chunking).
@@ -14,7 +15,6 @@ and no more (see :func:`pass_threads`).
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -23,6 +23,7 @@ import torch
 from ..._result import AssignUpdateResult, PassExtras
 from .._base import Backend
 from . import kernels as K
+from .simd import PANEL_CHUNKS, group_lanes
 
 #: up to this many features the direct-difference kernel runs (beyond, the GEMM path). Measured (2-core x86-64,
 #: 2^20 float32 points, K = 64, ms per pass, direct / GEMM): d=3 9.7/55.9, d=8 16.5/67.8, d=12 26.3/78.4,
@@ -65,27 +66,20 @@ def pass_threads() -> int:
     return max(1, min(torch.get_num_threads(), cores, top))
 
 
-_BLAS = []
-
-
-@contextlib.contextmanager
-def one_blas_thread():
-    """BLAS (scipy's, which numba's ``np.dot`` calls, and numpy's) limited to one thread during a large-d pass:
-    each numba worker makes its own GEMM calls, and BLAS threads of their own would fight the workers for the cores
-    (spinning OpenBLAS threads cost the pass 2x on 2 cores). Without threadpoolctl, BLAS keeps its setting."""
-    if not _BLAS:
-        try:
-            import scipy.linalg.cython_blas  # noqa: F401  (load the library numba's np.dot uses)
-            from threadpoolctl import ThreadpoolController
-        except ImportError:  # pragma: no cover
-            _BLAS.append(None)
-        else:
-            _BLAS.append(ThreadpoolController().select(user_api="blas"))
-    if _BLAS[0] is None:  # pragma: no cover
-        yield
-        return
-    with _BLAS[0].limit(limits=1):
-        yield
+def center_panels(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The centers (k, d) as :func:`.simd.expansion_tile` reads them: (panels, d, PW) with ``PW`` = PANEL_CHUNKS
+    vectors of the dtype's lanes, padded with zero centers; and their squared norms (panels * PW,) in the dtype,
+    summed in float64 (the padding +inf)."""
+    k, d = C.shape
+    pw = PANEL_CHUNKS * group_lanes(C.dtype.itemsize)
+    kp = -(-k // pw) * pw
+    padded = np.zeros((kp, d), C.dtype)
+    padded[:k] = C
+    panels = np.ascontiguousarray(padded.reshape(kp // pw, pw, d).transpose(0, 2, 1))
+    c64 = C.astype(np.float64)
+    csq = np.full(kp, np.inf, C.dtype)
+    csq[:k] = np.einsum("kd,kd->k", c64, c64)
+    return panels, csq
 
 
 def rounding_slack(dtype: np.dtype, d: int) -> float:
@@ -254,10 +248,9 @@ class CpuBackend(Backend):
                 if pv.size:
                     self._moved += int(moved[: (s1 - s0 + K.BLOCK - 1) // K.BLOCK].sum())
             return
-        # large d: one fused pass (a single-threaded BLAS tile G = X C^T per worker, argmin / recheck / sums);
-        # chunks of whole blocks, so that the float64 partials stay within PARTIALS_BYTES
-        Ct = np.ascontiguousarray(Cn.T)
-        csq = np.einsum("kd,kd->k", Cn.astype(np.float64), Cn.astype(np.float64)).astype(cnp)
+        # large d: one fused pass (the expansion in registers per group of rows, argmin / recheck / sums); chunks
+        # of whole blocks, so that the float64 partials stay within PARTIALS_BYTES
+        CP, csq = center_panels(Cn)
         slack = rounding_slack(cnp, d)
         per_block = 8 * k * (d + 1)
         step = K.BLOCK * max(2 * nthreads, PARTIALS_BYTES // (per_block * K.BLOCK) if per_block else 1)
@@ -266,28 +259,27 @@ class CpuBackend(Backend):
         nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
         part_s = np.empty((nb, k, d))
         part_c = np.empty((nb, k))
-        with one_blas_thread():
-            for s0 in range(0, n, step):
-                s1 = min(n, s0 + step)
-                xs = X[s0:s1]
-                xn = xs.contiguous().numpy() if xs.dtype == C.dtype else xs.to(C.dtype).contiguous().numpy()
-                K.gemm_pass(
-                    xn,
-                    Cn,
-                    Ct,
-                    csq,
-                    slack,
-                    wn[s0:s1] if wn.size else wn,
-                    lab[s0:s1],
-                    md[s0:s1] if md.size else md,
-                    sc[s0:s1] if sc.size else sc,
-                    part_s,
-                    part_c,
-                    S,
-                    N,
-                    mode,
-                    nthreads,
-                )
+        for s0 in range(0, n, step):
+            s1 = min(n, s0 + step)
+            xs = X[s0:s1]
+            xn = xs.contiguous().numpy() if xs.dtype == C.dtype else xs.to(C.dtype).contiguous().numpy()
+            K.gemm_pass(
+                xn,
+                Cn,
+                CP,
+                csq,
+                slack,
+                wn[s0:s1] if wn.size else wn,
+                lab[s0:s1],
+                md[s0:s1] if md.size else md,
+                sc[s0:s1] if sc.size else sc,
+                part_s,
+                part_c,
+                S,
+                N,
+                mode,
+                nthreads,
+            )
 
     def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, kind: str = "hamerly"):
         """Hamerly's bounded pass for one problem (see :class:`.bounds.HamerlyBounds`; None beyond :data:`SMALL_D`)

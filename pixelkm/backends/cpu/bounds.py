@@ -270,27 +270,14 @@ class YinyangBounds:
     def _start(self, centers: torch.Tensor, Cn: np.ndarray, nt: int) -> int:
         """Every bound from one GEMM pass (:func:`.kernels.group_bounds`: provisional labels), then a step without
         drift (the exact labels) and the sums; the labels that changed."""
-        from .backend import one_blas_thread, rounding_slack
+        from .backend import center_panels, rounding_slack
 
         n, d = self._xn.shape
         old = self.labels.clone()
-        cp = Cn[self.order]
-        csq = np.einsum("kd,kd->k", cp.astype(np.float64), cp.astype(np.float64)).astype(Cn.dtype)
+        CP, csq = center_panels(Cn[self.order])
         slack = rounding_slack(Cn.dtype, d)
         self.gcum[:] = 0.0
-        with one_blas_thread():
-            K.group_bounds(
-                self._xn,
-                np.ascontiguousarray(cp.T),
-                csq,
-                self.gstart,
-                self.order,
-                slack,
-                self.labels.numpy(),
-                self.upper,
-                self.L,
-                nt,
-            )
+        K.group_bounds(self._xn, CP, csq, self.gstart, self.order, slack, self.labels.numpy(), self.upper, self.L, nt)
         self._step(Cn, np.zeros(Cn.shape[0]), slack, nt)
         self.sums, self.counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
         changed = int((old != self.labels).sum()) if self.started else n

@@ -33,12 +33,23 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-from .simd import CHUNKS, GROUP_MAX, dist_chunks, fma, group_points, scan_group, scan_pruned
+from .simd import (
+    CHUNKS,
+    GROUP_MAX,
+    PANEL_CHUNKS,
+    PANEL_ROWS,
+    dist_chunks,
+    expansion_tile,
+    fma,
+    group_points,
+    scan_group,
+    scan_pruned,
+)
 
 #: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
 #: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
 #: kernel would keep the old code
-SIMD_SHA256 = "c8d161dc4664542b4cbcf33ad551fd273167eef73124c0addd124864349069c5"
+SIMD_SHA256 = "5a065639b12c0378523fd4a66220a6f22db6b2c47229d39e07042f922d396485"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
@@ -208,26 +219,52 @@ def _reduce(part_s, part_c, nb, sums, counts):
             counts[j] += pc[j]
 
 
-#: rows per GEMM tile of the large-d kernel (a divisor of BLOCK): its (rows, k) product stays in the core's cache
-GEMM_TILE = 256
+@njit(cache=True, inline="always")
+def _pack_rows(X, t0, t1, XT):
+    """Rows ``t0 .. t1 - 1`` of X transposed into the columns of XT (d, PANEL_ROWS), as :func:`.simd.expansion_tile`
+    reads them (the columns beyond ``t1 - t0`` keep what they held: their results are not read)."""
+    for p in range(t1 - t0):
+        for f in range(X.shape[1]):
+            XT[f, p] = X[t0 + p, f]
+
+
+@njit(cache=True, inline="always")
+def _nearest_two(m1, i1, m2, p, W):
+    """Point p's smallest expansion value, its center (the lowest index on ties) and the second smallest value (a
+    tie with the smallest included), from the lanes :func:`.simd.expansion_tile` leaves."""
+    o = p * W
+    b1 = m1[o]
+    j1 = i1[o]
+    for q in range(o + 1, o + W):
+        if m1[q] < b1 or (m1[q] == b1 and i1[q] < j1):
+            b1 = m1[q]
+            j1 = i1[q]
+    b2 = m2[o]
+    for q in range(o, o + W):
+        b2 = min(b2, m2[q])
+        if i1[q] != j1:
+            b2 = min(b2, m1[q])
+    return b1, j1, b2
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def gemm_pass(X, C, Ct, csq, slack, w, labels, mind, second, part_s, part_c, sums, counts, MODE, nthreads):
+def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sums, counts, MODE, nthreads):
     """One pass of the large-d kernel over X (n, d) in the compute dtype; ``sums`` and ``counts`` are added to.
 
-    Each worker takes blocks of :data:`BLOCK` rows; per tile of :data:`GEMM_TILE` rows it computes ``G = X Ct``
-    with one single-threaded BLAS call (``np.dot``: the caller limits BLAS to one thread), then the labels: the
-    expansion ``v_j = |c_j|^2 - 2 G_ij`` (in the compute dtype) orders the centers up to its rounding error, at
-    most ``slack * (|x|^2 + max |c|^2)``. One sweep keeps the smallest two ``v``; when they are more than twice that
-    apart the smallest is the nearest center (also in direct differences); otherwise every center within twice that
-    of the smallest is a candidate, and the candidates' squared distances are computed directly (the small-d
-    kernel's arithmetic), the lowest index winning ties. The points are added in order into the block's float64
-    partials (``part_s`` (>= ceil(n / BLOCK), k, d), ``part_c``), reduced block after block as the small-d kernel's.
-    One parallel region per pass; bit-identical whatever the number of threads.
+    Each worker takes blocks of :data:`BLOCK` rows; per group of :data:`.simd.PANEL_ROWS` rows,
+    :func:`.simd.expansion_tile` computes the expansion ``v_j = |c_j|^2 - 2 x.c_j`` against the centers in panels
+    (``CP``, ``csq``: :func:`.backend.center_panels`) with each row's smallest two ``v`` kept in registers. ``v``
+    orders the centers up to its rounding error, at most ``err = slack * (|x|^2 + max |c|^2)``. When the smallest
+    two are more than twice that apart the smallest is the nearest center (also in direct differences); otherwise
+    every center within twice that of the smallest is a candidate, and the candidates' squared distances are
+    computed directly (the small-d kernel's arithmetic), the lowest index winning ties. The points are added in
+    order into the block's float64 partials (``part_s`` (>= ceil(n / BLOCK), k, d), ``part_c``), reduced block
+    after block as the small-d kernel's. One parallel region per pass; bit-identical whatever the number of threads.
     """
     n, d = X.shape
     k = C.shape[0]
+    kp = csq.shape[0]
+    W = CP.shape[2] // PANEL_CHUNKS
     ct = C.dtype.type
     has_w = w.shape[0] > 0
     has_dist = mind.shape[0] > 0
@@ -238,7 +275,11 @@ def gemm_pass(X, C, Ct, csq, slack, w, labels, mind, second, part_s, part_c, sum
     nb = (n + BLOCK - 1) // BLOCK
     ctr = np.zeros(1, np.int64)
     for _t in prange(nthreads):
-        G = np.empty((GEMM_TILE, k), C.dtype)
+        XT = np.zeros((d, PANEL_ROWS), C.dtype)
+        G = np.empty((PANEL_ROWS, kp), C.dtype)
+        m1 = np.empty(PANEL_ROWS * W, C.dtype)
+        m2 = np.empty(PANEL_ROWS * W, C.dtype)
+        i1 = np.empty(PANEL_ROWS * W, np.int32)
         ci = np.empty(k, np.int32)
         while True:
             b = fetch_add(ctr)
@@ -250,35 +291,21 @@ def gemm_pass(X, C, Ct, csq, slack, w, labels, mind, second, part_s, part_c, sum
             pc = part_c[b]
             ps[:] = 0.0
             pc[:] = 0.0
-            for t0 in range(s0, e0, GEMM_TILE):
-                t1 = min(e0, t0 + GEMM_TILE)
-                if t1 - t0 == GEMM_TILE:
-                    np.dot(X[t0:t1], Ct, G)
-                    Gt = G
-                else:
-                    Gt = np.dot(X[t0:t1], Ct)
+            for t0 in range(s0, e0, PANEL_ROWS):
+                t1 = min(e0, t0 + PANEL_ROWS)
+                _pack_rows(X, t0, t1, XT)
+                expansion_tile(XT, CP, csq, G, m1, i1, m2)
                 for i in range(t0, t1):
                     xsq = 0.0
                     for f in range(d):
                         xf = np.float64(X[i, f])
                         xsq += xf * xf
                     err = slack * (xsq + cmax)
-                    g = Gt[i - t0]
-                    b1 = ct(np.inf)
-                    b2 = ct(np.inf)
-                    j1 = 0
-                    for j in range(k):
-                        v = csq[j] - ct(2) * g[j]
-                        if v < b2:
-                            if v < b1:
-                                b2 = b1
-                                b1 = v
-                                j1 = j
-                            else:
-                                b2 = v
+                    b1, j1, b2 = _nearest_two(m1, i1, m2, i - t0, W)
+                    g = G[i - t0]
                     lim = np.float64(b1) + 2.0 * err
                     best = ct(0)
-                    lab = j1
+                    lab = np.int64(j1)
                     if np.float64(b2) > lim:
                         if has_dist or MODE == 1:
                             best = _sq_dist(X, i, C, lab, ct)
@@ -288,7 +315,7 @@ def gemm_pass(X, C, Ct, csq, slack, w, labels, mind, second, part_s, part_c, sum
                         nc = 0
                         sec_lo = np.inf
                         for j in range(k):
-                            v = np.float64(csq[j] - ct(2) * g[j])
+                            v = np.float64(g[j])
                             if v <= lim:
                                 ci[nc] = j
                                 nc += 1
@@ -570,18 +597,19 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
 
 
 @njit(cache=True, parallel=True)
-def group_bounds(X, CPt, csq, gstart, order, slack, labels, upper, L, nthreads):
-    """Every bound of :func:`yinyang_step` from scratch, from the expansion ``v_j = |c_j|^2 - 2 x.c_j`` of a
-    single-threaded BLAS tile per worker (as :func:`gemm_pass`, whose rounding bound ``err`` it takes): a provisional
-    label (the smallest ``v``: ``labels[i] = order[j]``), ``upper[i]`` above its distance (``v + |x|^2 + err``) and
+def group_bounds(X, CP, csq, gstart, order, slack, labels, upper, L, nthreads):
+    """Every bound of :func:`yinyang_step` from scratch, from the expansion ``v_j = |c_j|^2 - 2 x.c_j`` of
+    :func:`.simd.expansion_tile` (as :func:`gemm_pass`, whose rounding bound ``err`` it takes): a provisional label
+    (the smallest ``v``: ``labels[i] = order[j]``), ``upper[i]`` above its distance (``v + |x|^2 + err``) and
     ``L[i, g]`` below the distance to every center of group g but that one (per group the smallest ``v``, the second
     smallest in the label's group, ``+ |x|^2 - err``). A :func:`yinyang_step` with no drift then gives the exact
-    labels. ``CPt`` (d, k): the centers by group, transposed, group g the columns ``gstart[g]:gstart[g + 1]``
-    (``order[j]``: the center of column j); ``csq`` their squared norms in that order."""
+    labels. ``CP``, ``csq``: the centers by group in panels (:func:`.backend.center_panels`), group g the centers
+    ``gstart[g]:gstart[g + 1]`` of that order (``order[j]``: the center of position j)."""
     n, d = X.shape
-    k = CPt.shape[1]
+    k = order.shape[0]
+    kp = csq.shape[0]
+    W = CP.shape[2] // PANEL_CHUNKS
     G = gstart.shape[0] - 1
-    ct = CPt.dtype.type
     grow = 1.0 + slack
     shrink = 1.0 - slack
     cmax = 0.0
@@ -590,30 +618,34 @@ def group_bounds(X, CPt, csq, gstart, order, slack, labels, upper, L, nthreads):
     nb = (n + BLOCK - 1) // BLOCK
     ctr = np.zeros(1, np.int64)
     for _t in prange(nthreads):
-        Gm = np.empty((GEMM_TILE, k), CPt.dtype)
+        XT = np.zeros((d, PANEL_ROWS), CP.dtype)
+        Gm = np.empty((PANEL_ROWS, kp), CP.dtype)
+        m1s = np.empty(PANEL_ROWS * W, CP.dtype)
+        m2s = np.empty(PANEL_ROWS * W, CP.dtype)
+        i1s = np.empty(PANEL_ROWS * W, np.int32)
         while True:
             b = fetch_add(ctr)
             if b >= nb:
                 break
             s0 = b * BLOCK
             e0 = min(n, s0 + BLOCK)
-            for t0 in range(s0, e0, GEMM_TILE):
-                t1 = min(e0, t0 + GEMM_TILE)
-                Gt = Gm[: t1 - t0]
-                np.dot(X[t0:t1], CPt, Gt)
+            for t0 in range(s0, e0, PANEL_ROWS):
+                t1 = min(e0, t0 + PANEL_ROWS)
+                _pack_rows(X, t0, t1, XT)
+                expansion_tile(XT, CP, csq, Gm, m1s, i1s, m2s)
                 for i in range(t0, t1):
                     xsq = 0.0
                     for f in range(d):
                         xf = np.float64(X[i, f])
                         xsq += xf * xf
                     err = slack * (xsq + cmax)
-                    g = Gt[i - t0]
+                    g = Gm[i - t0]
                     Li = L[i]
                     own = 0
                     for q in range(G):  # the smallest value per group (no branch: a minimum per center)
                         m1 = np.inf
                         for j in range(gstart[q], gstart[q + 1]):
-                            m1 = min(m1, np.float64(csq[j] - ct(2) * g[j]))
+                            m1 = min(m1, np.float64(g[j]))
                         Li[q] = m1
                         if m1 < Li[own]:
                             own = q
@@ -622,7 +654,7 @@ def group_bounds(X, CPt, csq, gstart, order, slack, labels, upper, L, nthreads):
                     m2 = np.inf
                     jo = gstart[own]
                     for j in range(gstart[own], gstart[own + 1]):
-                        v = np.float64(csq[j] - ct(2) * g[j])
+                        v = np.float64(g[j])
                         if v < m1:
                             m2 = m1
                             m1 = v
