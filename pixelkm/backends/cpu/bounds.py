@@ -160,8 +160,9 @@ class YinyangBounds:
     The centers are grouped once (:func:`group_centers`, about :data:`GROUP_SIZE` per group); each point keeps an
     upper bound of its own center's distance and a lower bound per group (float64: 8 bytes x groups per point).
     A step settles the points whose bounds prove their center nearest, and scans, for the others, only the groups
-    that their bounds do not rule out (:func:`.kernels.yinyang_step`); the sums and counts are then those of a full
-    pass from the labels (:func:`.kernels.sums_by_label`: the same blocks in the same order, the same bits)."""
+    that their bounds do not rule out (:func:`.kernels.yinyang_step`), and in the same parallel region adds up the
+    sums and counts of a full pass from the labels (the same blocks in the same order, the same bits; a block whose
+    labels did not change keeps its partials)."""
 
     def __init__(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, dtype):
         n, d = X.shape
@@ -176,6 +177,8 @@ class YinyangBounds:
         self.moved = np.zeros((n + K.YY_BLOCK - 1) // K.YY_BLOCK, dtype=np.int64)
         self._part_s = np.empty((nb, n_clusters, d))
         self._part_c = np.empty((nb, n_clusters))
+        self._done = np.zeros(nb, dtype=np.int64)  # the step's finished units per block
+        self._valid = np.zeros(nb, dtype=np.int64)  # whether a block's partials are those of the current labels
         # the data in the compute dtype, as the full pass of large d reads it (in place when it is already)
         self._xn = np.ascontiguousarray(X.to(dtype).numpy())
         self._wn = np.empty(0) if sample_weight is None else sample_weight.to(torch.float64).contiguous().numpy()
@@ -184,7 +187,12 @@ class YinyangBounds:
         self.prev = None
 
     def _step(self, Cn: np.ndarray, drift: np.ndarray, slack: float, nt: int) -> None:
-        """:func:`.kernels.yinyang_step` against the centers ``Cn`` (their drifts ``drift`` since the bounds)."""
+        """:func:`.kernels.yinyang_step` against the centers ``Cn`` (their drifts ``drift`` since the bounds): the
+        labels, bounds, ``sums`` and ``counts``."""
+        k, d = Cn.shape
+        self.sums = torch.zeros(k, d, dtype=torch.float64)
+        self.counts = torch.zeros(k, dtype=torch.float64)
+        self._done[:] = 0
         K.yinyang_step(
             self._xn,
             Cn,
@@ -200,6 +208,13 @@ class YinyangBounds:
             self.upper,
             self.L,
             self.moved,
+            self._wn,
+            self._part_s,
+            self._part_c,
+            self._done,
+            self._valid,
+            self.sums.numpy(),
+            self.counts.numpy(),
             nt,
         )
 
@@ -250,9 +265,8 @@ class YinyangBounds:
         np.maximum.at(gmax, self.gof, drift)
         self.gcum += gmax
         self._step(Cn, drift, rounding_slack(Cn.dtype, d), nt)
-        sums, counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
         self.prev = c64
-        return self.labels, sums, counts, int(self.moved.sum())
+        return self.labels, self.sums, self.counts, int(self.moved.sum())
 
     def final(self, centers: torch.Tensor) -> AssignUpdateResult:
         """What a full pass against ``centers`` (k, d) returns (labels, distances, sums and counts in the compute
@@ -278,8 +292,8 @@ class YinyangBounds:
         slack = rounding_slack(Cn.dtype, d)
         self.gcum[:] = 0.0
         K.group_bounds(self._xn, CP, csq, self.gstart, self.order, slack, self.labels.numpy(), self.upper, self.L, nt)
+        self._valid[:] = 0  # the labels are group_bounds' provisional ones: every block's partials anew
         self._step(Cn, np.zeros(Cn.shape[0]), slack, nt)
-        self.sums, self.counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
         changed = int((old != self.labels).sum()) if self.started else n
         self.started = True
         return changed

@@ -486,13 +486,17 @@ def half_separation(C):
     return out
 
 
-#: rows per work unit of :func:`yinyang_step` (its results do not depend on it: labels are per point, the sums come
-#: after): small, so that a worker whose core another process holds keeps the others waiting for little at the end
+#: rows per work unit of :func:`yinyang_step` (its results do not depend on it: labels are per point, the sums are
+#: per BLOCK): small, so that a worker whose core another process holds keeps the others waiting for little at the end
 YY_BLOCK = 512
+assert BLOCK % YY_BLOCK == 0
 
 
 @njit(cache=True, parallel=True)
-def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, upper, L, moved, nthreads):
+def yinyang_step(
+    X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, upper, L, moved, w, part_s, part_c, done, valid, sums,
+    counts, nthreads
+):
     """Yinyang's step (Ding et al. 2015) over X (n, d) in the compute dtype: labels, upper bounds and the group
     lower bounds updated in place, the number of points that moved per unit of :data:`YY_BLOCK` rows into
     ``moved``. The labels are exactly those of a full pass (the nearest center in direct differences, the lowest
@@ -509,11 +513,21 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
     distance) prove its center strictly nearest is settled; otherwise every group that its bounds do not rule out
     is scanned, :data:`.simd.CHUNKS` chunks of ``W`` centers at a time (the full pass's arithmetic, so the same
     distances, bit for bit). With no drift after :func:`group_bounds`, it makes that kernel's provisional labels
-    exact (the first step)."""
+    exact (the first step).
+
+    The sums and counts of a full pass (added to ``sums``, ``counts``) in the same region: the worker that finishes
+    the last unit of a block of :data:`BLOCK` rows (``done[b]``, zero on entry, counts them atomically) adds the
+    block's points in order into its float64 partials (``part_s``, ``part_c``, as :func:`sums_by_label`), unless the
+    partials are ``valid[b]`` and no label of the block changed (the same labels give the same partials: they are
+    kept); the partials are reduced block after block after the loop. The same bits as a full pass, one parallel
+    region per step."""
     n = X.shape[0]
     G = gstart.shape[0] - 1
     ct = C.dtype.type
+    has_w = w.shape[0] > 0
     nb = (n + YY_BLOCK - 1) // YY_BLOCK
+    nsb = (n + BLOCK - 1) // BLOCK
+    per = BLOCK // YY_BLOCK
     grow = 1.0 + slack
     shrink = 1.0 - slack
     ctr = np.zeros(1, np.int64)
@@ -594,6 +608,22 @@ def yinyang_step(X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, up
                     nm += 1
                 upper[i] = np.sqrt(np.float64(best)) * grow
             moved[b] = nm
+            sb = b // per
+            u0 = sb * per
+            u1 = min(nb, u0 + per)
+            if fetch_add(done[sb : sb + 1]) == u1 - u0 - 1:  # the block's last unit: its labels are final
+                changed = valid[sb] == 0
+                for u in range(u0, u1):
+                    changed = changed or moved[u] > 0
+                if changed:
+                    ps = part_s[sb]
+                    pc = part_c[sb]
+                    ps[:] = 0.0
+                    pc[:] = 0.0
+                    for i in range(sb * BLOCK, min(n, (sb + 1) * BLOCK)):
+                        _add_point(ps, pc, X, i, labels[i], w, has_w, X.shape[1])
+                    valid[sb] = 1
+    _reduce(part_s, part_c, nsb, sums, counts)
 
 
 @njit(cache=True, parallel=True)
