@@ -95,6 +95,26 @@ def test_partial_alpha_palette_png_with_trns(photo, tmp_path):
         pim.quantize(np.dstack([photo, alpha]), palette=[[0, 0, 0]])
 
 
+def test_palette_png_indices_equal_the_labels(photo):
+    """A palette image takes uint8 indices straight from the histogram (no int64 map): the same indices as the
+    labels made afterwards, the transparent pixels on the extra entry, for a fresh result and a dithered one."""
+    alpha = np.full(photo.shape[:2], 255, np.uint8)
+    alpha[:5, :7] = 0
+    for img in (photo, np.dstack([photo, alpha])):
+        r = pim.quantize(img, 12)
+        assert r._labels is None  # nothing has made the per-pixel labels yet
+        idx = np.asarray(r.to_pil())
+        labels = r.labels
+        assert labels.dtype == np.int64 and labels.shape == photo.shape[:2]
+        transparent = labels < 0
+        np.testing.assert_array_equal(transparent, (alpha == 0) if img.shape[2] == 4 else np.zeros_like(transparent))
+        np.testing.assert_array_equal(idx, np.where(transparent, r.n_colors, labels))
+        np.testing.assert_array_equal(np.asarray(r.to_pil()), idx)  # from the labels now: the same
+        np.testing.assert_array_equal(r.image[:, :, :3][~transparent], r.palette[labels[~transparent]])
+        d = r.dither()
+        np.testing.assert_array_equal(np.asarray(d.to_pil()), np.where(d.labels < 0, d.n_colors, d.labels))
+
+
 def test_more_than_256_colors_is_truecolor(photo, tmp_path):
     photo = np.ascontiguousarray(photo[::2, ::2])  # 6144 pixels, enough distinct colors, a quick fit
     r = pim.quantize(photo, 300, max_iter=5)

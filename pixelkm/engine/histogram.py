@@ -16,6 +16,11 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+try:  # the dense histogram's passes (numba, as the CPU backend and k-means++, which import it too)
+    from numba import prange
+except ImportError:  # pragma: no cover
+    prange = range
+
 #: below this many rows the reduction never pays (its fixed costs dominate)
 MIN_ROWS = 4096
 #: the reduction is used only when distinct rows are at most this fraction of the rows
@@ -103,14 +108,22 @@ def _compact_table(table, keys, counts, index):
             j += 1
 
 
+#: rows per block of the parallel look-up (every output independent: any split gives the same result)
+_LOOKUP_BLOCK = 1 << 16
+
+
 def _lookup_rows(X, lut, out):
-    """out[i] = lut[key(row i)] for every row of uint8 X (n, d)."""
+    """out[i] = lut[key(row i)] for every row of uint8 X (n, d), blocks of rows in parallel (a random gather
+    into a table of up to 64 MB, bound by its cache misses)."""
     d = X.shape[1]
-    for i in range(X.shape[0]):
-        key = 0
-        for j in range(d):
-            key = key * 256 + X[i, j]
-        out[i] = lut[key]
+    n = X.shape[0]
+    nb = (n + _LOOKUP_BLOCK - 1) // _LOOKUP_BLOCK
+    for b in prange(nb):
+        for i in range(b * _LOOKUP_BLOCK, min(n, (b + 1) * _LOOKUP_BLOCK)):
+            key = 0
+            for j in range(d):
+                key = key * 256 + X[i, j]
+            out[i] = lut[key]
 
 
 def _kernels():
@@ -123,13 +136,13 @@ def _kernels():
             return None
         try:
             _KERNELS["count"] = numba.njit(cache=True)(_count_rows)
-            _KERNELS["lookup"] = numba.njit(cache=True)(_lookup_rows)
+            _KERNELS["lookup"] = numba.njit(cache=True, parallel=True)(_lookup_rows)
             _KERNELS["compact"] = numba.njit(cache=True)(_compact_table)
         except RuntimeError as err:  # no writable cache folder: compiled once per process instead
             if "no locator available" not in str(err):
                 raise
             _KERNELS["count"] = numba.njit(_count_rows)
-            _KERNELS["lookup"] = numba.njit(_lookup_rows)
+            _KERNELS["lookup"] = numba.njit(parallel=True)(_lookup_rows)
             _KERNELS["compact"] = numba.njit(_compact_table)
     return _KERNELS["count"], _KERNELS["lookup"], _KERNELS["compact"]
 

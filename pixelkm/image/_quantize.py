@@ -22,6 +22,7 @@ from ._common import (
     color_data,
     fit_colors,
     fit_palette,
+    full_map,
     histogram_psnr,
     image_psnr,
     paint,
@@ -63,7 +64,6 @@ class QuantizeResult:
     """
 
     palette: Any
-    labels: Any
     shares: Any
     psnr: float
     inertia: float
@@ -74,6 +74,29 @@ class QuantizeResult:
     _img: LoadedImage = field(default=None, repr=False)
     _as_tensor: bool = field(default=False, repr=False)
     _image: Any = field(default=None, repr=False)
+    #: the per-pixel labels as given (dithering), or made on first use from the histogram: ``_by_color`` is the
+    #: palette index of every distinct color of ``_data``, the pixels get theirs through one gather (a palette PNG
+    #: takes uint8 indices the same way, without the int64 map: 12 MB instead of 96 MB for a 12 MP photo)
+    _labels: Any = field(default=None, repr=False)
+    _data: Any = field(default=None, repr=False)
+    _by_color: Any = field(default=None, repr=False)
+
+    @property
+    def labels(self) -> Any:
+        """int64 (H, W): the palette index of every pixel; -1 where the image is transparent."""
+        if self._labels is None:
+            self._labels = output(pixel_labels(self._data, self._by_color), self._as_tensor)
+        return self._labels
+
+    def _index8(self) -> torch.Tensor:
+        """uint8 (H, W) on the CPU: the palette index of every pixel, ``n_colors`` where it is transparent (a palette
+        image's indices; at most :data:`PALETTE_LIMIT` entries)."""
+        if self._labels is None:
+            H, W = self._img.pixels.shape[:2]
+            idx = self._data.row_values(self._by_color.to(torch.uint8))
+            return full_map(idx, self._data.index, H, W, fill=self.n_colors).cpu()
+        labels = torch.as_tensor(self.labels).cpu()
+        return torch.where(labels < 0, self.n_colors, labels).to(torch.uint8)
 
     @property
     def image(self) -> Any:
@@ -105,7 +128,8 @@ class QuantizeResult:
     @property
     def n_entries(self) -> int:
         """Palette entries the image needs: the colors, plus one transparent entry when some pixel is."""
-        return self.n_colors + int(bool((torch.as_tensor(self.labels) < 0).any()))
+        mask = self._img.opaque  # (the transparent pixels are those without a label)
+        return self.n_colors + int(mask is not None and not bool(mask.all()))
 
     @property
     def is_palette_image(self) -> bool:
@@ -117,19 +141,15 @@ class QuantizeResult:
         transparent entry, and partial alpha goes into the palette's alpha (PNG tRNS). More colors: RGB or
         RGBA truecolor."""
         pal = torch.as_tensor(self.palette).cpu()
-        labels = torch.as_tensor(self.labels).cpu()
         if not self.is_palette_image:
             t = torch.as_tensor(self.image).cpu()
             return LoadedImage(t[:, :, :3].contiguous(), t[:, :, 3] if t.shape[2] == 4 else None).to_pil()
         alpha = None if self.palette_alpha is None else torch.as_tensor(self.palette_alpha).cpu().tolist()
-        idx = labels
         colors = pal.reshape(-1).tolist()
-        transparent = bool((labels < 0).any())
-        if transparent:
-            idx = torch.where(labels < 0, pal.shape[0], labels)
+        if self.n_entries > self.n_colors:  # the transparent entry
             colors += [0, 0, 0]
             alpha = (alpha if alpha is not None else [255] * pal.shape[0]) + [0]
-        im = Image.fromarray(idx.to(torch.uint8).numpy(), "L")
+        im = Image.fromarray(self._index8().numpy(), "L")
         im.putpalette(colors)  # "L" becomes "P", without a copy
         if alpha is not None:
             if all(a == 255 for a in alpha[:-1]):
@@ -332,10 +352,14 @@ def quantize(
         inertia = float((res.min_sq_dist.double() * data.counts).sum())
     approx = pal[color_labels]
     psnr = histogram_psnr(data.colors[:, :3], data.counts, approx)
-    labels = pixel_labels(data, color_labels)
     n_out = 0 if data.outliers is None else data.outliers.n_outliers
     counts = torch.zeros(pal.shape[0], dtype=torch.float64, device=dev).index_add_(0, color_labels, data.counts)
-    return _quantized(img, as_t, pal, pal_alpha, labels, psnr, inertia, n_out, dither, features, counts)
+    if dither:
+        labels = pixel_labels(data, color_labels)
+        return _quantized(img, as_t, pal, pal_alpha, labels, psnr, inertia, n_out, dither, features, counts)
+    res = _quantized(img, as_t, pal, pal_alpha, None, psnr, inertia, n_out, False, features, counts)
+    res._data, res._by_color = data, color_labels
+    return res
 
 
 def _quantized(
@@ -343,7 +367,7 @@ def _quantized(
     as_t: bool,
     pal: torch.Tensor,
     pal_alpha: torch.Tensor | None,
-    labels: torch.Tensor,
+    labels: torch.Tensor | None,
     psnr: float,
     inertia: float,
     n_outliers: int,
@@ -351,7 +375,8 @@ def _quantized(
     features: str,
     counts: torch.Tensor | None = None,
 ) -> QuantizeResult:
-    """The result of quantizing ``img`` with palette ``pal`` and nearest-color ``labels`` (dithered on request)."""
+    """The result of quantizing ``img`` with palette ``pal`` and nearest-color ``labels`` (dithered on request;
+    None: the caller gives the histogram's labels instead, with ``counts``)."""
     if dither:
         labels = torch.where(labels >= 0, _dither(img.pixels, pal), labels)
         psnr = image_psnr(paint(pal, labels), img.pixels, img.opaque)
@@ -363,7 +388,7 @@ def _quantized(
     counts = counts.double()
     return QuantizeResult(
         palette=output(pal, as_t),
-        labels=output(labels, as_t),
+        _labels=None if labels is None else output(labels, as_t),
         shares=output(counts / counts.sum(), as_t),
         psnr=psnr,
         inertia=inertia,

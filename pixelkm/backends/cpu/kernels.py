@@ -494,8 +494,28 @@ assert BLOCK % YY_BLOCK == 0
 
 @njit(cache=True, parallel=True)
 def yinyang_step(
-    X, C, CPT, perm, gstart, gof, W, drift, gcum, slack, labels, upper, L, moved, w, part_s, part_c, done, valid, sums,
-    counts, nthreads
+    X,
+    C,
+    CPT,
+    perm,
+    gstart,
+    gof,
+    W,
+    drift,
+    gcum,
+    slack,
+    labels,
+    upper,
+    L,
+    moved,
+    w,
+    part_s,
+    part_c,
+    done,
+    valid,
+    sums,
+    counts,
+    nthreads,
 ):
     """Yinyang's step (Ding et al. 2015) over X (n, d) in the compute dtype: labels, upper bounds and the group
     lower bounds updated in place, the number of points that moved per unit of :data:`YY_BLOCK` rows into
