@@ -326,3 +326,26 @@ def test_remove_bg_options(capsys, tmp_path):
     assert iou > 0.95
     with pytest.raises(SystemExit):
         cli.main(["remove-bg", str(tmp_path / "p.png"), "-o", str(tmp_path / "x.png"), "--feather", "-1"])
+
+
+def test_command_sets_a_passive_openmp_wait_policy_unless_given():
+    """The command's own process asks OpenMP for passive waiting before torch loads; a policy in the environment,
+    or a process where torch is already imported (``main([...])`` from Python), is left alone."""
+    code = (
+        "import os, sys\n"
+        "if sys.argv[1] == 'torch': import torch\n"
+        "from pixelkm import cli\n"
+        "cli._passive_openmp()\n"
+        "print(os.environ.get('OMP_WAIT_POLICY'))\n"
+    )
+
+    def run(first, env_policy=None):
+        env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+        if env_policy is not None:
+            env["OMP_WAIT_POLICY"] = env_policy
+        out = subprocess.run([sys.executable, "-c", code, first], env=env, capture_output=True, text=True, check=True)
+        return out.stdout.strip()
+
+    assert run("-") == "passive"
+    assert run("-", "active") == "active"
+    assert run("torch") == "None"
