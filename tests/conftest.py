@@ -52,6 +52,19 @@ def make_blobs(n: int, d: int, k: int, seed: int, spread: float = 1.0, scale: fl
     return centers[labels] + rng.normal(scale=spread, size=(n, d))
 
 
+def count_calls(monkeypatch, owner, name: str) -> list:
+    """Replace ``owner.name`` (a module's function or class, or a class's method) by a wrapper that appends 1 to the
+    returned list at every call and then calls the original."""
+    calls, real = [], getattr(owner, name)
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, spy)
+    return calls
+
+
 #: tests that are slow on a CPU only (they run in the default suite where CUDA is available)
 SLOW_ON_CPU = {"test_contention_precision_k2"}  # 2^20 points through the Triton interpreter
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_blobs
+from conftest import count_calls, make_blobs
 from sklearn.cluster import KMeans as SKKMeans
 
 import pixelkm
@@ -79,13 +79,7 @@ def test_fallback_to_full_passes_and_auto(monkeypatch):
     X = make_blobs(6000, 3, 10, seed=8, spread=3.0).astype(np.float32)
     init = X[:10]
     assert_same_fit(fit(X, 10, "hamerly", init=init, tol=0), fit(X, 10, "lloyd", init=init, tol=0), rtol=1e-5)
-    calls, real = [], _hamerly.TorchBounds
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(_hamerly, "TorchBounds", spy)
+    calls = count_calls(monkeypatch, _hamerly, "TorchBounds")
     monkeypatch.setattr(_hamerly, "MIN_ROWS", 5000)
     fit(X, 10, "auto", init=init)
     fit(X[:4000], 10, "auto", init=init)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import make_blobs
+from conftest import count_calls, make_blobs
 from sklearn.cluster import KMeans as SKKMeans
 
 import pixelkm
@@ -88,13 +88,7 @@ def test_auto_takes_yinyang_beyond_small_d(monkeypatch):
     its bounds fit in the memory budget; full passes otherwise (and the same result either way)."""
     from pixelkm.backends.cpu import backend as cpu_backend
 
-    calls, real = [], cpu_bounds.YinyangBounds
-
-    def spy(*args, **kwargs):
-        calls.append(1)
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(cpu_bounds, "YinyangBounds", spy)
+    calls = count_calls(monkeypatch, cpu_bounds, "YinyangBounds")
     monkeypatch.setattr(engine_bounds, "MIN_ROWS", 2000)
     X = make_blobs(3000, 16, 8, seed=2).astype(np.float32)
     init = X[:64]
@@ -147,8 +141,7 @@ def test_final_pass_from_the_bounds(monkeypatch):
         assert a.dtype == b.dtype and torch.equal(a, b)
     from pixelkm.engine import sources
 
-    calls, real = [], sources.BatchSource.final
-    monkeypatch.setattr(sources.BatchSource, "final", lambda *a, **k: calls.append(1) or real(*a, **k))
+    calls = count_calls(monkeypatch, sources.BatchSource, "final")
     init = X[:40].numpy()
     bounded = fit(X.numpy(), 40, "yinyang", init=init, tol=0)
     assert calls == []
