@@ -303,20 +303,35 @@ def test_check_estimator():
     )
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
-def test_cpu_plusplus_kernel_draws_what_the_torch_path_draws(monkeypatch, dtype):
+@pytest.mark.parametrize(
+    "dtype, weights, compute",
+    [
+        (torch.uint8, "integer", torch.float32),
+        (torch.float32, "integer", torch.float32),
+        (torch.uint8, None, torch.float32),
+        (torch.float64, "float64", torch.float64),
+        (torch.uint8, "float64", torch.float64),
+    ],
+)
+def test_cpu_plusplus_kernel_draws_what_the_torch_path_draws(monkeypatch, dtype, weights, compute):
     """The numba greedy k-means++ picks exactly the rows of the torch path (the oracle), uint8 pixels included
-    (converted exactly, as the torch path converts them), weighted, past one 4096-point block."""
+    (read as they are and converted exactly, as the torch path converts them), float32 weights read as float32,
+    float64 weights (not integers) as float64, unit weights; past one 4096-point block and a partial 256-point
+    sub-block, in float32 and float64."""
     import pixelkm.engine.init as init
 
     rng = np.random.default_rng(5)
     X = torch.from_numpy(rng.integers(0, 256, size=(9000, 3)).astype(np.uint8)).to(dtype)[None]
-    w = torch.from_numpy(rng.integers(1, 9, size=9000).astype(np.float32))[None]
-    got_c, got = init.kmeans_plusplus(X, 12, w, torch.Generator().manual_seed(3), torch.float32)
+    w = {
+        "integer": torch.from_numpy(rng.integers(1, 9, size=9000).astype(np.float32))[None],
+        "float64": torch.from_numpy(rng.random(9000) + 0.1)[None],
+        None: None,
+    }[weights]
+    got_c, got = init.kmeans_plusplus(X, 12, w, torch.Generator().manual_seed(3), compute)
     monkeypatch.setattr(init, "_cpu_plusplus", lambda *args: None)
-    ref_c, ref = init.kmeans_plusplus(X, 12, w, torch.Generator().manual_seed(3), torch.float32)
+    ref_c, ref = init.kmeans_plusplus(X, 12, w, torch.Generator().manual_seed(3), compute)
     assert torch.equal(got, ref)
-    assert torch.equal(got_c, ref_c) and got_c.dtype == torch.float32
+    assert torch.equal(got_c, ref_c) and got_c.dtype == compute
 
 
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
@@ -329,7 +344,7 @@ def test_cpu_plusplus_morton_order_draws_the_torch_paths_draws_on_the_reordered_
     X = torch.from_numpy(rng.integers(0, 256, size=(9000, 3)).astype(np.uint8)).to(dtype)
     w = torch.from_numpy(rng.integers(1, 9, size=9000).astype(np.float32))
     got_c, got = init.kmeans_plusplus(X[None], 64, w[None], torch.Generator().manual_seed(4), torch.float32)
-    perm = torch.from_numpy(init.morton_order(X.numpy()))
+    perm = init.morton_order(X)
     monkeypatch.setattr(init, "_cpu_plusplus", lambda *args: None)
     ref_c, ref = init.kmeans_plusplus(X[perm][None], 64, w[perm][None], torch.Generator().manual_seed(4), torch.float32)
     assert torch.equal(got[0], perm[ref[0]])
@@ -345,8 +360,8 @@ def test_morton_order_by_hand():
     corners = np.array([[r, g, b] for r in (0, 255) for g in (0, 255) for b in (0, 255)], dtype=np.uint8)
     # code bit order: feature 0 lowest, so (r, g, b) -> r + 2 g + 4 b
     want = np.argsort([(r > 0) + 2 * (g > 0) + 4 * (b > 0) for r, g, b in corners], kind="stable")
-    assert np.array_equal(corners[morton_order(corners)].tolist(), corners[want].tolist())
+    assert np.array_equal(corners[morton_order(torch.from_numpy(corners)).numpy()].tolist(), corners[want].tolist())
     f = np.array([[0.0, 0.0], [1.0, 1.0], [1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=np.float32)
-    assert morton_order(f).tolist() == [0, 4, 2, 3, 1]
+    assert morton_order(torch.from_numpy(f)).tolist() == [0, 4, 2, 3, 1]
     with pytest.raises(ValueError, match="up to 3 features"):
-        morton_order(np.zeros((2, 4), np.float32))
+        morton_order(torch.zeros(2, 4))

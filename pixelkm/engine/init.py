@@ -21,6 +21,7 @@ except ImportError:  # pragma: no cover
     numba = None
     prange = range
 
+from .._sysinfo import available_memory
 from .._validation import as_tensor, check_data
 from ..ops.distance import sq_distances
 
@@ -65,32 +66,43 @@ def weighted_pick(cum: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
 
 #: rows per block of the CPU k-means++ kernels (fixed: the draws do not depend on the thread count)
 _PP_BLOCK = 4096
-#: the CPU kernels run up to this many features (beyond, the torch path's GEMM-based distances serve)
-_PP_MAX_D = 16
+#: rows per sub-block: each has its own bounding box and largest distance, so that a candidate computes only the
+#: sub-blocks it may improve. With the strided block order and the uint8 / float32 reads (:func:`_pp_seed`), the
+#: whole k-means++ of the 12 MP photo's 960,825 weighted colors, 2 threads, 2026-12-03: k = 16 / 64 / 256 took
+#: 45-53 / 137-191 / 322-325 ms before, 19-20 / 45-48 / 86-116 ms after, the same draws (sub-blocks of 512 rows:
+#: ~7% slower)
+_PP_SUB = 256
+#: up to this many features the CPU kernel's distances are exactly the torch path's (direct differences in the
+#: compute dtype, as :func:`pixelkm.ops.distance.sq_distances` computes them there) and its bounding boxes prune;
+#: beyond, the torch path takes the expansion in float64 (within a rounding bound of the exact distance) and the
+#: kernel keeps its direct differences, without the boxes (they rule nothing out in many dimensions)
+_PP_PRUNE_D = 16
 _PP_KERNELS: dict[str, Any] = {}
 
 
-def _pp_block_dist(XT, c, lo, hi, out):
-    """Squared distances of points lo..hi of X^T (d, n) to its point c, in X's dtype, into out[: hi - lo]: the
-    operations of torch's direct differences (``diff * diff`` added feature after feature), the points as SIMD
-    lanes (indices from ``range`` into slices, which the compiler knows are not negative: it vectorizes them)."""
+def _pp_dist(XT, xc, lo, hi, out):
+    """Squared distances of points lo..hi of X^T (d, n) to the point xc (d,), in the compute dtype of ``out`` (X's
+    rows converted exactly, uint8 included), into out[: hi - lo]: the operations of torch's direct differences
+    (``diff * diff`` added feature after feature), the points as SIMD lanes (indices from ``range`` into slices,
+    which the compiler knows are not negative: it vectorizes them)."""
+    ct = out.dtype.type
     m = hi - lo
     xs = XT[0, lo:hi]
-    v = XT[0, c]
+    v = xc[0]
     for q in range(m):
-        diff = xs[q] - v
+        diff = ct(xs[q]) - v
         out[q] = diff * diff
     for f in range(1, XT.shape[0]):
         xs = XT[f, lo:hi]
-        v = XT[f, c]
+        v = xc[f]
         for q in range(m):
-            diff = xs[q] - v
+            diff = ct(xs[q]) - v
             out[q] = out[q] + diff * diff
 
 
-def _pp_block_pot(dist, closest, w, lo, hi):
+def _pp_pot(dist, closest, w, lo, hi):
     """sum of w * min(dist, closest) over points lo..hi, float64: point lo + i added into lane i % 16 of 16 partial
-    sums (a loop the compiler vectorizes: the same order on every machine), then the lanes in order."""
+    sums (the same order on every machine), then the lanes in order."""
     s = np.zeros(16)
     m = hi - lo
     cl = closest[lo:hi]
@@ -98,87 +110,160 @@ def _pp_block_pot(dist, closest, w, lo, hi):
     m16 = m // 16 * 16
     for i0 in range(0, m16, 16):
         for q in range(16):
-            s[q] += min(np.float64(dist[i0 + q]), cl[i0 + q]) * ww[i0 + q]
+            a, b = dist[i0 + q], cl[i0 + q]
+            s[q] += np.float64(a if a < b else b) * np.float64(ww[i0 + q])
     for i in range(m16, m):
-        s[i - m16] += min(np.float64(dist[i]), cl[i]) * ww[i]
+        a, b = dist[i], cl[i]
+        s[i - m16] += np.float64(a if a < b else b) * np.float64(ww[i])
     tot = 0.0
     for q in range(16):
         tot += s[q]
     return tot
 
 
-def _pp_pick(inc, block_sums, target):
-    """The first index whose running sum of ``inc`` exceeds ``target`` (``searchsorted(cumsum, target,
-    right=True)``), by the block sums then one scan inside a block; the last index when none does."""
-    n = inc.shape[0]
+def _pp_update(dist, closest, w, lo, hi):
+    """closest = min(closest, dist) over points lo..hi; returns the largest new value (float64) and the sum of w *
+    closest, in :func:`_pp_pot`'s lanes and order (the potential :func:`_pp_pot` gives for this candidate)."""
+    s = np.zeros(16)
+    tops = np.zeros(16, dist.dtype)
+    m = hi - lo
+    cl = closest[lo:hi]
+    ww = w[lo:hi]
+    m16 = m // 16 * 16
+    for i0 in range(0, m16, 16):
+        for q in range(16):
+            a, b = dist[i0 + q], cl[i0 + q]
+            dd = a if a < b else b
+            cl[i0 + q] = dd
+            t = tops[q]
+            tops[q] = dd if dd > t else t
+            s[q] += np.float64(dd) * np.float64(ww[i0 + q])
+    for i in range(m16, m):
+        a, b = dist[i], cl[i]
+        dd = a if a < b else b
+        cl[i] = dd
+        t = tops[i - m16]
+        tops[i - m16] = dd if dd > t else t
+        s[i - m16] += np.float64(dd) * np.float64(ww[i])
+    tot = 0.0
+    top = 0.0
+    for q in range(16):
+        tot += s[q]
+        top = max(top, np.float64(tops[q]))
+    return top, tot
+
+
+def _pp_pick(closest, w, block_sums, target, first):
+    """The first index whose running sum of w * closest (of w alone when ``first``) exceeds ``target``
+    (``searchsorted(cumsum, target, right=True)``), by the block sums then one scan inside a block; the last index
+    when none does."""
+    n = closest.shape[0]
     run = 0.0
     b = 0
     nb = block_sums.shape[0]
     while b < nb - 1 and run + block_sums[b] <= target:
         run += block_sums[b]
         b += 1
-    for i in range(b * 4096, n):  # (the kernel's block)
-        run += inc[i]
+    for i in range(b * _PP_BLOCK, n):
+        if first:
+            run += np.float64(w[i])
+        else:
+            run += np.float64(w[i]) * np.float64(closest[i])
         if run > target:
             return i
     return n - 1
 
 
-def _pp_far(XT, c, box, b, r2max):
-    """True when no point of block b (bounding box ``box[b]``, (2, d): the low and high corners) can be nearer to
-    point c than its current nearest center: the box's squared distance to c, less a margin for the rounding of a
-    float distance, is at least the block's largest squared distance ``r2max``."""
+def _pp_far(xc, box, b, r2max):
+    """True when no point of box b (``box[b]``, (2, d): the low and high corners) can be nearer to the point xc than
+    its current nearest center: the box's squared distance to xc, less a margin for the rounding of a float
+    distance, is at least the box's largest squared distance ``r2max``."""
     lb = 0.0
-    for f in range(XT.shape[0]):
-        v = np.float64(XT[f, c])
+    for f in range(xc.shape[0]):
+        v = np.float64(xc[f])
         g = max(np.float64(box[b, 0, f]) - v, v - np.float64(box[b, 1, f]), 0.0)
         lb += g * g
     return lb * (1.0 - 1e-5) >= r2max
 
 
-def _pp_seed(XT, w, u, k, t, indices, closest, inc):
-    """Greedy k-means++ on one problem: X^T (d, n) float, weights w (n,) float64, uniforms u (1 + (k-1) t,),
-    ``t`` local trials. Writes the chosen rows into ``indices`` (k,); ``closest`` and ``inc`` (n,) float64 are
-    work space (the squared distance to the nearest chosen center, and its product with the weight).
+def _pp_seed(XT, w, u, k, t, indices, closest, prune):
+    """Greedy k-means++ on one problem: X^T (d, n) (uint8 or the compute dtype), weights w (n,) (float32 or
+    float64), uniforms u (1 + (k-1) t,), ``t`` local trials. Writes the chosen rows into ``indices`` (k,);
+    ``closest`` (n,), in the compute dtype, is work space (the squared distance to the nearest chosen center).
 
-    The draws of the torch path: the same distances, the potentials and running sums added in another order
-    (blocks of 4096 points, fixed whatever the thread count). A block whose bounding box is farther from a
-    candidate than the block's largest distance to its nearest center keeps its potential without a pass."""
+    The draws of the torch path (up to :data:`_PP_PRUNE_D` features: the same distances), the potentials and
+    running sums added in another order (16 lanes per sub-block of 256 points, the sub-blocks in order; fixed
+    whatever the thread count). With ``prune``, a sub-block whose bounding box is farther from a candidate than its
+    largest distance to its nearest center keeps its potential without a pass, and a block of 4096 points whose
+    box is (a box around its 16 sub-blocks) skips its sub-blocks' tests too. The blocks are visited in a strided
+    order, so that the few blocks near a candidate (in Morton order: consecutive) fall to different threads."""
     d, n = XT.shape
-    B = 4096
+    B = _PP_BLOCK
+    SB = _PP_SUB
+    S = B // SB
+    ct = closest.dtype.type
     nb = (n + B - 1) // B
+    ns = (n + SB - 1) // SB
+    stride = 7919 if nb % 7919 else 1  # a prime: i -> i * stride mod nb visits every block once
     block_sums = np.zeros(nb)
-    r2max = np.full(nb, np.inf)
-    box = np.empty((nb, 2, d), dtype=XT.dtype)
+    sub_sums = np.zeros(ns)
+    r2b = np.full(nb, np.inf)
+    r2s = np.full(ns, np.inf)
+    box = np.empty((nb, 2, d), dtype=closest.dtype)
+    sbox = np.empty((ns, 2, d), dtype=closest.dtype)
+    for s in prange(ns):
+        lo, hi = s * SB, min(n, (s + 1) * SB)
+        for f in range(d):
+            sbox[s, 0, f] = ct(XT[f, lo:hi].min())
+            sbox[s, 1, f] = ct(XT[f, lo:hi].max())
     for b in prange(nb):
         lo, hi = b * B, min(n, (b + 1) * B)
         s = 0.0
         for i in range(lo, hi):
-            inc[i] = w[i]
-            s += w[i]
+            s += np.float64(w[i])
         block_sums[b] = s
+        s1 = min(ns, (b + 1) * S)
         for f in range(d):
-            box[b, 0, f] = XT[f, lo:hi].min()
-            box[b, 1, f] = XT[f, lo:hi].max()
-    chosen = _pp_pick(inc, block_sums, u[0] * block_sums.sum())
+            box[b, 0, f] = sbox[b * S, 0, f]
+            box[b, 1, f] = sbox[b * S, 1, f]
+            for q in range(b * S + 1, s1):
+                box[b, 0, f] = min(box[b, 0, f], sbox[q, 0, f])
+                box[b, 1, f] = max(box[b, 1, f], sbox[q, 1, f])
+    chosen = _pp_pick(closest, w, block_sums, u[0] * block_sums.sum(), True)
     indices[0] = chosen
     closest[:] = np.inf
     cand = np.empty(t, dtype=np.int64)
+    cx = np.empty((t, d), dtype=closest.dtype)
+    xc = np.empty(d, dtype=closest.dtype)
     part = np.zeros((nb, t))
     for c in range(k):
         if c > 0:
             total = block_sums.sum()
             for j in range(t):
-                cand[j] = _pp_pick(inc, block_sums, u[1 + (c - 1) * t + j] * total)
-            for b in prange(nb):
-                lo, hi = b * B, min(n, (b + 1) * B)
-                dist = np.empty(B, dtype=XT.dtype)
+                cand[j] = _pp_pick(closest, w, block_sums, u[1 + (c - 1) * t + j] * total, False)
+                for f in range(d):
+                    cx[j, f] = ct(XT[f, cand[j]])
+            for i in prange(nb):
+                b = (i * stride) % nb
+                dist = np.empty(SB, dtype=closest.dtype)
+                acc = np.zeros(t)
+                live = np.empty(t, dtype=np.bool_)
+                for j in range(t):  # (a block too far from a candidate: its sum, every min the current distance)
+                    live[j] = not (prune and _pp_far(cx[j], box, b, r2b[b]))
+                # the sub-blocks outside, the candidates inside: a sub-block stays in cache for all of them (256 rows
+                # of 128 float32 features are 128 KB)
+                for s in range(b * S, min(ns, (b + 1) * S)):
+                    lo, hi = s * SB, min(n, (s + 1) * SB)
+                    for j in range(t):
+                        if not live[j]:
+                            continue
+                        if prune and _pp_far(cx[j], sbox, s, r2s[s]):
+                            acc[j] += sub_sums[s]
+                        else:
+                            _pp_dist(XT, cx[j], lo, hi, dist)
+                            acc[j] += _pp_pot(dist, closest, w, lo, hi)
                 for j in range(t):
-                    if _pp_far(XT, cand[j], box, np.int64(b), r2max[b]):
-                        part[b, j] = block_sums[b]  # (the same sum: every min is the current distance)
-                    else:
-                        _pp_block_dist(XT, cand[j], lo, hi, dist)
-                        part[b, j] = _pp_block_pot(dist, closest, w, lo, hi)
+                    part[b, j] = acc[j] if live[j] else block_sums[b]
             best = 0
             best_pot = np.inf
             for j in range(t):
@@ -189,21 +274,28 @@ def _pp_seed(XT, w, u, k, t, indices, closest, inc):
                     best, best_pot = j, pot
             chosen = cand[best]
             indices[c] = chosen
-        for b in prange(nb):
-            if c > 0 and _pp_far(XT, chosen, box, np.int64(b), r2max[b]):
+        for f in range(d):
+            xc[f] = ct(XT[f, chosen])
+        for i in prange(nb):
+            b = (i * stride) % nb
+            if c > 0 and prune and _pp_far(xc, box, b, r2b[b]):
                 continue
-            lo, hi = b * B, min(n, (b + 1) * B)
-            dist = np.empty(B, dtype=XT.dtype)
-            _pp_block_dist(XT, chosen, lo, hi, dist)
+            dist = np.empty(SB, dtype=closest.dtype)
+            s0, s1 = b * S, min(ns, (b + 1) * S)
+            acc = 0.0
             top = 0.0
-            cl, ww, ic = closest[lo:hi], w[lo:hi], inc[lo:hi]
-            for q in range(hi - lo):
-                dd = min(np.float64(dist[q]), cl[q])
-                cl[q] = dd
-                ic[q] = ww[q] * dd
-                top = max(top, dd)
-            r2max[b] = top
-            block_sums[b] = _pp_block_pot(dist, closest, w, lo, hi)
+            for s in range(s0, s1):
+                if c == 0 or not (prune and _pp_far(xc, sbox, s, r2s[s])):
+                    lo, hi = s * SB, min(n, (s + 1) * SB)
+                    _pp_dist(XT, xc, lo, hi, dist)
+                    r2s[s], sub_sums[s] = _pp_update(dist, closest, w, lo, hi)
+                acc += sub_sums[s]
+                top = max(top, r2s[s])
+            block_sums[b] = acc
+            r2b[b] = top
+
+
+_PP_HELPERS = ("_pp_dist", "_pp_pot", "_pp_update", "_pp_pick", "_pp_far")
 
 
 def _pp_kernel():
@@ -214,21 +306,21 @@ def _pp_kernel():
             return None
         g = globals()
         try:  # _pp_seed calls the compiled helpers: the module's names are rebound before it compiles
-            for name in ("_pp_block_dist", "_pp_block_pot", "_pp_pick", "_pp_far"):
-                g[name] = numba.njit(cache=True)(g[name])
+            for name in _PP_HELPERS:
+                g[name] = numba.njit(cache=True, inline="always")(g[name])
             _PP_KERNELS["seed"] = numba.njit(cache=True, parallel=True)(_pp_seed)
         except RuntimeError as err:  # no writable cache folder: compiled once per process instead
             if "no locator available" not in str(err):
                 raise
-            for name in ("_pp_block_dist", "_pp_block_pot", "_pp_pick", "_pp_far"):
-                g[name] = numba.njit(g[name])
+            for name in _PP_HELPERS:
+                g[name] = numba.njit(inline="always")(g[name])
             _PP_KERNELS["seed"] = numba.njit(parallel=True)(_pp_seed)
     return _PP_KERNELS["seed"]
 
 
 #: from this many clusters (and up to 3 features) the CPU kernel visits the points in Morton order (measured on
-#: the 12 MP photo's 960,825 colors, 2 threads, the order's 0.05 s included: k = 256 0.80-0.87 -> 0.40-0.47 s,
-#: k = 64 0.21-0.23 -> 0.16-0.20 s; at k = 16 the whole seeding takes 0.06 s)
+#: the 12 MP photo's 960,825 colors, 2 threads, the order's ~0.03 s included, 2026-12-03: k = 256 143-155 -> 86-89
+#: ms, k = 64 54-58 -> 46-47 ms, k = 16 19-21 -> 34-36 ms: not there)
 _PP_MORTON_K = 64
 #: bits per feature of the Morton code (3 x 10: an int32 key)
 _MORTON_BITS = 10
@@ -237,33 +329,43 @@ for _b in range(_MORTON_BITS):
     _SPREAD |= ((np.arange(1 << _MORTON_BITS, dtype=np.int32) >> _b) & 1) << (3 * _b)
 
 
-def morton_order(X: np.ndarray) -> np.ndarray:
-    """A permutation of the rows of X (n, d), d <= 3, that sorts them by the Morton (Z-order) code of their
+def morton_order(X: torch.Tensor) -> torch.Tensor:
+    """A permutation (int64) of the rows of X (n, d), d <= 3, that sorts them by the Morton (Z-order) code of their
     features, each scaled to :data:`_MORTON_BITS` bits between its minimum and maximum: consecutive rows are then
     near each other in space (blocks of rows have small bounding boxes). Rows with equal codes keep their order."""
     n, d = X.shape
     if d > 3:
         raise ValueError(f"morton_order takes up to 3 features, got {d}")
+    Xn = X.numpy()
     code = np.zeros(n, dtype=np.int32)
     top = (1 << _MORTON_BITS) - 1
     for f in range(d):
-        col = X[:, f]
-        if X.dtype == np.uint8:
+        col = Xn[:, f]
+        if Xn.dtype == np.uint8:
             q = col.astype(np.int32) << (_MORTON_BITS - 8)
         else:
             lo, hi = float(col.min()), float(col.max())
             scale = top / (hi - lo) if hi > lo else 0.0
             q = np.clip(((col.astype(np.float64) - lo) * scale).astype(np.int32), 0, top)
         code |= _SPREAD[q] << f
-    return np.argsort(code, kind="stable")
+    return torch.sort(torch.from_numpy(code), stable=True).indices  # (torch's sort runs on every core)
 
 
 def _cpu_plusplus(
-    X: torch.Tensor, w: torch.Tensor, uniforms: torch.Tensor, n_clusters: int, t: int, dtype: torch.dtype
+    X: torch.Tensor,
+    w: torch.Tensor | None,
+    uniforms: torch.Tensor,
+    n_clusters: int,
+    t: int,
+    dtype: torch.dtype,
 ) -> torch.Tensor | None:
     """Indices (b, k) of the greedy k-means++ draws by the CPU kernel, or None where it does not apply (not the
-    CPU, X neither in the compute dtype nor uint8 pixels, many features, no numba). uint8 rows are converted
-    exactly, into the transposed copy the kernel reads anyway (as the torch path converts them).
+    CPU, X neither in the compute dtype nor uint8 pixels, no numba, no room in memory for the kernel's transposed
+    copy of X). The kernel reads uint8 rows as they are (converted exactly as it computes, as the torch path
+    converts them) and float32 weights as float32 (``w`` (b, n), None for unit weights; other dtypes as float64): a
+    third of the bytes of float rows and float64 weights, on a pass that memory bounds. Beyond
+    :data:`_PP_PRUNE_D` features its distances are direct differences where the torch path's are the expansion:
+    the same distribution of draws, the same draws unless two potentials round differently.
 
     From :data:`_PP_MORTON_K` clusters with up to 3 features (colors) the kernel takes the points in Morton order
     (:func:`morton_order`), so that its blocks are small boxes in space and a candidate skips the blocks it cannot
@@ -272,33 +374,34 @@ def _cpu_plusplus(
     input's order)."""
     if X.device.type != "cpu" or X.dtype not in (dtype, torch.uint8) or dtype not in (torch.float32, torch.float64):
         return None
-    if X.shape[2] > _PP_MAX_D or X.shape[1] < 1:
+    if X.shape[1] < 1:
+        return None
+    b, n, d = X.shape
+    free = available_memory()
+    if free is not None and n * d * X.element_size() + 16 * n > free // 2:
         return None
     seed = _pp_kernel()
     if seed is None:
         return None
-    b, n, _ = X.shape
+    X = X.detach()
+    if w is not None:
+        w = w.detach()
+    if w is None:
+        w = torch.ones(b, n, dtype=torch.float32)
+    elif w.dtype not in (torch.float32, torch.float64):
+        w = w.double()
     out = torch.empty(b, n_clusters, dtype=torch.int64)
-    closest = torch.empty(n, dtype=torch.float64)
-    inc = torch.empty(n, dtype=torch.float64)
-    spatial = n_clusters >= _PP_MORTON_K and X.shape[2] <= 3 and n > 2 * _PP_BLOCK
+    closest = torch.empty(n, dtype=dtype)
+    spatial = n_clusters >= _PP_MORTON_K and d <= 3 and n > 2 * _PP_BLOCK
     for i in range(b):
         Xi, wi = X[i], w[i]
         perm = None
         if spatial:
-            perm = torch.from_numpy(morton_order(Xi.numpy()))
+            perm = morton_order(Xi)
             Xi, wi = Xi[perm], wi[perm]
-        XT = torch.empty(X.shape[2], n, dtype=dtype).copy_(Xi.t()).numpy()
-        seed(
-            XT,
-            wi.contiguous().numpy(),
-            uniforms[i].contiguous().numpy(),
-            n_clusters,
-            t,
-            out[i].numpy(),
-            closest.numpy(),
-            inc.numpy(),
-        )
+        XT = torch.empty(d, n, dtype=X.dtype).copy_(Xi.t()).numpy()
+        w_i, u_i = wi.contiguous().numpy(), uniforms[i].contiguous().numpy()
+        seed(XT, w_i, u_i, n_clusters, t, out[i].numpy(), closest.numpy(), d <= _PP_PRUNE_D)
         if perm is not None:
             out[i] = perm[out[i]]
     return out
@@ -321,15 +424,14 @@ def kmeans_plusplus(
     dev = X.device
     if n_local_trials is None:
         n_local_trials = 2 + int(math.log(n_clusters))
+    uniforms = as_problem_rng(generator, b).rand((1 + (n_clusters - 1) * n_local_trials,), dev)
+    fast = _cpu_plusplus(X, sample_weight, uniforms, n_clusters, n_local_trials, dtype)
+    if fast is not None:
+        return _gather_rows(X, fast, dtype), fast
     w = torch.ones(b, n, dtype=torch.float64, device=dev) if sample_weight is None else sample_weight.double()
     rows = torch.arange(b, device=dev)
     indices = torch.empty(b, n_clusters, dtype=torch.int64, device=dev)
     centers = torch.empty(b, n_clusters, d, dtype=dtype, device=dev)
-    uniforms = as_problem_rng(generator, b).rand((1 + (n_clusters - 1) * n_local_trials,), dev)
-
-    fast = _cpu_plusplus(X, w, uniforms, n_clusters, n_local_trials, dtype)
-    if fast is not None:
-        return _gather_rows(X, fast, dtype), fast
     first = weighted_pick(torch.cumsum(w, 1), uniforms[:, :1])  # (b, 1)
     indices[:, 0] = first[:, 0]
     centers[:, 0] = _gather_rows(X, first, dtype)[:, 0]
