@@ -20,7 +20,10 @@ that spins on one core for the whole run, as on a shared runner.
 ``--whole`` times whole fits instead, to scikit-learn's default ``tol=1e-4`` (``max_iter=300``), in seconds per fit:
 pixelkm-cpu with ``algorithm="auto"`` (Yinyang's bounds beyond 14 features from K = 32) and pixelkm-cpu-lloyd (full
 passes), scikit-learn lloyd and elkan, scikit-learn-intelex, and faiss for as many iterations as pixelkm-cpu ran
-(faiss has no tolerance); the iterations and the inertia of each are printed.
+(faiss has no tolerance); the iterations and the inertia of each are printed. ``--whole --defaults``: each
+library's own defaults, its initialization timed with the fit: pixelkm, scikit-learn (lloyd, elkan) and
+scikit-learn-intelex seeded k-means++ (``random_state=0``, ``n_init=1``), faiss its own (random centers, 25
+iterations on a subsample of 256 points per centroid); the shared explicit centers are not used.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ def _parse() -> argparse.Namespace:
     p.add_argument("--impls", default=None, help="comma-separated implementation names (default: all importable)")
     p.add_argument("--json", default=None, help="also write the figures here")
     p.add_argument("--whole", action="store_true", help="whole fits to tol=1e-4 (seconds per fit)")
+    p.add_argument("--defaults", action="store_true", help="with --whole: each library's own init and defaults")
     return p.parse_args()
 
 
@@ -81,9 +85,10 @@ def cases(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
     }
 
 
-def make_impls(threads: int | None, whole: bool = False) -> dict:
+def make_impls(threads: int | None, whole: bool = False, defaults: bool = False) -> dict:
     """name -> fit(X, C, n_iter) returning (the iterations run, the inertia); ``whole``: fits to tol=1e-4 and
-    ``max_iter=n_iter`` (per iteration otherwise: ``tol=0``)."""
+    ``max_iter=n_iter`` (per iteration otherwise: ``tol=0``); ``defaults``: each library's own seeded init (C gives
+    only the number of clusters)."""
     impls = {}
     import torch
 
@@ -96,7 +101,8 @@ def make_impls(threads: int | None, whole: bool = False) -> dict:
 
     def pk(backend, algorithm):
         def fit(X, C, n_iter):
-            km = pixelkm.KMeans(len(C), init=C, n_init=1, max_iter=n_iter, tol=tol, algorithm=algorithm)
+            init = dict(random_state=0) if defaults else dict(init=C)
+            km = pixelkm.KMeans(len(C), **init, n_init=1, max_iter=n_iter, tol=tol, algorithm=algorithm)
             km.set_params(backend=backend)
             km.fit(X)
             ran[len(X)] = int(km.n_iter_)
@@ -123,7 +129,8 @@ def make_impls(threads: int | None, whole: bool = False) -> dict:
 
     def sk(algorithm, cls=SK):
         def fit(X, C, n_iter):
-            km = cls(len(C), init=C, n_init=1, max_iter=n_iter, tol=tol, algorithm=algorithm).fit(X)
+            init = dict(random_state=0) if defaults else dict(init=C)
+            km = cls(len(C), **init, n_init=1, max_iter=n_iter, tol=tol, algorithm=algorithm).fit(X)
             return int(km.n_iter_), float(km.inertia_)
 
         return fit
@@ -143,9 +150,14 @@ def make_impls(threads: int | None, whole: bool = False) -> dict:
             faiss.omp_set_num_threads(threads)
 
         def fa(X, C, n_iter):
-            n_iter = ran.get(len(X), n_iter) if whole else n_iter
-            km = faiss.Kmeans(X.shape[1], len(C), niter=n_iter, max_points_per_centroid=1 << 30, seed=0)
-            km.train(X, init_centroids=C)
+            if defaults:
+                km = faiss.Kmeans(X.shape[1], len(C), seed=0)
+                km.train(X)
+                n_iter = km.cp.niter
+            else:
+                n_iter = ran.get(len(X), n_iter) if whole else n_iter
+                km = faiss.Kmeans(X.shape[1], len(C), niter=n_iter, max_points_per_centroid=1 << 30, seed=0)
+                km.train(X, init_centroids=C)
             dist, _ = km.index.search(X, 1)  # the final labels, as the others give
             return n_iter, float(dist.sum(dtype=np.float64))
 
@@ -167,7 +179,9 @@ def main() -> None:
         load = mp.get_context("fork").Process(target=_spin, daemon=True)
         load.start()
     try:
-        impls = make_impls(args.threads, args.whole)
+        if args.defaults and not args.whole:
+            raise SystemExit("--defaults goes with --whole")
+        impls = make_impls(args.threads, args.whole, args.defaults)
         if args.impls:
             impls = {k: v for k, v in impls.items() if k in args.impls.split(",")}
         all_cases = cases(quick)
@@ -183,6 +197,7 @@ def main() -> None:
             "torch_threads": torch.get_num_threads(),
             "n_iter": n_iter,
             "whole": bool(args.whole),
+            "defaults": bool(args.defaults),
             "repeats": repeats,
         }
         print(json.dumps(info))

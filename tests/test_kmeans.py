@@ -334,6 +334,25 @@ def test_cpu_plusplus_kernel_draws_what_the_torch_path_draws(monkeypatch, dtype,
     assert torch.equal(got_c, ref_c) and got_c.dtype == compute
 
 
+@pytest.mark.parametrize("d, store", [(12, True), (40, False), (40, True), (128, True)])
+def test_cpu_plusplus_kernel_draws_what_the_torch_path_draws_with_many_features(monkeypatch, d, store):
+    """Beyond 16 features the kernel keeps its direct differences where the torch path takes the expansion in
+    float64: on small integers both are exact, so the picks are the torch path's (the oracle) row for row; also
+    where the kernel keeps each step's candidate distances for its update (``store``: rows larger than the cache,
+    forced here), with its bounding boxes (d = 12) and without."""
+    import pixelkm.engine.init as init
+
+    monkeypatch.setattr(init, "_PP_STORE_BYTES", 0 if store else 1 << 62)
+    rng = np.random.default_rng(7)
+    X = torch.from_numpy(rng.integers(0, 8, size=(9000, d)).astype(np.float32))[None]
+    w = torch.from_numpy(rng.integers(1, 5, size=9000).astype(np.float32))[None]
+    got_c, got = init.kmeans_plusplus(X, 20, w, torch.Generator().manual_seed(8), torch.float32)
+    monkeypatch.setattr(init, "_cpu_plusplus", lambda *args: None)
+    ref_c, ref = init.kmeans_plusplus(X, 20, w, torch.Generator().manual_seed(8), torch.float32)
+    assert torch.equal(got, ref)
+    assert torch.equal(got_c, ref_c)
+
+
 @pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
 def test_cpu_plusplus_morton_order_draws_the_torch_paths_draws_on_the_reordered_rows(monkeypatch, dtype):
     """From 64 clusters (d <= 3) the kernel takes the rows in Morton order: its picks are the torch path's picks
