@@ -105,30 +105,11 @@ def _pp_dist(XT, xc, lo, hi, out):
             out[q] = out[q] + diff * diff
 
 
-def _pp_pot(dist, closest, w, lo, hi):
-    """sum of w * min(dist, closest) over points lo..hi, float64: point lo + i added into lane i % 16 of 16 partial
-    sums (the same order on every machine), then the lanes in order."""
-    s = np.zeros(16)
-    m = hi - lo
-    cl = closest[lo:hi]
-    ww = w[lo:hi]
-    m16 = m // 16 * 16
-    for i0 in range(0, m16, 16):
-        for q in range(16):
-            a, b = dist[i0 + q], cl[i0 + q]
-            s[q] += np.float64(a if a < b else b) * np.float64(ww[i0 + q])
-    for i in range(m16, m):
-        a, b = dist[i], cl[i]
-        s[i - m16] += np.float64(a if a < b else b) * np.float64(ww[i])
-    tot = 0.0
-    for q in range(16):
-        tot += s[q]
-    return tot
-
-
-def _pp_update(dist, closest, w, lo, hi):
-    """closest = min(closest, dist) over points lo..hi; returns the largest new value (float64) and the sum of w *
-    closest, in :func:`_pp_pot`'s lanes and order (the potential :func:`_pp_pot` gives for this candidate)."""
+def _pp_scan(dist, closest, w, lo, hi, update):
+    """The potential of a candidate at squared distances ``dist`` over points lo..hi: the sum of w * min(dist,
+    closest) in float64, point lo + i added into lane i % 16 of 16 partial sums (the same order on every machine),
+    then the lanes in order. With ``update`` (the chosen candidate), closest becomes that min and the largest new
+    value is returned too (0.0 otherwise): returns (largest, potential)."""
     s = np.zeros(16)
     tops = np.zeros(16, dist.dtype)
     m = hi - lo
@@ -139,16 +120,18 @@ def _pp_update(dist, closest, w, lo, hi):
         for q in range(16):
             a, b = dist[i0 + q], cl[i0 + q]
             dd = a if a < b else b
-            cl[i0 + q] = dd
-            t = tops[q]
-            tops[q] = dd if dd > t else t
+            if update:
+                cl[i0 + q] = dd
+                t = tops[q]
+                tops[q] = dd if dd > t else t
             s[q] += np.float64(dd) * np.float64(ww[i0 + q])
     for i in range(m16, m):
         a, b = dist[i], cl[i]
         dd = a if a < b else b
-        cl[i] = dd
-        t = tops[i - m16]
-        tops[i - m16] = dd if dd > t else t
+        if update:
+            cl[i] = dd
+            t = tops[i - m16]
+            tops[i - m16] = dd if dd > t else t
         s[i - m16] += np.float64(dd) * np.float64(ww[i])
     tot = 0.0
     top = 0.0
@@ -272,10 +255,10 @@ def _pp_seed(XT, w, u, k, t, indices, closest, prune, dstore):
                         elif store:  # (kept for the update, if j is chosen)
                             dj = dstore[j, lo:hi]
                             _pp_dist(XT, cx[j], lo, hi, dj)
-                            acc[j] += _pp_pot(dj, closest, w, lo, hi)
+                            acc[j] += _pp_scan(dj, closest, w, lo, hi, False)[1]
                         else:
                             _pp_dist(XT, cx[j], lo, hi, dist)
-                            acc[j] += _pp_pot(dist, closest, w, lo, hi)
+                            acc[j] += _pp_scan(dist, closest, w, lo, hi, False)[1]
                 for j in range(t):
                     part[b, j] = acc[j] if live[j] else block_sums[b]
             best = 0
@@ -302,17 +285,17 @@ def _pp_seed(XT, w, u, k, t, indices, closest, prune, dstore):
                 if c == 0 or not (prune and _pp_far(xc, sbox, s, r2s[s])):
                     lo, hi = s * SB, min(n, (s + 1) * SB)
                     if store and c > 0:  # the chosen candidate's distances, from its trial (the same tests ran)
-                        r2s[s], sub_sums[s] = _pp_update(dstore[best, lo:hi], closest, w, lo, hi)
+                        r2s[s], sub_sums[s] = _pp_scan(dstore[best, lo:hi], closest, w, lo, hi, True)
                     else:
                         _pp_dist(XT, xc, lo, hi, dist)
-                        r2s[s], sub_sums[s] = _pp_update(dist, closest, w, lo, hi)
+                        r2s[s], sub_sums[s] = _pp_scan(dist, closest, w, lo, hi, True)
                 acc += sub_sums[s]
                 top = max(top, r2s[s])
             block_sums[b] = acc
             r2b[b] = top
 
 
-_PP_HELPERS = ("_pp_dist", "_pp_pot", "_pp_update", "_pp_pick", "_pp_far")
+_PP_HELPERS = ("_pp_dist", "_pp_scan", "_pp_pick", "_pp_far")
 
 
 def _pp_kernel():
