@@ -311,11 +311,14 @@ def test_check_estimator():
         (torch.uint8, None, torch.float32),
         (torch.float64, "float64", torch.float64),
         (torch.uint8, "float64", torch.float64),
+        (torch.float16, "integer", torch.float32),
+        (torch.bfloat16, None, torch.float64),
     ],
 )
 def test_cpu_plusplus_kernel_draws_what_the_torch_path_draws(monkeypatch, dtype, weights, compute):
     """The numba greedy k-means++ picks exactly the rows of the torch path (the oracle), uint8 pixels included
-    (read as they are and converted exactly, as the torch path converts them), float32 weights read as float32,
+    (read as they are and converted exactly, as the torch path converts them), float16/bfloat16 rows (converted
+    into the kernel's copy), float32 weights read as float32,
     float64 weights (not integers) as float64, unit weights; past one 4096-point block and a partial 256-point
     sub-block, in float32 and float64."""
     import pixelkm.engine.init as init

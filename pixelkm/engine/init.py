@@ -360,10 +360,11 @@ def _cpu_plusplus(
     dtype: torch.dtype,
 ) -> torch.Tensor | None:
     """Indices (b, k) of the greedy k-means++ draws by the CPU kernel, or None where it does not apply (not the
-    CPU, X neither in the compute dtype nor uint8 pixels, no numba, no room in memory for the kernel's transposed
-    copy of X). The kernel reads uint8 rows as they are (converted exactly as it computes, as the torch path
-    converts them) and float32 weights as float32 (``w`` (b, n), None for unit weights; other dtypes as float64): a
-    third of the bytes of float rows and float64 weights, on a pass that memory bounds. Beyond
+    CPU, X neither in the compute dtype nor uint8 pixels nor float16/bfloat16 (those converted exactly into the
+    kernel's copy), no numba, no room in memory for the kernel's transposed copy of X). The kernel reads uint8 rows
+    as they are (converted exactly as it computes, as the torch path converts them) and float32 weights as float32
+    (``w`` (b, n), None for unit weights; other dtypes as float64): a third of the bytes of float rows and float64
+    weights, on a pass that memory bounds. Beyond
     :data:`_PP_PRUNE_D` features its distances are direct differences where the torch path's are the expansion:
     the same distribution of draws, the same draws unless two potentials round differently.
 
@@ -372,13 +373,20 @@ def _cpu_plusplus(
     improve: the same distribution of draws (each point with probability proportional to its weight times its
     squared distance), but not the torch path's draws for the same uniforms (those map through running sums in the
     input's order)."""
-    if X.device.type != "cpu" or X.dtype not in (dtype, torch.uint8) or dtype not in (torch.float32, torch.float64):
+    half = (torch.float16, torch.bfloat16)
+    if (
+        X.device.type != "cpu"
+        or X.dtype not in (dtype, torch.uint8, *half)
+        or dtype not in (torch.float32, torch.float64)
+    ):
         return None
+    xdt = dtype if X.dtype in half else X.dtype  # half rows: converted exactly into the copy, as the torch path does
     if X.shape[1] < 1:
         return None
     b, n, d = X.shape
     free = available_memory()
-    if free is not None and n * d * X.element_size() + 16 * n > free // 2:
+    rows_bytes = n * d * torch.empty(0, dtype=xdt).element_size()
+    if free is not None and rows_bytes + 16 * n > free // 2:
         return None
     seed = _pp_kernel()
     if seed is None:
@@ -395,7 +403,6 @@ def _cpu_plusplus(
     # rows larger than the cache: the candidates' distances are kept for the update (t values per row instead of a
     # second read of the row's d features), where they fit
     item = torch.empty(0, dtype=dtype).element_size()
-    rows_bytes = n * d * X.element_size()
     store = rows_bytes > _PP_STORE_BYTES and d > t and (free is None or t * n * item <= free // 4)
     dstore = np.empty((t, n) if store else (0, 0), dtype=closest.numpy().dtype)
     spatial = n_clusters >= _PP_MORTON_K and d <= 3 and n > 2 * _PP_BLOCK
@@ -405,7 +412,7 @@ def _cpu_plusplus(
         if spatial:
             perm = morton_order(Xi)
             Xi, wi = Xi[perm], wi[perm]
-        XT = torch.empty(d, n, dtype=X.dtype).copy_(Xi.t()).numpy()
+        XT = torch.empty(d, n, dtype=xdt).copy_(Xi.t()).numpy()
         w_i, u_i = wi.contiguous().numpy(), uniforms[i].contiguous().numpy()
         seed(XT, w_i, u_i, n_clusters, t, out[i].numpy(), closest.numpy(), d <= _PP_PRUNE_D, dstore)
         if perm is not None:
