@@ -80,7 +80,7 @@ _PP_PRUNE_D = 16
 #: from this many bytes of rows (more than the cache holds) the kernel keeps each step's candidate distances for its
 #: update instead of reading the rows again (2 threads, k = 256, 2026-12-03: d = 128 / 64 / 32 / 16 at n = 100k /
 #: 100k / 400k / 800k float32, 51 / 26 / 51 / 51 MB: 2.36 -> 1.90, 1.19 -> 0.86, 2.74 -> 2.11, 2.66 -> 2.43 s;
-#: d = 32 at n = 100k, 13 MB: 0.34 -> 0.38 s, slower)
+#: d = 32 at n = 100k, 13 MB: 0.34 -> 0.38 s, slower; the boxes off in these runs)
 _PP_STORE_BYTES = 16 << 20
 _PP_KERNELS: dict[str, Any] = {}
 
