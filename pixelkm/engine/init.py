@@ -385,25 +385,21 @@ def _cpu_plusplus(
         return None
     b, n, d = X.shape
     free = available_memory()
-    rows_bytes = n * d * torch.empty(0, dtype=xdt).element_size()
+    rows_bytes = n * d * xdt.itemsize
     if free is not None and rows_bytes + 16 * n > free // 2:
         return None
     seed = _pp_kernel()
     if seed is None:
         return None
     X = X.detach()
-    if w is not None:
-        w = w.detach()
-    if w is None:
-        w = torch.ones(b, n, dtype=torch.float32)
-    elif w.dtype not in (torch.float32, torch.float64):
+    w = torch.ones(b, n, dtype=torch.float32) if w is None else w.detach()
+    if w.dtype not in (torch.float32, torch.float64):
         w = w.double()
     out = torch.empty(b, n_clusters, dtype=torch.int64)
     closest = torch.empty(n, dtype=dtype)
     # rows larger than the cache: the candidates' distances are kept for the update (t values per row instead of a
     # second read of the row's d features), where they fit
-    item = torch.empty(0, dtype=dtype).element_size()
-    store = rows_bytes > _PP_STORE_BYTES and d > t and (free is None or t * n * item <= free // 4)
+    store = rows_bytes > _PP_STORE_BYTES and d > t and (free is None or t * n * dtype.itemsize <= free // 4)
     dstore = np.empty((t, n) if store else (0, 0), dtype=closest.numpy().dtype)
     spatial = n_clusters >= _PP_MORTON_K and d <= 3 and n > 2 * _PP_BLOCK
     for i in range(b):
