@@ -352,8 +352,7 @@ def test_register_scan_by_hand(cdtype):
         none,
         mind,
         sec,
-        np.empty((nb, k, d)),
-        np.empty((nb, k)),
+        *K.block_partials(nb, k, d),
         sums,
         counts,
         (0,) * d,
@@ -437,7 +436,7 @@ def test_gemm_pass_by_hand(cdtype):
     for threads in (1, 2):
         lab, mind, sec = np.empty(n, np.int64), np.empty(n, cdtype), np.empty(n, cdtype)
         sums, counts = np.zeros((k, d)), np.zeros(k)
-        part = np.empty((nb, k, d)), np.empty((nb, k))
+        part = K.block_partials(nb, k, d)
         slack = rounding_slack(np.dtype(cdtype), d)
         K.gemm_pass(X, C, CP, csq, slack, np.empty(0), lab, mind, sec, *part, sums, counts, 1, threads)
         assert np.array_equal(lab, d2.argmin(1)) and not np.any(lab == 40)
@@ -472,7 +471,7 @@ def _small_pass(X, C, prune, nthreads=2, w=None):
     sums, counts = np.zeros((k, d)), np.zeros(k)
     none = np.empty(0, np.int64)
     wn = np.empty(0) if w is None else w
-    part = np.empty((nb, k, d)), np.empty((nb, k))
+    part = K.block_partials(nb, k, d)
     K.small_pass(X, C, wn, lab, none, none, mind, mind[:0], *part, sums, counts, (0,) * d, 0, prune, nthreads)
     return lab, mind, sums, counts
 

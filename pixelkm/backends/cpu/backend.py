@@ -217,8 +217,7 @@ class CpuBackend(Backend):
         if d <= SMALL_D:
             step = CONVERT_ROWS if convert else n
             nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
-            part_s = np.empty((nb, k, d))
-            part_c = np.empty((nb, k))
+            part_s, part_c = K.block_partials(nb, k, d)
             pv = np.empty(0, np.int64) if prev is None else prev.contiguous().numpy()
             moved = np.zeros(nb if pv.size else 0, np.int64)
             self._moved = 0
@@ -257,8 +256,7 @@ class CpuBackend(Backend):
         if convert or X.dtype != C.dtype:
             step = min(step, CONVERT_ROWS)
         nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
-        part_s = np.empty((nb, k, d))
-        part_c = np.empty((nb, k))
+        part_s, part_c = K.block_partials(nb, k, d)
         for s0 in range(0, n, step):
             s1 = min(n, s0 + step)
             xs = X[s0:s1]

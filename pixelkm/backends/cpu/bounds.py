@@ -25,10 +25,11 @@ def drifts(c64: np.ndarray, prev: np.ndarray) -> np.ndarray:
     return np.sqrt(((c64 - prev) ** 2).sum(1)) * (1.0 + 8 * c64.shape[1] * 2.0**-52)
 
 
-def label_sums(xn, wn, labels: torch.Tensor, part_s, part_c, nt: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The float64 sums and counts of a full pass from the labels (:func:`.kernels.sums_by_label`: its blocks, its
-    order, the same bits); ``part_s``/``part_c`` the per-block scratch."""
-    k, d = part_s.shape[1], part_s.shape[2]
+def label_sums(xn, wn, labels: torch.Tensor, k: int, part_s, part_c, nt: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The float64 sums and counts over ``k`` centers of a full pass from the labels (:func:`.kernels.sums_by_label`:
+    its blocks, its order, the same bits); ``part_s``/``part_c`` the per-block scratch
+    (:func:`.kernels.block_partials`)."""
+    d = part_s.shape[2]
     sums = torch.zeros(k, d, dtype=torch.float64)
     counts = torch.zeros(k, dtype=torch.float64)
     K.sums_by_label(xn, wn, labels.numpy(), part_s, part_c, sums.numpy(), counts.numpy(), nt)
@@ -47,8 +48,7 @@ class HamerlyBounds:
         self.prev: np.ndarray | None = None  # the centers of the previous step (float64), None: next step is full
         nb = (n + K.BLOCK - 1) // K.BLOCK
         self.moved = np.zeros(nb, dtype=np.int64)
-        self._part_s = np.empty((nb, n_clusters, d))
-        self._part_c = np.empty((nb, n_clusters))
+        self._part_s, self._part_c = K.block_partials(nb, n_clusters, d)
         # the data as the kernel reads it: in place, or one float32 copy of float16/bfloat16 data
         self._xn = X.numpy() if X.dtype in (torch.uint8, torch.float32, torch.float64) else X.float().numpy()
         self._xn = np.ascontiguousarray(self._xn)
@@ -108,7 +108,7 @@ class HamerlyBounds:
             self.moved,
             nt,
         )
-        sums, counts = label_sums(self._xn, self._wn, self.labels, self._part_s, self._part_c, nt)
+        sums, counts = label_sums(self._xn, self._wn, self.labels, self.k, self._part_s, self._part_c, nt)
         self.prev = c64
         return self.labels, sums, counts, int(self.moved.sum())
 
@@ -175,8 +175,7 @@ class YinyangBounds:
         self.started = False
         nb = (n + K.BLOCK - 1) // K.BLOCK
         self.moved = np.zeros((n + K.YY_BLOCK - 1) // K.YY_BLOCK, dtype=np.int64)
-        self._part_s = np.empty((nb, n_clusters, d))
-        self._part_c = np.empty((nb, n_clusters))
+        self._part_s, self._part_c = K.block_partials(nb, n_clusters, d)
         self._done = np.zeros(nb, dtype=np.int64)  # the step's finished units per block
         self._valid = np.zeros(nb, dtype=np.int64)  # whether a block's partials are those of the current labels
         # the data in the compute dtype, as the full pass of large d reads it (in place when it is already)
