@@ -476,6 +476,43 @@ def _small_pass(X, C, prune, nthreads=2, w=None):
     return lab, mind, sums, counts
 
 
+@pytest.mark.parametrize("d", [1, 3, 5, 8, 9])
+@pytest.mark.parametrize("weighted", [True, False])
+def test_run_sums_equal_per_point_sums(d, weighted):
+    """The small-d pass keeps a run of points with one label summed in registers (up to RUN_D features) and adds
+    points one by one where labels change often: its float64 sums and counts must be those of the per-point adds in
+    the same blocks and order (``sums_by_label``, the sums the bounded passes use) bit for bit, with non-integer
+    data and weights (where the order of the additions shows), in blocks that mix long runs, alternating labels and
+    runs across tile and block boundaries, for 1 and 2 threads."""
+    from pixelkm.backends.cpu import kernels as K
+
+    rng = np.random.default_rng(3)
+    k = 4
+    C = (np.arange(k, dtype=np.float32)[:, None] * 10.0 + np.zeros((1, d), np.float32)).astype(np.float32)
+    pieces = []
+    for run in (700, 3, 1, 1, 2, 5000, 1, 1, 1, 1, 300, 4096, 2, 1000):  # lengths of the label runs, in order
+        j = int(rng.integers(0, k))
+        pieces.append(C[j] + rng.uniform(-0.3, 0.3, size=(run, d)).astype(np.float32))
+    X = np.ascontiguousarray(np.concatenate(pieces))
+    alternating = np.repeat(C, 1, axis=0)[np.arange(2000) % 2] + rng.uniform(-0.3, 0.3, (2000, d)).astype(np.float32)
+    X = np.ascontiguousarray(np.concatenate([X[:9000], alternating, X[9000:]]))  # a tile of changes inside a block
+    n = X.shape[0]
+    w = rng.uniform(0.1, 3.0, size=n) if weighted else None
+    lab0, _, _, _ = _small_pass(X, C, False, 1, w)
+    assert (np.diff(lab0) != 0).sum() > 2000  # the alternating part is there
+    nb = (n + K.BLOCK - 1) // K.BLOCK
+    ref_s, ref_c = np.zeros((k, d)), np.zeros(k)
+    part = K.block_partials(nb, k, d)
+    K.sums_by_label(X, np.empty(0) if w is None else w, lab0, *part, ref_s, ref_c, 2)
+    for threads in (1, 2):
+        lab, _, sums, counts = _small_pass(X, C, False, threads, w)
+        assert np.array_equal(lab, lab0)
+        assert np.array_equal(sums, ref_s) and np.array_equal(counts, ref_c)
+    exact = np.zeros((k, d))
+    np.add.at(exact, lab0, X.astype(np.float64) * (1.0 if w is None else w[:, None]))
+    np.testing.assert_allclose(ref_s, exact, rtol=1e-12)  # and they are the sums
+
+
 def _runs(rng, n, d, scale, dtype):
     """Points in runs of similar values (a photo's rows, sorted colors): a random walk, as the pruning expects."""
     return (np.cumsum(rng.normal(0, 1, size=(n, d)), axis=0) * scale).astype(dtype)

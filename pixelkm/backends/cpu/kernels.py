@@ -112,6 +112,68 @@ def _add_point(ps, pc, X, i, lab, w, has_w, d):
         pc[lab] += 1.0
 
 
+#: features up to which the small-d pass keeps the sums of a run of points with the same label in registers (the
+#: points of a photo or of its sorted colors come in runs): a tuple of ``1 + RUN_D`` float64 values, the count first
+RUN_D = 8
+
+
+@njit(cache=True, inline="always")
+def _run_load(ps, pc, lab, D):
+    """Label ``lab``'s partials (``pc[lab]``, then ``ps[lab, :D]``; zeros beyond ``D``, a compile-time constant) as a
+    tuple that LLVM keeps in registers."""
+    z = 0.0
+    return (
+        pc[lab],
+        ps[lab, 0],
+        ps[lab, 1] if D > 1 else z,
+        ps[lab, 2] if D > 2 else z,
+        ps[lab, 3] if D > 3 else z,
+        ps[lab, 4] if D > 4 else z,
+        ps[lab, 5] if D > 5 else z,
+        ps[lab, 6] if D > 6 else z,
+        ps[lab, 7] if D > 7 else z,
+    )
+
+
+@njit(cache=True, inline="always")
+def _run_store(ps, pc, lab, a, D):
+    """Write the run's tuple ``a`` back into label ``lab``'s partials (the inverse of :func:`_run_load`)."""
+    pc[lab] = a[0]
+    ps[lab, 0] = a[1]
+    if D > 1:
+        ps[lab, 1] = a[2]
+    if D > 2:
+        ps[lab, 2] = a[3]
+    if D > 3:
+        ps[lab, 3] = a[4]
+    if D > 4:
+        ps[lab, 4] = a[5]
+    if D > 5:
+        ps[lab, 5] = a[6]
+    if D > 6:
+        ps[lab, 6] = a[7]
+    if D > 7:
+        ps[lab, 7] = a[8]
+
+
+@njit(cache=True, inline="always")
+def _run_add(a, xt, p, wi, D):
+    """The run's tuple ``a`` plus point ``p`` of the transposed tile ``xt`` with weight ``wi`` (1.0 unweighted):
+    :func:`_add_point`'s operations (``x * w`` rounded, then added; ``x * 1.0`` is ``x``), hence its bits."""
+    z = 0.0
+    return (
+        a[0] + wi,
+        a[1] + np.float64(xt[0, p]) * wi,
+        a[2] + np.float64(xt[1, p]) * wi if D > 1 else z,
+        a[3] + np.float64(xt[2, p]) * wi if D > 2 else z,
+        a[4] + np.float64(xt[3, p]) * wi if D > 3 else z,
+        a[5] + np.float64(xt[4, p]) * wi if D > 4 else z,
+        a[6] + np.float64(xt[5, p]) * wi if D > 5 else z,
+        a[7] + np.float64(xt[6, p]) * wi if D > 6 else z,
+        a[8] + np.float64(xt[7, p]) * wi if D > 7 else z,
+    )
+
+
 @njit(cache=True, inline="always")
 def _keep_two(best, sec, bidx, p, dd, j):
     """Center ``j`` at squared distance ``dd`` from point ``p`` into its nearest (``best``, ``bidx``) and
@@ -134,6 +196,10 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
     values, as a photo's pixels or its sorted colors do). A worker whose block kept more than half of the centers
     per group on average (points in no useful order: the bounds cost more than they save) scans its next
     :data:`PRUNE_BACKOFF` blocks in full, then tries again.
+
+    The sums: up to :data:`RUN_D` features, a tile whose labels change at most at a quarter of its points keeps the
+    sums of each run of one label in registers (:func:`_run_add`; the additions of :func:`_add_point` in the same
+    order, hence the same bits, without a store and a reload per point); other tiles add point by point.
 
     ``w``, ``labels``, ``mind``, ``second``: arrays of length n, or of length 0 when not wanted (``second``
     is written only when ``mode`` is 1). ``part_s`` (>= ceil(n / BLOCK), k, d) and ``part_c`` (same, k)
@@ -175,6 +241,8 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
             ps[:] = 0.0
             pc[:] = 0.0
             nm = 0
+            cur = -1  # the label of the run of points whose sums are in ``acc`` (none yet)
+            acc = (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)  # (1 + RUN_D values)
             xt = np.zeros((D, TILE), C.dtype)
             best = np.empty(TILE, C.dtype)
             sec = np.empty(TILE, C.dtype)
@@ -198,6 +266,17 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                         groups += 1
                     else:
                         scan_group(xt, g, C, best, sec, bidx, dims, mode)
+                # runs of one label: their sums in registers; points in no useful order (a label change at more
+                # than a quarter of them) take the per-point adds, which need no branch on the label
+                use_run = False
+                if D <= RUN_D:
+                    ch = 0
+                    for p in range(1, m):
+                        ch += bidx[p] != bidx[p - 1]
+                    use_run = 4 * ch <= m
+                if not use_run and cur >= 0:
+                    _run_store(ps, pc, cur, acc, D)
+                    cur = -1
                 ls = labels[t0 : t0 + m] if has_lab else labels
                 vs = prev[t0 : t0 + m] if has_prev else prev
                 ds = mind[t0 : t0 + m] if has_dist else mind
@@ -214,7 +293,17 @@ def small_pass(X, C, w, labels, prev, moved, mind, second, part_s, part_c, sums,
                     if mode == 1:
                         ss[p] = sec[p]
                     # (from the tile, which holds the values of X exactly in the compute dtype)
-                    _add_point(ps, pc, xtT, p, lab, ws, has_w, D)
+                    if use_run:  # the same additions in the same order, in registers while the label repeats
+                        if lab != cur:
+                            if cur >= 0:
+                                _run_store(ps, pc, cur, acc, D)
+                            cur = lab
+                            acc = _run_load(ps, pc, lab, D)
+                        acc = _run_add(acc, xt, p, np.float64(ws[p]) if has_w else 1.0, D)
+                    else:
+                        _add_point(ps, pc, xtT, p, lab, ws, has_w, D)
+            if cur >= 0:
+                _run_store(ps, pc, cur, acc, D)
             if has_prev:
                 moved[b] = nm
             if pruning and 2 * kept > k * groups:
