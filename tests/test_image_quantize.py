@@ -115,6 +115,31 @@ def test_palette_png_indices_equal_the_labels(photo):
         np.testing.assert_array_equal(np.asarray(d.to_pil()), np.where(d.labels < 0, d.n_colors, d.labels))
 
 
+@pytest.mark.parametrize("k, dither, rle", [(4, False, True), (16, False, True), (16, True, False), (32, False, False)])
+def test_palette_png_of_few_colors_uses_runs(photo, tmp_path, k, dither, rle):
+    """Palette PNGs of at most RLE_PNG_COLORS entries and no dithering are written with zlib's run-length strategy
+    (smaller and faster for them); dithered ones and larger palettes keep the default. The file decodes to the same
+    indices and palette either way, and save() writes exactly what the size guard measured."""
+    import zlib
+
+    from pixelkm.image._common import png_options
+
+    r = pim.quantize(photo, k)
+    if dither:
+        r = r.dither()
+    im = r.to_pil()
+    opts = png_options(im, tmp_path / "q.png", runs=not dither)
+    assert (opts.get("compress_type") == zlib.Z_RLE) == rle
+    info = r.save(tmp_path / "q.png")
+    with Image.open(tmp_path / "q.png") as out:
+        assert out.mode == "P"
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(im))
+        assert out.getpalette()[: 3 * r.n_colors] == im.getpalette()[: 3 * r.n_colors]
+    guarded = r.save(tmp_path / "g.png", max_bytes=10**8)
+    assert guarded.bytes == info.bytes == (tmp_path / "g.png").stat().st_size
+    assert (tmp_path / "g.png").read_bytes() == (tmp_path / "q.png").read_bytes()
+
+
 def test_more_than_256_colors_is_truecolor(photo, tmp_path):
     photo = np.ascontiguousarray(photo[::2, ::2])  # 6144 pixels, enough distinct colors, a quick fit
     r = pim.quantize(photo, 300, max_iter=5)

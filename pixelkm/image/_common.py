@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -357,16 +358,38 @@ class SaveInfo:
 #: 16 colors: 0.15 s instead of 0.36 s for a file 4% larger; level 1 would be 0.11 s and 23% larger)
 FAST_PNG_PIXELS = 1 << 20
 _FAST_PNG_LEVEL = {"RGB": 1, "RGBA": 1, "P": 4, "L": 4}
+#: palette images of at most this many entries (Pillow writes them with 1, 2 or 4 bits per pixel) and no dithering
+#: are compressed with zlib's run-length strategy: smaller and faster than its default for them. Measured on the
+#: five bundled photos and the 12 MP one at 2/4/8/16 colors (2026-12-03): 3572 KiB in 0.37 s against 3904 KiB in
+#: 0.59 s at level 4 (the 12 MP photo at 16 colors 1153 KiB in 0.11 s against 1247 KiB in 0.16 s); dithered, 2%
+#: larger than level 4 (kept there), and from 32 colors 10-45% larger (the 12 MP photo at 256 colors: 5713 KiB
+#: against 3294)
+RLE_PNG_COLORS = 16
 
 
-def png_options(im: Image.Image, path: str | os.PathLike) -> dict[str, Any]:
-    if image_format(path) == "PNG" and im.mode in _FAST_PNG_LEVEL and im.width * im.height >= FAST_PNG_PIXELS:
-        return {"compress_level": _FAST_PNG_LEVEL[im.mode]}
-    return {}
+def png_options(im: Image.Image, path: str | os.PathLike, *, runs: bool = True) -> dict[str, Any]:
+    """Pillow's PNG options for writing ``im`` to ``path``: a faster zlib level for large images
+    (:data:`FAST_PNG_PIXELS`), and for a palette of at most :data:`RLE_PNG_COLORS` entries zlib's run-length strategy
+    unless ``runs`` is False (dithered pixels, which have few runs)."""
+    if image_format(path) != "PNG":
+        return {}
+    opts: dict[str, Any] = {}
+    if im.mode in _FAST_PNG_LEVEL and im.width * im.height >= FAST_PNG_PIXELS:
+        opts["compress_level"] = _FAST_PNG_LEVEL[im.mode]
+    if runs and im.mode == "P" and im.palette is not None:
+        if len(im.palette.getdata()[1]) // 3 <= RLE_PNG_COLORS:  # (Pillow's own count of the entries)
+            opts["compress_type"] = zlib.Z_RLE
+    return opts
 
 
 def save_as(
-    im: Image.Image, path: str | os.PathLike, force: bool, original_bytes: int | None = None, inputs=()
+    im: Image.Image,
+    path: str | os.PathLike,
+    force: bool,
+    original_bytes: int | None = None,
+    inputs=(),
+    *,
+    runs: bool = True,
 ) -> SaveInfo:
-    p = save_pil(im, path, force=force, inputs=inputs, **png_options(im, path))
+    p = save_pil(im, path, force=force, inputs=inputs, **png_options(im, path, runs=runs))
     return SaveInfo(p, p.stat().st_size, original_bytes)

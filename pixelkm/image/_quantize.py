@@ -177,11 +177,11 @@ class QuantizeResult:
         if original is None:
             original = encoded_size(self._img.to_pil())
         if max_bytes is None and not skip_if_larger:
-            return save_as(self.to_pil(), path, force, original, inputs)
+            return save_as(self.to_pil(), path, force, original, inputs, runs=not self.dithered)
         if max_bytes is not None and (isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 1):
             raise ValueError(f"max_bytes must be a positive int, got {max_bytes!r}")
         im = self.to_pil()
-        data = encode_for(im, path, **png_options(im, path))  # the bytes save_as would write
+        data = encode_for(im, path, **png_options(im, path, runs=not self.dithered))  # the bytes save_as would write
         why = None
         if max_bytes is not None and len(data) > max_bytes:
             why = f"{len(data)} bytes would be more than the {max_bytes} allowed (--max-size)"
