@@ -11,7 +11,8 @@ Rows of up to 4 uint8 features are packed into one integer key; keys are counted
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -29,7 +30,8 @@ MAX_DISTINCT_FRACTION = 0.5
 _DENSE_KEYS = 1 << 24
 
 
-class ColorHistogram(NamedTuple):
+@dataclass(frozen=True)
+class ColorHistogram:
     """Distinct rows of X and what a weighted fit on them needs.
 
     colors : uint8 tensor of shape (m, d), the distinct rows in increasing key order
@@ -37,14 +39,18 @@ class ColorHistogram(NamedTuple):
     inverse : int64 tensor of shape (n,): ``colors[inverse]`` equals X
     counts : float64 tensor of shape (m,): how many rows of X each distinct row stands for
     variance : float64 tensor of shape (): mean over features of each feature's variance over the rows of X
-        (unweighted, as scikit-learn's ``tol`` uses it), computed from the histogram
+        (unweighted, as scikit-learn's ``tol`` uses it), computed from the histogram on first use (two passes over
+        the distinct colors: 0.04 s for a 12 MP photo's, which the image toolkit does not need)
     """
 
     colors: torch.Tensor
     weights: torch.Tensor
     inverse: torch.Tensor | None
     counts: torch.Tensor
-    variance: torch.Tensor
+
+    @cached_property
+    def variance(self) -> torch.Tensor:
+        return weighted_variance(self.colors, self.counts)
 
     def rescaled_tol(self, tol: float) -> float:
         """The ``tol`` that, given to a fit on ``colors`` (which measures the unweighted variance of the distinct
@@ -274,7 +280,7 @@ def color_histogram(
     colors = unpack_keys(uniq, d)
     cdt = torch.float32 if sample_weight is None else sample_weight.dtype
     weights = (counts if wsum is None else wsum).to(cdt)
-    return ColorHistogram(colors, weights, inv, counts, weighted_variance(colors, counts))
+    return ColorHistogram(colors, weights, inv, counts)
 
 
 def reduce_colors(
