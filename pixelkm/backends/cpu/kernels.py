@@ -137,23 +137,11 @@ def _run_load(ps, pc, lab, D):
 
 @njit(cache=True, inline="always")
 def _run_store(ps, pc, lab, a, D):
-    """Write the run's tuple ``a`` back into label ``lab``'s partials (the inverse of :func:`_run_load`)."""
+    """Write the run's tuple ``a`` back into label ``lab``'s partials (the inverse of :func:`_run_load`; at the end
+    of a run only, so the tuple's index may be a loop variable)."""
     pc[lab] = a[0]
-    ps[lab, 0] = a[1]
-    if D > 1:
-        ps[lab, 1] = a[2]
-    if D > 2:
-        ps[lab, 2] = a[3]
-    if D > 3:
-        ps[lab, 3] = a[4]
-    if D > 4:
-        ps[lab, 4] = a[5]
-    if D > 5:
-        ps[lab, 5] = a[6]
-    if D > 6:
-        ps[lab, 6] = a[7]
-    if D > 7:
-        ps[lab, 7] = a[8]
+    for f in range(D):
+        ps[lab, f] = a[1 + f]
 
 
 @njit(cache=True, inline="always")
