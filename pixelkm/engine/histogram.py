@@ -30,7 +30,7 @@ MAX_DISTINCT_FRACTION = 0.5
 _DENSE_KEYS = 1 << 24
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class ColorHistogram:
     """Distinct rows of X and what a weighted fit on them needs.
 

@@ -60,8 +60,9 @@ assert TILE % GROUP_MAX == 0
 PRUNE_BACKOFF = 32
 #: bytes of padding after each block's partial sums and after its counts: two workers add into neighbouring blocks at
 #: once, and partials sharing a cache line (or an adjacent-line prefetch pair) bounce between the cores on every
-#: add (false sharing). Padded, a full pass over the 12 MP photo's 960,825 weighted colors at K = 1 / 2 / 4 took
-#: 2.45 / 2.89 / 2.55 ms against 8.79 / 6.75 / 4.44 unpadded (2 threads, 2-core AMD EPYC, interleaved, min of 5)
+#: add (false sharing). Padded, a pass over the 12 MP photo's 960,825 weighted colors at K = 1 / 2 / 4 took
+#: 2.88 / 2.63 / 2.79 ms against 8.42 / 6.59 / 4.31 unpadded (benchmarks/cpu_pass_k.py, 2 threads, 2-core AMD EPYC,
+#: 2026-12-03; docs/cpu.md)
 PARTIALS_GAP = 128
 
 
