@@ -24,6 +24,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from photo_commands import IMAGES  # noqa: E402
 
+from benchmarks import common  # noqa: E402
+
 
 def colors_12mp() -> tuple[np.ndarray, np.ndarray]:
     from PIL import Image
@@ -73,12 +75,7 @@ def main() -> None:
             "sklearn": lambda Xf=Xf, w=w, k=k: kmeans_plusplus(Xf, k, sample_weight=w, random_state=0),
         }
         pk_plusplus(Xt[:, :4096], 2, None if wt is None else wt[:, :4096], torch.Generator(), torch.float32)  # compile
-        times = {"pixelkm": [], "sklearn": []}
-        for _ in range(a.repeats):
-            for impl, f in calls.items():
-                t = time.perf_counter()
-                f()
-                times[impl].append(time.perf_counter() - t)
+        times = {impl: ts for impl, (ts, _) in common.interleaved_times(calls, a.repeats, float("inf")).items()}
         best = {i: min(v) for i, v in times.items()}
         rows[name] = {"s": best, "all": times, "ratio": best["pixelkm"] / best["sklearn"]}
         print(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from cpu_init import colors_12mp  # noqa: E402
+
+from benchmarks import common  # noqa: E402
 
 
 def main() -> None:
@@ -41,14 +42,15 @@ def main() -> None:
     ks = [int(k) for k in a.ks.split(",")]
     centers = {k: X[:, torch.from_numpy(rng.choice(n, k, replace=False))].clone() for k in ks}
     cache: dict = {}
-    for C in centers.values():  # warm-up (compiles on a first run)
-        be.assign_update(X, C, w, compute_distances=False, cache=cache)
-    best = dict.fromkeys(ks, float("inf"))
-    for _ in range(a.repeats):
-        for k, C in centers.items():
-            t0 = time.perf_counter()
-            be.assign_update(X, C, w, compute_distances=False, cache=cache)
-            best[k] = min(best[k], time.perf_counter() - t0)
+
+    def one_pass(C):
+        return lambda: be.assign_update(X, C, w, compute_distances=False, cache=cache)
+
+    runs = {k: one_pass(C) for k, C in centers.items()}
+    for run in runs.values():  # warm-up (compiles on a first run)
+        run()
+    timed = common.interleaved_times(runs, a.repeats, budget_s=float("inf"))
+    best = {k: min(times) for k, (times, _) in timed.items()}
     nt = pass_threads()
     print(f"# {n} weighted colors, d = 3, {nt} threads; min of {a.repeats}")
     for k in ks:

@@ -494,7 +494,7 @@ def test_run_sums_equal_per_point_sums(d, weighted):
         j = int(rng.integers(0, k))
         pieces.append(C[j] + rng.uniform(-0.3, 0.3, size=(run, d)).astype(np.float32))
     X = np.ascontiguousarray(np.concatenate(pieces))
-    alternating = np.repeat(C, 1, axis=0)[np.arange(2000) % 2] + rng.uniform(-0.3, 0.3, (2000, d)).astype(np.float32)
+    alternating = C[np.arange(2000) % 2] + rng.uniform(-0.3, 0.3, (2000, d)).astype(np.float32)
     X = np.ascontiguousarray(np.concatenate([X[:9000], alternating, X[9000:]]))  # a tile of changes inside a block
     n = X.shape[0]
     w = rng.uniform(0.1, 3.0, size=n) if weighted else None

@@ -115,7 +115,7 @@ def _add_point(ps, pc, X, i, lab, w, has_w, d):
 
 #: features up to which the small-d pass keeps the sums of a run of points with the same label in registers (the
 #: points of a photo or of its sorted colors come in runs): a tuple of ``1 + RUN_D`` float64 values, the count first
-RUN_D = 8
+RUN_D = 8  # (_run_load, _run_add and small_pass's first ``acc`` spell out its 1 + 8 values)
 
 
 @njit(cache=True, inline="always")
