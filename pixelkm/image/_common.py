@@ -359,11 +359,11 @@ class SaveInfo:
 FAST_PNG_PIXELS = 1 << 20
 _FAST_PNG_LEVEL = {"RGB": 1, "RGBA": 1, "P": 4, "L": 4}
 #: palette images of at most this many entries (Pillow writes them with 1, 2 or 4 bits per pixel) and no dithering
-#: are compressed with zlib's run-length strategy: smaller and faster than its default for them. Measured on the
-#: five bundled photos and the 12 MP one at 2/4/8/16 colors (2026-12-03): 3572 KiB in 0.37 s against 3904 KiB in
-#: 0.59 s at level 4 (the 12 MP photo at 16 colors 1153 KiB in 0.11 s against 1247 KiB in 0.16 s); dithered, 2%
-#: larger than level 4 (kept there), and from 32 colors 10-45% larger (the 12 MP photo at 256 colors: 5713 KiB
-#: against 3294)
+#: are compressed with zlib's run-length strategy: smaller and faster than its default for them. Measured
+#: (benchmarks/png_write.py, 2026-12-03) on the five bundled photos and the 12 MP one at 2/4/8/16 colors: 3572 KiB in
+#: 0.37 s against 3904 KiB in 0.59 s at level 4 (the 12 MP photo at 16 colors 1153 KiB in 0.11 s against 1247 KiB
+#: in 0.19 s); dithered, 2% larger than level 4 (kept there), and from 32 colors 10-45% larger (the 12 MP photo at
+#: 256 colors: 5713 KiB against 3542)
 RLE_PNG_COLORS = 16
 
 
