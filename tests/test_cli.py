@@ -94,7 +94,7 @@ def test_bad_inputs(capsys, small_photo, tmp_path):
     code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--max-pixels", "100")
     one_line_error(code, err, "--max-pixels")
     code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--palette", tmp_path / "none.json")
-    one_line_error(code, err, "does not exist")
+    one_line_error(code, err, "no such palette file")
     (tmp_path / "bad.json").write_text('["#12345g"]')
     code, _, err = run(capsys, "quantize", small_photo, "-o", tmp_path / "o.png", "--palette", tmp_path / "bad.json")
     one_line_error(code, err, "is not a color")
@@ -218,6 +218,44 @@ def test_console_script(small_photo, tmp_path):
     assert ok.returncode == 0 and len(json.loads(ok_out)["colors"]) == 2
     assert bad.returncode == 1 and bad_err.strip() == f"pixelkm: error: no such file: {tmp_path / 'nope.png'}"
     assert "Traceback" not in bad_err
+
+
+def test_errors_come_before_the_heavy_imports(small_photo, tmp_path):
+    """A command whose input, output or palette is wrong says so before it imports torch, numba or the toolkit
+    (1.5-2 s of a 2-core machine's start-up): every check of names and headers runs first."""
+    (tmp_path / "text.png").write_text("hello")
+    (tmp_path / "taken.png").write_bytes(b"mine")
+    t, src = tmp_path, str(small_photo)
+    cases = [
+        (["quantize", str(t / "nope.png"), "-o", str(t / "o.png")], "no such file"),
+        (["quantize", src, "-o", str(t / "taken.png")], "exists; pass --force"),
+        (["quantize", str(t / "text.png"), "-o", str(t / "o.png")], "not an image file"),
+        (["quantize", src, "-o", str(t / "o.xyz")], "suffix"),
+        (["quantize", src, "-o", str(t / "o.png"), "--max-pixels", "100"], "--max-pixels"),
+        (["quantize", src, "-o", str(t / "o.png"), "--palette", str(t / "none.json")], "no such palette file"),
+        (["segment", str(t), "-o", str(t / "s.png")], "is a folder"),
+        (["segment", src, "-o", str(t / "s.png"), "--mean-image", str(t / "m.xyz")], "suffix"),
+        (["palette", str(t / "nope.png")], "no such file"),
+        (["remove-bg", src, "-o", str(t / "b.png"), "--mask", str(t / "taken.png")], "exists; pass --force"),
+        (["remove-bg", str(t / "text.png"), "-o", str(t / "b.png")], "not an image file"),
+        (["choose-k", str(t / "nope.png")], "no such file"),
+    ]
+    script = (
+        "import json, sys\nfrom pixelkm.cli import main\nout = []\n"
+        "for argv in json.loads(sys.argv[1]):\n"
+        "    out.append(main(argv))\n"
+        "heavy = sorted(m for m in ('torch', 'numba', 'pixelkm.image', 'pixelkm.engine') if m in sys.modules)\n"
+        "print(json.dumps([out, heavy]))\n"
+    )
+    argvs = [argv for argv, _ in cases]
+    res = subprocess.run([sys.executable, "-c", script, json.dumps(argvs)], capture_output=True, text=True)
+    codes, heavy = json.loads(res.stdout)
+    lines = res.stderr.strip().splitlines()
+    assert codes == [1] * len(cases) and heavy == [], (codes, heavy, res.stderr)
+    assert len(lines) == len(cases), res.stderr
+    for line, (argv, pattern) in zip(lines, cases):
+        assert line.startswith("pixelkm: error: ") and pattern in line, (argv, line)
+    assert (t / "taken.png").read_bytes() == b"mine" and not (t / "o.png").exists()
 
 
 def test_demo_without_matplotlib_or_tqdm(capsys, small_photo, tmp_path, monkeypatch):

@@ -26,10 +26,10 @@ from ..engine import batched as _batched
 from ..engine.histogram import color_histogram, map_rows, rescaled_tol, weighted_variance
 from ..estimators.base import fit_params
 from ..estimators.kmeans import KMeans
-from ..io.pillow import ImageError
+from ..io.pillow import ImageError, image_format
 from ._clean import Outliers, find_outliers, outlier_weights
 from ._features import check_features, color_features
-from ._io import LoadedImage, image_format, save_pil
+from ._io import LoadedImage, save_pil
 
 #: scikit-learn's default ``tol``, relative to the variance of the pixels (not of the distinct colors)
 TOL = 1e-4

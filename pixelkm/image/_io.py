@@ -21,7 +21,7 @@ from PIL import Image, ImageOps
 
 from .._validation import check_device
 from ..io.files import TempFile
-from ..io.pillow import ImageError, read_image, rgb_alpha_from_pil
+from ..io.pillow import ImageError, image_format, read_image, rgb_alpha_from_pil
 from ..io.pillow import check_size as _check_size
 from ..io.pillow import pixel_limit as _pixel_limit
 
@@ -165,18 +165,6 @@ def atomic_write(
 
 
 _PALETTE_FORMATS = {"PNG", "GIF", "BMP", "TIFF"}
-
-
-def image_format(path: str | os.PathLike) -> str:
-    """Pillow's format name for the suffix of ``path`` (".png" -> "PNG"); a clear error when unknown."""
-    suffix = Path(path).suffix.lower()
-    fmt = Image.registered_extensions().get(suffix)
-    if fmt is None or fmt not in Image.SAVE:
-        raise ValueError(
-            f"cannot tell which image format to write from {str(path)!r}: use a suffix such as .png, .jpg, "
-            ".webp, .tif, .bmp or .gif"
-        )
-    return fmt
 
 
 def for_format(im: Image.Image, fmt: str) -> Image.Image:

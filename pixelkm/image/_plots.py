@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from ._io import atomic_write, image_format
+from ..io.pillow import image_format
+from ._io import atomic_write
 
 
 def _figure(width: float, height: float):

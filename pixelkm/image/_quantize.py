@@ -14,6 +14,7 @@ import torch
 from PIL import Image
 
 from .._validation import to_output as output
+from ..io.files import require_file
 from ..ops import assign_update
 from ._common import (
     SaveInfo,
@@ -247,8 +248,7 @@ def load_palette(source: Any) -> np.ndarray:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source)
         where = f"palette file {path}"
-        if not path.is_file():
-            raise FileNotFoundError(f"{where} does not exist")
+        require_file(path, "palette file")
         if path.suffix.lower() == ".json":
             try:
                 source = json.loads(path.read_text())

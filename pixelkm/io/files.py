@@ -75,6 +75,15 @@ def _unregister(tmp: str) -> None:
             del _REPLACED[sig]
 
 
+def require_file(path: Path, what: str = "file") -> None:
+    """FileNotFoundError when nothing is at ``path``, IsADirectoryError when it is a folder: an input's first check,
+    in the same words for every reader (``what``: the kind of file wanted, "file" or "palette file")."""
+    if not path.exists():
+        raise FileNotFoundError(f"no such {what}: {path}")
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder, not a {what}")
+
+
 def not_regular(path: Path) -> str | None:
     """Why ``path`` cannot be an output file (a folder, a device, a pipe), or None."""
     if path.is_dir():

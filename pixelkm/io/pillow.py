@@ -10,6 +10,7 @@ the errors (type and message) are the same.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import warnings
@@ -17,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .files import require_file
 
 
 class ImageError(ValueError):
@@ -30,6 +33,18 @@ class ImageTooLargeError(ImageError):
 # Pillow's guard reads the module-global Image.MAX_IMAGE_PIXELS; raising it for one call is done under a lock.
 LIMIT_LOCK = threading.Lock()
 MAX_PIXELS_HINT = "pass max_pixels=N (command line: --max-pixels N) to read it if you trust the file"
+
+
+def image_format(path: str | os.PathLike) -> str:
+    """Pillow's format name for the suffix of ``path`` (".png" -> "PNG"); a clear error when unknown."""
+    suffix = Path(path).suffix.lower()
+    fmt = Image.registered_extensions().get(suffix)
+    if fmt is None or fmt not in Image.SAVE:
+        raise ValueError(
+            f"cannot tell which image format to write from {str(path)!r}: use a suffix such as .png, .jpg, "
+            ".webp, .tif, .bmp or .gif"
+        )
+    return fmt
 
 
 def pixel_limit(max_pixels: int | None) -> int | None:
@@ -109,33 +124,56 @@ def rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(im), None
 
 
-def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    if path.is_dir():
-        raise IsADirectoryError(f"{path} is a folder, not an image file")
-    limit = pixel_limit(max_pixels)
+@contextlib.contextmanager
+def _read_errors(path: Path):
+    """Pillow's and the file system's errors while reading ``path`` as one of ours, each naming the file."""
     try:
-        im = open_with_limit(path, limit)
-        with im:
-            check_size(im.width, im.height, limit, str(path))
-            check_memory(im, str(path))
-            source_mode = im.mode
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
-                im.load()
-                im = ImageOps.exif_transpose(im)
-            rgb, alpha = rgb_alpha_from_pil(im)
+        yield
     except UnidentifiedImageError:
         raise ImageError(f"cannot read {path}: not an image file Pillow recognizes") from None
     except PermissionError:
         raise PermissionError(f"cannot read {path}: permission denied") from None
-    except (ImageError, FileNotFoundError):
+    except (ImageError, FileNotFoundError, IsADirectoryError):
         raise
     except (OSError, SyntaxError, EOFError, ValueError, IndexError, TypeError) as e:  # Pillow's decoders raise these
         raise ImageError(
             f"cannot read {path}: {e or type(e).__name__} (the file may be truncated or corrupt)"
         ) from None
+
+
+def _open_checked(path: Path, limit: int | None) -> Image.Image:
+    """The image file opened (its header read), refused when missing, a folder, above ``limit`` pixels or larger
+    decoded than the memory available."""
+    require_file(path)
+    im = open_with_limit(path, limit)
+    try:
+        check_size(im.width, im.height, limit, str(path))
+        check_memory(im, str(path))
+    except BaseException:
+        im.close()
+        raise
+    return im
+
+
+def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> None:
+    """Raise what :func:`read_image` raises before it decodes (no such file, a folder, no image Pillow recognizes,
+    above the pixel limit or the memory available), from the file's header alone: for a command to fail in
+    milliseconds, before its imports, rather than after them."""
+    path = Path(path)
+    limit = pixel_limit(max_pixels)
+    with _read_errors(path), _open_checked(path, limit):
+        pass
+
+
+def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
+    limit = pixel_limit(max_pixels)
+    with _read_errors(path), _open_checked(path, limit) as im:
+        source_mode = im.mode
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size was checked above
+            im.load()
+            im = ImageOps.exif_transpose(im)
+        rgb, alpha = rgb_alpha_from_pil(im)
     # writable arrays of their own (Pillow's are read-only views of its bytes): the tensors are made on them
     rgb = np.array(rgb, dtype=np.uint8, copy=True)
     return rgb, None if alpha is None else np.array(alpha, dtype=np.uint8, copy=True), source_mode

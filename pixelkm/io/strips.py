@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from .._sysinfo import available_memory
-from .files import TempFile
+from .files import TempFile, require_file
 
 #: Pillow raw modes read directly: rawmode -> (channels, reverse channel order)
 _RAW_MODES = {"L": (1, False), "RGB": (3, False), "RGBA": (4, False), "BGR": (3, True)}
@@ -125,6 +125,7 @@ def image_layout(path: str | os.PathLike, *, max_pixels: int | None = None, chec
     limit.
     """
     path = os.fspath(path)
+    require_file(Path(path))
     try:
         if path.endswith(".npy"):
             return _npy_layout(path)
