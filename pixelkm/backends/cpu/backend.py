@@ -251,8 +251,8 @@ class CpuBackend(Backend):
         # of whole blocks, so that the float64 partials stay within PARTIALS_BYTES
         CP, csq = center_panels(Cn)
         slack = rounding_slack(cnp, d)
-        per_block = 8 * k * (d + 1)
-        step = K.BLOCK * max(2 * nthreads, PARTIALS_BYTES // (per_block * K.BLOCK) if per_block else 1)
+        per_block = 8 * k * (d + 1)  # bytes of one block's partials
+        step = K.BLOCK * max(2 * nthreads, PARTIALS_BYTES // per_block)
         if convert or X.dtype != C.dtype:
             step = min(step, CONVERT_ROWS)
         nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK

@@ -42,6 +42,7 @@ from .simd import (
     expansion_tile,
     fma,
     group_points,
+    lanes_nearest_two,
     scan_group,
     scan_pruned,
 )
@@ -49,7 +50,7 @@ from .simd import (
 #: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
 #: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
 #: kernel would keep the old code
-SIMD_SHA256 = "5a065639b12c0378523fd4a66220a6f22db6b2c47229d39e07042f922d396485"
+SIMD_SHA256 = "10162584404afc62141c0af6f5ddd737f3f41ba25a74d7f4fd1dcaefa24bd0f7"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
@@ -322,25 +323,6 @@ def _pack_rows(X, t0, t1, XT):
             XT[f, p] = X[t0 + p, f]
 
 
-@njit(cache=True, inline="always")
-def _nearest_two(m1, i1, m2, p, W):
-    """Point p's smallest expansion value, its center (the lowest index on ties) and the second smallest value (a
-    tie with the smallest included), from the lanes :func:`.simd.expansion_tile` leaves."""
-    o = p * W
-    b1 = m1[o]
-    j1 = i1[o]
-    for q in range(o + 1, o + W):
-        if m1[q] < b1 or (m1[q] == b1 and i1[q] < j1):
-            b1 = m1[q]
-            j1 = i1[q]
-    b2 = m2[o]
-    for q in range(o, o + W):
-        b2 = min(b2, m2[q])
-        if i1[q] != j1:
-            b2 = min(b2, m1[q])
-    return b1, j1, b2
-
-
 @njit(cache=True, parallel=True, fastmath=_FM)
 def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sums, counts, MODE, nthreads):
     """One pass of the large-d kernel over X (n, d) in the compute dtype; ``sums`` and ``counts`` are added to.
@@ -354,6 +336,13 @@ def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sum
     computed directly (the small-d kernel's arithmetic), the lowest index winning ties. The points are added in
     order into the block's float64 partials (``part_s`` (>= ceil(n / BLOCK), k, d), ``part_c``), reduced block
     after block as the small-d kernel's. One parallel region per pass; bit-identical whatever the number of threads.
+
+    Per tile, each row's nearest two come out of the lanes without a branch (:func:`.simd.lanes_nearest_two`), and
+    ``|x|^2`` and the distances to the labels are computed with the tile's rows as lanes (each row's operations in
+    feature order, so the bits of a row-by-row sum). Measured against the same pass with these three row by row
+    (scalar lanes' scan with a branch per lane, dependent chains of ``d`` additions; in one process, interleaved,
+    min of 15, n = 200,000 float32, 2 threads, the 2-core AMD EPYC, 2026-12-03 16:30 UTC): d = 16 / 32 / 64 / 128
+    at K = 16 9.1 / 15.5 / 22.4 / 43.5 -> 5.6 / 10.4 / 16.9 / 30.7 ms, d = 32 K = 100 20.2 -> 16.4 ms.
     """
     n, d = X.shape
     k = C.shape[0]
@@ -368,13 +357,17 @@ def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sum
         cmax = max(cmax, np.float64(csq[j]))
     nb = (n + BLOCK - 1) // BLOCK
     ctr = np.zeros(1, np.int64)
+    R = PANEL_ROWS
     for _t in prange(nthreads):
-        XT = np.zeros((d, PANEL_ROWS), C.dtype)
-        G = np.empty((PANEL_ROWS, kp), C.dtype)
-        m1 = np.empty(PANEL_ROWS * W, C.dtype)
-        m2 = np.empty(PANEL_ROWS * W, C.dtype)
-        i1 = np.empty(PANEL_ROWS * W, np.int32)
+        XT = np.zeros((d, R), C.dtype)
+        G = np.empty((R, kp), C.dtype)
+        m1 = np.empty(R * W, C.dtype)
+        m2 = np.empty(R * W, C.dtype)
+        i1 = np.empty(R * W, np.int32)
         ci = np.empty(k, np.int32)
+        xsq = np.empty(R)  # the tile's |x|^2 in float64
+        labs = np.zeros(R, np.int64)  # the tile's labels (valid centers also in the rows beyond the tile's end)
+        dd = np.empty(R, C.dtype)  # the tile's distances to their centers
         while True:
             b = fetch_add(ctr)
             if b >= nb:
@@ -385,27 +378,28 @@ def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sum
             pc = part_c[b]
             ps[:] = 0.0
             pc[:] = 0.0
-            for t0 in range(s0, e0, PANEL_ROWS):
-                t1 = min(e0, t0 + PANEL_ROWS)
+            for t0 in range(s0, e0, R):
+                t1 = min(e0, t0 + R)
                 _pack_rows(X, t0, t1, XT)
                 expansion_tile(XT, CP, csq, G, m1, i1, m2)
+                # |x|^2 of the tile's rows as lanes (feature after feature: the order of a sum per row)
+                for p in range(R):
+                    xsq[p] = 0.0
+                for f in range(d):
+                    for p in range(R):
+                        xf = np.float64(XT[f, p])
+                        xsq[p] += xf * xf
                 for i in range(t0, t1):
-                    xsq = 0.0
-                    for f in range(d):
-                        xf = np.float64(X[i, f])
-                        xsq += xf * xf
-                    err = slack * (xsq + cmax)
-                    b1, j1, b2 = _nearest_two(m1, i1, m2, i - t0, W)
-                    g = G[i - t0]
+                    p = i - t0
+                    err = slack * (xsq[p] + cmax)
+                    b1, j1, b2 = lanes_nearest_two(m1, i1, m2, p)
                     lim = np.float64(b1) + 2.0 * err
-                    best = ct(0)
                     lab = np.int64(j1)
                     if np.float64(b2) > lim:
-                        if has_dist or MODE == 1:
-                            best = _sq_dist(X, i, C, lab, ct)
-                            if MODE == 1:
-                                second[i] = max(np.float64(b2) + xsq - err, 0.0)
+                        if MODE == 1:
+                            second[i] = max(np.float64(b2) + xsq[p] - err, 0.0)
                     else:
+                        g = G[p]
                         nc = 0
                         sec_lo = np.inf
                         for j in range(k):
@@ -419,21 +413,30 @@ def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sum
                         sec = ct(np.inf)
                         for q in range(nc):
                             j = ci[q]
-                            dd = _sq_dist(X, i, C, j, ct)
-                            if dd < best:
+                            dq = _sq_dist(X, i, C, j, ct)
+                            if dq < best:
                                 sec = best
-                                best = dd
+                                best = dq
                                 lab = j
-                            elif dd < sec:
-                                sec = dd
+                            elif dq < sec:
+                                sec = dq
                         if MODE == 1:
                             # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
-                            second[i] = min(np.float64(sec), max(sec_lo + xsq - err, 0.0))
+                            second[i] = min(np.float64(sec), max(sec_lo + xsq[p] - err, 0.0))
+                    labs[p] = lab
                     if has_lab:
                         labels[i] = lab
-                    if has_dist:
-                        mind[i] = best
                     _add_point(ps, pc, X, i, lab, w, has_w, X.shape[1])
+                if has_dist:  # each row's distance to its center, rows as lanes: _sq_dist's operations, its bits
+                    for p in range(R):
+                        v = XT[0, p] - C[labs[p], 0]
+                        dd[p] = v * v
+                    for f in range(1, d):
+                        for p in range(R):
+                            v = XT[f, p] - C[labs[p], f]
+                            dd[p] = fma(v, v, dd[p])
+                    for i in range(t0, t1):
+                        mind[i] = dd[i - t0]
     _reduce(part_s, part_c, nb, sums, counts)
 
 

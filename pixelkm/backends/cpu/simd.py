@@ -571,3 +571,45 @@ def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2):
         return context.get_dummy_value()
 
     return types.void(XT, CP, csq, G, m1, i1, m2), codegen
+
+
+@intrinsic
+def lanes_nearest_two(typingctx, m1, i1, m2, p):
+    """Row ``p``'s nearest two from the lanes :func:`expansion_tile` leaves (``m1``, ``i1``, ``m2`` at ``p * W``):
+    the smallest value, its center (the lowest index on ties) and the second smallest (a tie with the smallest
+    included), as ``(value, int32 center, value)``. Three butterflies over one vector each (no branch, no scalar
+    chain): the smallest ``b1``; the lowest center among the lanes that hold ``b1``; the smallest of ``m2`` and of
+    ``m1`` in the lanes of other centers. The lanes hold distinct centers (lane ``l`` the centers ``j = l mod W``)
+    or none (``m1`` +inf)."""
+    floats = (types.float32, types.float64)
+    if not (
+        all(isinstance(a, types.Array) and a.layout == "C" and a.ndim == 1 for a in (m1, i1, m2))
+        and m1.dtype in floats
+        and m2.dtype == m1.dtype
+        and i1.dtype == types.int32
+        and isinstance(p, types.Integer)
+    ):
+        return None
+    f64 = m1.dtype == types.float64
+    ret = types.Tuple((m1.dtype, types.int32, m1.dtype))
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args
+        M1m, I1m, M2m = (context.make_array(t)(context, builder, v) for t, v in zip(aty[:3], args[:3]))
+        e = _Emit(context, builder, f64)
+        b, vt, vi, W = builder, e.vt, e.vi, e.W
+        o = b.mul(context.cast(builder, args[3], aty[3], types.intp), e.const(W))
+        s1 = b.load(e.at(M1m.data, o, vt), align=e.align)
+        si = b.load(e.at(I1m.data, o, vi), align=4)
+        s2 = b.load(e.at(M2m.data, o, vt), align=e.align)
+        b1 = e.across(s1, e.minimum)
+        big = ir.Constant(vi, [ir.Constant(e.i32, 2**31 - 1)] * W)
+        held = b.select(b.fcmp_ordered("==", s1, b1), si, big)
+        j1 = e.across(held, lambda u, v: b.select(b.icmp_signed("<", u, v), u, v))
+        other = b.select(b.icmp_signed("!=", si, j1), s1, e.inf)
+        b2 = e.across(e.minimum(s2, other), e.minimum)
+        lane0 = ir.Constant(e.i32, 0)
+        vals = [b.extract_element(v, lane0) for v in (b1, j1, b2)]
+        return context.make_tuple(builder, ret, vals)
+
+    return ret(m1, i1, m2, p), codegen
