@@ -6,8 +6,9 @@
     python benchmarks/cpu_peers.py --quick --json out.json                     # fewer repeats, smaller d=128 case
 
 Cases (issue 12's table): the 1024x1024 test photo as float32 RGB (values 0..255) with K = 8, 64, 256; its
-x, y, R, G, B features (d = 5) with K = 64; n = 100,000 Gaussian points with d = 128 and K = 1024. Init: the same
-explicit centers for everyone (k-means++ of scikit-learn on a seeded subsample). What is timed, for every
+x, y, R, G, B features (d = 5) with K = 64; n = 100,000 Gaussian points with d = 128 and K = 1024; and (not in the
+issue's table: feature clustering) n = 200,000 points around 16 Gaussian blobs with d = 32 and 64, K = 16. Init:
+the same explicit centers for everyone (k-means++ of scikit-learn on a seeded subsample). What is timed, for every
 implementation alike: one whole fit with ``tol=0, max_iter=N`` from those centers, divided by the iterations it
 ran (scikit-learn stops early when the labels stop changing; the iteration count is printed). Implementations:
 pixelkm backend="cpu" and backend="torch" (algorithm="lloyd"), pixelkm-cpu-pass (the cpu backend's pass alone,
@@ -76,11 +77,19 @@ def cases(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
     rng = np.random.default_rng(0)
     blobs = rng.normal(size=(64, 128)).astype(np.float32) * 4
     big = (blobs[rng.integers(0, 64, n128)] + rng.normal(size=(n128, 128)).astype(np.float32)).astype(np.float32)
+    nmid = 50_000 if quick else 200_000
+
+    def features(d: int) -> np.ndarray:  # embedding-like features: 16 Gaussian blobs
+        centers = rng.normal(size=(16, d)).astype(np.float32) * 3
+        return (centers[rng.integers(0, 16, nmid)] + rng.normal(size=(nmid, d))).astype(np.float32)
+
     return {
         "d3-K8": (X, 8),
         "d3-K64": (X, 64),
         "d3-K256": (X, 256),
         "xyrgb-d5-K64": (xyrgb, 64),
+        "d32-K16": (features(32), 16),
+        "d64-K16": (features(64), 16),
         "d128-K1024": (big, 1024),
     }
 
