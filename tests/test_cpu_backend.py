@@ -371,12 +371,13 @@ def test_register_scan_by_hand(cdtype):
 
 
 @pytest.mark.parametrize("cdtype", [np.float32, np.float64])
-@pytest.mark.parametrize("k", [1, 37, 70])
+@pytest.mark.parametrize("k", [1, 7, 16, 37, 70])
 def test_expansion_tile_by_hand(cdtype, k):
     """The register-blocked expansion (explicit vector IR) against a hand oracle on small integers, where every
     dot product is exact: ``G`` = |c|^2 - 2 x.c bit for bit (the padding +inf), and the lanes give each row's
     smallest value, its center (the lowest index on ties: a duplicate center) and the second smallest (the tie
-    included); k not a multiple of the panel, a partial group of rows."""
+    included); k not a multiple of the panel, a partial group of rows; panels of one vector (k up to the lanes) and
+    of two."""
     from numba import njit
 
     from pixelkm.backends.cpu import kernels as K
@@ -390,17 +391,18 @@ def test_expansion_tile_by_hand(cdtype, k):
     if k > 30:
         C[30] = C[2]  # never the nearest, and the second smallest equal to the smallest where 2 is nearest
         X[0] = C[2]
-    CP, csq = center_panels(C)
+    CP, csq, chunks = center_panels(C)
     W = simd.group_lanes(np.dtype(cdtype).itemsize)
-    assert CP.shape[2] == simd.PANEL_CHUNKS * W and csq.shape[0] % CP.shape[2] == 0
+    assert len(chunks) == (1 if k <= W else simd.PANEL_CHUNKS)
+    assert CP.shape[2] == len(chunks) * W and csq.shape[0] % CP.shape[2] == 0
 
     @njit
-    def run(X, CP, csq):
+    def run(X, CP, csq, chunks):
         XT = np.zeros((X.shape[1], R), X.dtype)
         K._pack_rows(X, 0, X.shape[0], XT)
         G = np.empty((R, csq.shape[0]), X.dtype)
         m1, m2, i1 = np.empty(R * W, X.dtype), np.empty(R * W, X.dtype), np.empty(R * W, np.int32)
-        simd.expansion_tile(XT, CP, csq, G, m1, i1, m2)
+        simd.expansion_tile(XT, CP, csq, G, m1, i1, m2, chunks)
         out = np.empty((X.shape[0], 3))
         for p in range(X.shape[0]):
             b1, j1, b2 = simd.lanes_nearest_two(m1, i1, m2, p)
@@ -409,7 +411,7 @@ def test_expansion_tile_by_hand(cdtype, k):
             out[p, 2] = b2
         return G, out
 
-    G, out = run(X, CP, csq)
+    G, out = run(X, CP, csq, chunks)
     v = (C.astype(np.float64) ** 2).sum(1)[None] - 2 * X.astype(np.float64) @ C.astype(np.float64).T
     assert np.array_equal(G[: R - 1, :k], v) and np.all(np.isinf(G[: R - 1, k:]))
     order = np.sort(v, axis=1)
@@ -420,7 +422,8 @@ def test_expansion_tile_by_hand(cdtype, k):
 
 
 @pytest.mark.parametrize("cdtype", [np.float32, np.float64])
-def test_gemm_pass_by_hand(cdtype):
+@pytest.mark.parametrize("k", [9, 45])
+def test_gemm_pass_by_hand(cdtype, k):
     """The large-d pass on small integers (exact expansions: every tie is a close call, rechecked by direct
     differences): labels (lowest index on ties, never a duplicate center), distances, Hamerly's second bound (at
     most the true second distance) and the sums, over several blocks and a partial group, 1 and 2 threads."""
@@ -428,21 +431,22 @@ def test_gemm_pass_by_hand(cdtype):
     from pixelkm.backends.cpu.backend import center_panels, rounding_slack
 
     rng = np.random.default_rng(8)
-    n, d, k = K.BLOCK + 301, 24, 45
+    n, d = K.BLOCK + 301, 24
     X = rng.integers(0, 3, size=(n, d)).astype(cdtype)
     C = rng.integers(0, 3, size=(k, d)).astype(cdtype)
-    C[40] = C[5]
+    dup = k - 1 if k < 40 else 40
+    C[dup] = C[5]
     d2 = ((X[:, None, :].astype(np.float64) - C[None].astype(np.float64)) ** 2).sum(-1)
     order = np.sort(d2, axis=1)
-    CP, csq = center_panels(C)
+    CP, csq, chunks = center_panels(C)
     nb = (n + K.BLOCK - 1) // K.BLOCK
     for threads in (1, 2):
         lab, mind, sec = np.empty(n, np.int64), np.empty(n, cdtype), np.empty(n, cdtype)
         sums, counts = np.zeros((k, d)), np.zeros(k)
         part = K.block_partials(nb, k, d)
         slack = rounding_slack(np.dtype(cdtype), d)
-        K.gemm_pass(X, C, CP, csq, slack, np.empty(0), lab, mind, sec, *part, sums, counts, 1, threads)
-        assert np.array_equal(lab, d2.argmin(1)) and not np.any(lab == 40)
+        K.gemm_pass(X, C, CP, csq, chunks, slack, np.empty(0), lab, mind, sec, *part, sums, counts, 1, threads)
+        assert np.array_equal(lab, d2.argmin(1)) and not np.any(lab == dup)
         assert np.array_equal(mind, order[:, 0])
         assert np.all(sec <= order[:, 1]) and np.all(sec >= 0.0)
         assert np.array_equal(counts, np.bincount(lab, minlength=k))

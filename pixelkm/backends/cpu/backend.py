@@ -66,12 +66,15 @@ def pass_threads() -> int:
     return max(1, min(torch.get_num_threads(), cores, top))
 
 
-def center_panels(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The centers (k, d) as :func:`.simd.expansion_tile` reads them: (panels, d, PW) with ``PW`` = PANEL_CHUNKS
-    vectors of the dtype's lanes, padded with zero centers; and their squared norms (panels * PW,) in the dtype,
-    summed in float64 (the padding +inf)."""
+def center_panels(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
+    """The centers (k, d) as :func:`.simd.expansion_tile` reads them: (panels, d, PW) with ``PW`` = NC vectors of
+    the dtype's lanes, padded with zero centers; their squared norms (panels * PW,) in the dtype, summed in float64
+    (the padding +inf); and ``(0,) * NC``, the tuple that tells the kernels NC: PANEL_CHUNKS, or 1 where one vector
+    holds every center (K <= 16 in float32 on AVX-512: half the multiply-adds of two vectors, one of them padding)."""
     k, d = C.shape
-    pw = PANEL_CHUNKS * group_lanes(C.dtype.itemsize)
+    lanes = group_lanes(C.dtype.itemsize)
+    nc = 1 if k <= lanes else PANEL_CHUNKS
+    pw = nc * lanes
     kp = -(-k // pw) * pw
     padded = np.zeros((kp, d), C.dtype)
     padded[:k] = C
@@ -79,7 +82,7 @@ def center_panels(C: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     c64 = C.astype(np.float64)
     csq = np.full(kp, np.inf, C.dtype)
     csq[:k] = np.einsum("kd,kd->k", c64, c64)
-    return panels, csq
+    return panels, csq, (0,) * nc
 
 
 def rounding_slack(dtype: np.dtype, d: int) -> float:
@@ -249,7 +252,7 @@ class CpuBackend(Backend):
             return
         # large d: one fused pass (the expansion in registers per group of rows, argmin / recheck / sums); chunks
         # of whole blocks, so that the float64 partials stay within PARTIALS_BYTES
-        CP, csq = center_panels(Cn)
+        CP, csq, chunks = center_panels(Cn)
         slack = rounding_slack(cnp, d)
         per_block = 8 * k * (d + 1)  # bytes of one block's partials
         step = K.BLOCK * max(2 * nthreads, PARTIALS_BYTES // per_block)
@@ -266,6 +269,7 @@ class CpuBackend(Backend):
                 Cn,
                 CP,
                 csq,
+                chunks,
                 slack,
                 wn[s0:s1] if wn.size else wn,
                 lab[s0:s1],

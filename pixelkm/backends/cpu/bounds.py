@@ -287,10 +287,12 @@ class YinyangBounds:
 
         n, d = self._xn.shape
         old = self.labels.clone()
-        CP, csq = center_panels(Cn[self.order])
+        CP, csq, chunks = center_panels(Cn[self.order])
         slack = rounding_slack(Cn.dtype, d)
         self.gcum[:] = 0.0
-        K.group_bounds(self._xn, CP, csq, self.gstart, self.order, slack, self.labels.numpy(), self.upper, self.L, nt)
+        K.group_bounds(
+            self._xn, CP, csq, chunks, self.gstart, self.order, slack, self.labels.numpy(), self.upper, self.L, nt
+        )
         self._valid[:] = 0  # the labels are group_bounds' provisional ones: every block's partials anew
         self._step(Cn, np.zeros(Cn.shape[0]), slack, nt)
         changed = int((old != self.labels).sum()) if self.started else n

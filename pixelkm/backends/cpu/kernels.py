@@ -36,7 +36,6 @@ from numba.extending import intrinsic
 from .simd import (
     CHUNKS,
     GROUP_MAX,
-    PANEL_CHUNKS,
     PANEL_ROWS,
     dist_chunks,
     expansion_tile,
@@ -50,7 +49,7 @@ from .simd import (
 #: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
 #: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
 #: kernel would keep the old code
-SIMD_SHA256 = "10162584404afc62141c0af6f5ddd737f3f41ba25a74d7f4fd1dcaefa24bd0f7"
+SIMD_SHA256 = "c9a711fdf520ca180d02a2779a26f5437107f3e86f5720e03195f118c3fb8458"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
@@ -324,18 +323,19 @@ def _pack_rows(X, t0, t1, XT):
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sums, counts, MODE, nthreads):
+def gemm_pass(X, C, CP, csq, chunks, slack, w, labels, mind, second, part_s, part_c, sums, counts, MODE, nthreads):
     """One pass of the large-d kernel over X (n, d) in the compute dtype; ``sums`` and ``counts`` are added to.
 
     Each worker takes blocks of :data:`BLOCK` rows; per group of :data:`.simd.PANEL_ROWS` rows,
     :func:`.simd.expansion_tile` computes the expansion ``v_j = |c_j|^2 - 2 x.c_j`` against the centers in panels
-    (``CP``, ``csq``: :func:`.backend.center_panels`) with each row's smallest two ``v`` kept in registers. ``v``
-    orders the centers up to its rounding error, at most ``err = slack * (|x|^2 + max |c|^2)``. When the smallest
-    two are more than twice that apart the smallest is the nearest center (also in direct differences); otherwise
-    every center within twice that of the smallest is a candidate, and the candidates' squared distances are
-    computed directly (the small-d kernel's arithmetic), the lowest index winning ties. The points are added in
-    order into the block's float64 partials (``part_s`` (>= ceil(n / BLOCK), k, d), ``part_c``), reduced block
-    after block as the small-d kernel's. One parallel region per pass; bit-identical whatever the number of threads.
+    (``CP``, ``csq``, ``chunks``: :func:`.backend.center_panels`) with each row's smallest two ``v`` kept in
+    registers. ``v`` orders the centers up to its rounding error, at most ``err = slack * (|x|^2 + max |c|^2)``.
+    When the smallest two are more than twice that apart the smallest is the nearest center (also in direct
+    differences); otherwise every center within twice that of the smallest is a candidate, and the candidates'
+    squared distances are computed directly (the small-d kernel's arithmetic), the lowest index winning ties. The
+    points are added in order into the block's float64 partials (``part_s`` (>= ceil(n / BLOCK), k, d), ``part_c``),
+    reduced block after block as the small-d kernel's. One parallel region per pass; bit-identical whatever the
+    number of threads.
 
     Per tile, each row's nearest two come out of the lanes without a branch (:func:`.simd.lanes_nearest_two`), and
     ``|x|^2`` and the distances to the labels are computed with the tile's rows as lanes (each row's operations in
@@ -347,7 +347,7 @@ def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sum
     n, d = X.shape
     k = C.shape[0]
     kp = csq.shape[0]
-    W = CP.shape[2] // PANEL_CHUNKS
+    W = CP.shape[2] // len(chunks)
     ct = C.dtype.type
     has_w = w.shape[0] > 0
     has_dist = mind.shape[0] > 0
@@ -381,7 +381,7 @@ def gemm_pass(X, C, CP, csq, slack, w, labels, mind, second, part_s, part_c, sum
             for t0 in range(s0, e0, R):
                 t1 = min(e0, t0 + R)
                 _pack_rows(X, t0, t1, XT)
-                expansion_tile(XT, CP, csq, G, m1, i1, m2)
+                expansion_tile(XT, CP, csq, G, m1, i1, m2, chunks)
                 # |x|^2 of the tile's rows as lanes (feature after feature: the order of a sum per row)
                 for p in range(R):
                     xsq[p] = 0.0
@@ -744,18 +744,18 @@ def yinyang_step(
 
 
 @njit(cache=True, parallel=True)
-def group_bounds(X, CP, csq, gstart, order, slack, labels, upper, L, nthreads):
+def group_bounds(X, CP, csq, chunks, gstart, order, slack, labels, upper, L, nthreads):
     """Every bound of :func:`yinyang_step` from scratch, from the expansion ``v_j = |c_j|^2 - 2 x.c_j`` of
     :func:`.simd.expansion_tile` (as :func:`gemm_pass`, whose rounding bound ``err`` it takes): a provisional label
     (the smallest ``v``: ``labels[i] = order[j]``), ``upper[i]`` above its distance (``v + |x|^2 + err``) and
     ``L[i, g]`` below the distance to every center of group g but that one (per group the smallest ``v``, the second
     smallest in the label's group, ``+ |x|^2 - err``). A :func:`yinyang_step` with no drift then gives the exact
-    labels. ``CP``, ``csq``: the centers by group in panels (:func:`.backend.center_panels`), group g the centers
-    ``gstart[g]:gstart[g + 1]`` of that order (``order[j]``: the center of position j)."""
+    labels. ``CP``, ``csq``, ``chunks``: the centers by group in panels (:func:`.backend.center_panels`), group g
+    the centers ``gstart[g]:gstart[g + 1]`` of that order (``order[j]``: the center of position j)."""
     n, d = X.shape
     k = order.shape[0]
     kp = csq.shape[0]
-    W = CP.shape[2] // PANEL_CHUNKS
+    W = CP.shape[2] // len(chunks)
     G = gstart.shape[0] - 1
     grow = 1.0 + slack
     shrink = 1.0 - slack
@@ -779,7 +779,7 @@ def group_bounds(X, CP, csq, gstart, order, slack, labels, upper, L, nthreads):
             for t0 in range(s0, e0, PANEL_ROWS):
                 t1 = min(e0, t0 + PANEL_ROWS)
                 _pack_rows(X, t0, t1, XT)
-                expansion_tile(XT, CP, csq, Gm, m1s, i1s, m2s)
+                expansion_tile(XT, CP, csq, Gm, m1s, i1s, m2s, chunks)
                 for i in range(t0, t1):
                     xsq = 0.0
                     for f in range(d):

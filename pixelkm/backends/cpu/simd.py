@@ -485,17 +485,19 @@ def dist_chunks(typingctx, CT, offs, x, mins, lanes):
 
 
 @intrinsic
-def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2):
+def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2, chunks):
     """The expansion ``v_j = |c_j|^2 - 2 x.c_j`` of :data:`PANEL_ROWS` points against every center, with each
     point's nearest two kept lane by lane: a register-blocked GEMM whose products never leave the registers before
     their minimum is taken.
 
     ``XT`` (d, PANEL_ROWS): the points transposed (packed by the caller); ``CP`` (panels, d, PW): the centers in
-    panels of ``PW = PANEL_CHUNKS * W`` (``W`` the lanes of one vector of the compute dtype), transposed within a
+    panels of ``PW = NC * W`` (``W`` the lanes of one vector of the compute dtype; ``NC = len(chunks)``, a tuple
+    whose length is a compile-time constant: :data:`PANEL_CHUNKS`, or 1 for at most ``W`` centers, whose second
+    chunk would be padding only), transposed within a
     panel (``CP[q, f, c]`` = feature f of center ``q * PW + c``; padding centers are zero); ``csq`` (panels * PW,)
     their squared norms (padding +inf, so that a padding ``v`` is +inf). All C order, one compute dtype.
 
-    Per panel, ``PANEL_ROWS * PANEL_CHUNKS`` accumulators advance feature after feature (per feature: the panel's
+    Per panel, ``PANEL_ROWS * NC`` accumulators advance feature after feature (per feature: the panel's
     chunks loaded, each point's value broadcast, one fused multiply-add per accumulator), then ``v = fma(acc, -2,
     |c|^2)`` (the rounding of ``|c|^2 - 2 g`` with ``g`` the dot product: ``2 g`` is exact) is stored in ``G[p, j]``
     ((PANEL_ROWS, panels * PW)) and folded into point p's lanes: ``m1[p * W + l]`` the smallest ``v`` of the
@@ -507,16 +509,20 @@ def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2):
     arrays = (XT, CP, csq, G, m1, i1, m2)
     if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays):
         return None
+    if not (isinstance(chunks, types.UniTuple) and 1 <= len(chunks) <= PANEL_CHUNKS):
+        return None
     if not (XT.dtype in floats and XT.ndim == 2 and CP.ndim == 3 and G.ndim == 2 and i1.dtype == types.int32):
         return None
     if not all(a.dtype == XT.dtype for a in (CP, csq, G, m1, m2)):
         return None
     f64 = XT.dtype == types.float64
-    R, NC = PANEL_ROWS, PANEL_CHUNKS
+    R, NC = PANEL_ROWS, len(chunks)
 
     def codegen(context, builder, signature, args):
         aty = signature.args
-        XTm, CPm, csm, Gm, M1m, I1m, M2m = (context.make_array(t)(context, builder, v) for t, v in zip(aty, args))
+        XTm, CPm, csm, Gm, M1m, I1m, M2m = (
+            context.make_array(t)(context, builder, v) for t, v in zip(aty[:7], args[:7])
+        )
         e = _Emit(context, builder, f64)
         b, vt, vi, W = builder, e.vt, e.vi, e.W
         M1, I1, M2 = M1m.data, I1m.data, M2m.data
@@ -570,7 +576,7 @@ def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2):
         e.loop(panels, 1, [], panel)
         return context.get_dummy_value()
 
-    return types.void(XT, CP, csq, G, m1, i1, m2), codegen
+    return types.void(XT, CP, csq, G, m1, i1, m2, chunks), codegen
 
 
 @intrinsic
