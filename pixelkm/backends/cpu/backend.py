@@ -70,7 +70,9 @@ def center_panels(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
     """The centers (k, d) as :func:`.simd.expansion_tile` reads them: (panels, d, PW) with ``PW`` = NC vectors of
     the dtype's lanes, padded with zero centers; their squared norms (panels * PW,) in the dtype, summed in float64
     (the padding +inf); and ``(0,) * NC``, the tuple that tells the kernels NC: PANEL_CHUNKS, or 1 where one vector
-    holds every center (K <= 16 in float32 on AVX-512: half the multiply-adds of two vectors, one of them padding)."""
+    holds every center (K <= 16 in float32 on AVX-512: half the multiply-adds of two vectors, one of them padding;
+    a pass at K = 16, n = 200,000, d = 32 / 64 took 6.73 / 11.46 ms against 7.63 / 14.06 with two vectors, in one
+    process, interleaved, min of 15, 2026-12-03 16:33 UTC)."""
     k, d = C.shape
     lanes = group_lanes(C.dtype.itemsize)
     nc = 1 if k <= lanes else PANEL_CHUNKS

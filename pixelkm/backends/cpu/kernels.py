@@ -341,8 +341,9 @@ def gemm_pass(X, C, CP, csq, chunks, slack, w, labels, mind, second, part_s, par
     ``|x|^2`` and the distances to the labels are computed with the tile's rows as lanes (each row's operations in
     feature order, so the bits of a row-by-row sum). Measured against the same pass with these three row by row
     (scalar lanes' scan with a branch per lane, dependent chains of ``d`` additions; in one process, interleaved,
-    min of 15, n = 200,000 float32, 2 threads, the 2-core AMD EPYC, 2026-12-03 16:30 UTC): d = 16 / 32 / 64 / 128
-    at K = 16 9.1 / 15.5 / 22.4 / 43.5 -> 5.6 / 10.4 / 16.9 / 30.7 ms, d = 32 K = 100 20.2 -> 16.4 ms.
+    min of 15, n = 200,000 float32 around 16 blobs, 2 threads, the 2-core AMD EPYC, 2026-12-03 16:10 UTC): d = 16 /
+    32 / 64 / 128 at K = 16 9.1 / 15.5 / 22.4 / 43.5 -> 5.5 / 10.3 / 15.9 / 30.9 ms, d = 32 K = 100 20.2 -> 15.5 ms
+    (docs/cpu.md, "Large d at few centers").
     """
     n, d = X.shape
     k = C.shape[0]
