@@ -310,12 +310,14 @@ def test_read_only_cache_dir_still_works(tmp_path):
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
-def test_changed_labels_counted_in_the_kernel(dtype):
+@pytest.mark.parametrize("d", [3, 20])
+def test_changed_labels_counted_in_the_kernel(dtype, d):
     """``PassExtras.previous_labels``: the count of changed labels equals the comparison, labels written into
-    ``labels_out`` are the pass's own, and sums and counts are those of a plain pass (bit for bit)."""
+    ``labels_out`` are the pass's own, and sums and counts are those of a plain pass (bit for bit); the small-d and
+    the large-d pass."""
     g = torch.Generator().manual_seed(3)
-    X = (torch.rand(1, 3 * 4096 + 77, 3, generator=g) * 10).to(dtype)
-    C = torch.rand(1, 9, 3, generator=g, dtype=torch.float32) * 10
+    X = (torch.rand(1, 3 * 4096 + 77, d, generator=g) * 10).to(dtype)
+    C = torch.rand(1, 9, d, generator=g, dtype=torch.float32) * 10
     be = get_backend("cpu")
     plain = be.assign_update(X, C, None)
     prev = torch.randint(0, 9, plain.labels.shape, generator=g)
@@ -445,7 +447,9 @@ def test_gemm_pass_by_hand(cdtype, k):
         sums, counts = np.zeros((k, d)), np.zeros(k)
         part = K.block_partials(nb, k, d)
         slack = rounding_slack(np.dtype(cdtype), d)
-        K.gemm_pass(X, C, CP, csq, chunks, slack, np.empty(0), lab, mind, sec, *part, sums, counts, 1, threads)
+        none = np.empty(0, np.int64)
+        args = (slack, np.empty(0), lab, none, none, mind, sec, *part, sums, counts, 1, threads)
+        K.gemm_pass(X, C, CP, csq, chunks, *args)
         assert np.array_equal(lab, d2.argmin(1)) and not np.any(lab == dup)
         assert np.array_equal(mind, order[:, 0])
         assert np.all(sec <= order[:, 1]) and np.all(sec >= 0.0)

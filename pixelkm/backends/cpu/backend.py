@@ -161,7 +161,7 @@ class CpuBackend(Backend):
         k = centers.shape[1]
         cdt = centers.dtype
         numba.set_num_threads(pass_threads())
-        prev = None if extras is None or compute_second or d > SMALL_D else extras.previous_labels
+        prev = None if extras is None or compute_second else extras.previous_labels
         out = None if prev is None else extras.labels_out
         ok = out is not None and out.shape == (b, n) and out.dtype == torch.int64 and out.is_contiguous()
         labels = out if ok else torch.empty(b, n, dtype=torch.int64)
@@ -201,7 +201,7 @@ class CpuBackend(Backend):
 
     def _one(self, X, C, w, labels, mind, second, sums, counts, prev=None) -> None:
         """One problem: X (n, d), C (k, d); outputs written in place (mind/second may be None). With ``prev``
-        (the previous labels; small d only), ``self._moved`` is the number of labels that differ from them."""
+        (the previous labels), ``self._moved`` is the number of labels that differ from them."""
         import numba
 
         n, d = X.shape
@@ -262,6 +262,9 @@ class CpuBackend(Backend):
             step = min(step, CONVERT_ROWS)
         nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
         part_s, part_c = K.block_partials(nb, k, d)
+        pv = np.empty(0, np.int64) if prev is None else prev.contiguous().numpy()
+        moved = np.zeros(nb if pv.size else 0, np.int64)
+        self._moved = 0
         for s0 in range(0, n, step):
             s1 = min(n, s0 + step)
             xs = X[s0:s1]
@@ -275,6 +278,8 @@ class CpuBackend(Backend):
                 slack,
                 wn[s0:s1] if wn.size else wn,
                 lab[s0:s1],
+                pv[s0:s1] if pv.size else pv,
+                moved,
                 md[s0:s1] if md.size else md,
                 sc[s0:s1] if sc.size else sc,
                 part_s,
@@ -284,6 +289,8 @@ class CpuBackend(Backend):
                 mode,
                 nthreads,
             )
+            if pv.size:
+                self._moved += int(moved[: (s1 - s0 + K.BLOCK - 1) // K.BLOCK].sum())
 
     def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, kind: str = "hamerly"):
         """Hamerly's bounded pass for one problem (see :class:`.bounds.HamerlyBounds`; None beyond :data:`SMALL_D`)

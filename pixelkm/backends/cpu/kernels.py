@@ -323,7 +323,9 @@ def _pack_rows(X, t0, t1, XT):
 
 
 @njit(cache=True, parallel=True, fastmath=_FM)
-def gemm_pass(X, C, CP, csq, chunks, slack, w, labels, mind, second, part_s, part_c, sums, counts, MODE, nthreads):
+def gemm_pass(
+    X, C, CP, csq, chunks, slack, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, MODE, nthreads
+):
     """One pass of the large-d kernel over X (n, d) in the compute dtype; ``sums`` and ``counts`` are added to.
 
     Each worker takes blocks of :data:`BLOCK` rows; per group of :data:`.simd.PANEL_ROWS` rows,
@@ -335,7 +337,8 @@ def gemm_pass(X, C, CP, csq, chunks, slack, w, labels, mind, second, part_s, par
     squared distances are computed directly (the small-d kernel's arithmetic), the lowest index winning ties. The
     points are added in order into the block's float64 partials (``part_s`` (>= ceil(n / BLOCK), k, d), ``part_c``),
     reduced block after block as the small-d kernel's. One parallel region per pass; bit-identical whatever the
-    number of threads.
+    number of threads. ``prev`` (int64, length n or 0): the labels of the previous pass; then ``moved[b]`` gets the
+    number of labels of block b that differ from them (as :func:`small_pass`).
 
     Per tile, each row's nearest two come out of the lanes without a branch (:func:`.simd.lanes_nearest_two`),
     ``|x|^2`` is computed with the tile's rows as lanes and the distances to the labels four rows at a time
@@ -354,6 +357,7 @@ def gemm_pass(X, C, CP, csq, chunks, slack, w, labels, mind, second, part_s, par
     has_w = w.shape[0] > 0
     has_dist = mind.shape[0] > 0
     has_lab = labels.shape[0] > 0
+    has_prev = prev.shape[0] > 0
     cmax = 0.0
     for j in range(k):
         cmax = max(cmax, np.float64(csq[j]))
@@ -379,6 +383,7 @@ def gemm_pass(X, C, CP, csq, chunks, slack, w, labels, mind, second, part_s, par
             pc = part_c[b]
             ps[:] = 0.0
             pc[:] = 0.0
+            nm = 0
             for t0 in range(s0, e0, R):
                 t1 = min(e0, t0 + R)
                 _pack_rows(X, t0, t1, XT)
@@ -425,11 +430,15 @@ def gemm_pass(X, C, CP, csq, chunks, slack, w, labels, mind, second, part_s, par
                             # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
                             second[i] = min(np.float64(sec), max(sec_lo + xsq[p] - err, 0.0))
                     labs[p] = lab
+                    if has_prev:
+                        nm += prev[i] != lab
                     if has_lab:
                         labels[i] = lab
                     _add_point(ps, pc, X, i, lab, w, has_w, X.shape[1])
                 if has_dist:
                     _rows_sq_dist(X, C, labs, t0, t0, t1, mind, ct)
+            if has_prev:
+                moved[b] = nm
     _reduce(part_s, part_c, nb, sums, counts)
 
 
