@@ -219,13 +219,13 @@ class CpuBackend(Backend):
         mode = 1 if second is not None else 0
         nthreads = numba.get_num_threads()
         convert = X.dtype not in _NUMPY_DTYPES
+        pv = np.empty(0, np.int64) if prev is None else prev.contiguous().numpy()
+        self._moved = 0
         if d <= SMALL_D:
             step = CONVERT_ROWS if convert else n
             nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
             part_s, part_c = K.block_partials(nb, k, d)
-            pv = np.empty(0, np.int64) if prev is None else prev.contiguous().numpy()
             moved = np.zeros(nb if pv.size else 0, np.int64)
-            self._moved = 0
             for s0 in range(0, n, step):
                 s1 = min(n, s0 + step)
                 xs = X[s0:s1]
@@ -262,9 +262,7 @@ class CpuBackend(Backend):
             step = min(step, CONVERT_ROWS)
         nb = (min(step, n) + K.BLOCK - 1) // K.BLOCK
         part_s, part_c = K.block_partials(nb, k, d)
-        pv = np.empty(0, np.int64) if prev is None else prev.contiguous().numpy()
         moved = np.zeros(nb if pv.size else 0, np.int64)
-        self._moved = 0
         for s0 in range(0, n, step):
             s1 = min(n, s0 + step)
             xs = X[s0:s1]

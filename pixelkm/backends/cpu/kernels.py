@@ -322,6 +322,19 @@ def _pack_rows(X, t0, t1, XT):
             XT[f, p] = X[t0 + p, f]
 
 
+@njit(cache=True, inline="always")
+def _tile_sq_norms(XT, xsq):
+    """``xsq[p]`` = |x|^2 in float64 of column p of the packed tile ``XT`` (d, PANEL_ROWS), the columns as lanes and
+    the features in order (the bits of a sum row by row), for the rounding bound of :func:`.simd.expansion_tile`."""
+    R = XT.shape[1]
+    for p in range(R):
+        xsq[p] = 0.0
+    for f in range(XT.shape[0]):
+        for p in range(R):
+            xf = np.float64(XT[f, p])
+            xsq[p] += xf * xf
+
+
 @njit(cache=True, parallel=True, fastmath=_FM)
 def gemm_pass(
     X, C, CP, csq, chunks, slack, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, MODE, nthreads
@@ -388,13 +401,7 @@ def gemm_pass(
                 t1 = min(e0, t0 + R)
                 _pack_rows(X, t0, t1, XT)
                 expansion_tile(XT, CP, csq, G, m1, i1, m2, chunks)
-                # |x|^2 of the tile's rows as lanes (feature after feature: the order of a sum per row)
-                for p in range(R):
-                    xsq[p] = 0.0
-                for f in range(d):
-                    for p in range(R):
-                        xf = np.float64(XT[f, p])
-                        xsq[p] += xf * xf
+                _tile_sq_norms(XT, xsq)
                 for i in range(t0, t1):
                     p = i - t0
                     err = slack * (xsq[p] + cmax)
@@ -811,6 +818,7 @@ def group_bounds(X, CP, csq, chunks, gstart, order, slack, labels, upper, L, nth
         m1s = np.empty(PANEL_ROWS * W, CP.dtype)
         m2s = np.empty(PANEL_ROWS * W, CP.dtype)
         i1s = np.empty(PANEL_ROWS * W, np.int32)
+        xsq = np.empty(PANEL_ROWS)  # the tile's |x|^2 in float64
         while True:
             b = fetch_add(ctr)
             if b >= nb:
@@ -821,12 +829,10 @@ def group_bounds(X, CP, csq, chunks, gstart, order, slack, labels, upper, L, nth
                 t1 = min(e0, t0 + PANEL_ROWS)
                 _pack_rows(X, t0, t1, XT)
                 expansion_tile(XT, CP, csq, Gm, m1s, i1s, m2s, chunks)
+                _tile_sq_norms(XT, xsq)
                 for i in range(t0, t1):
-                    xsq = 0.0
-                    for f in range(d):
-                        xf = np.float64(X[i, f])
-                        xsq += xf * xf
-                    err = slack * (xsq + cmax)
+                    xi = xsq[i - t0]
+                    err = slack * (xi + cmax)
                     g = Gm[i - t0]
                     Li = L[i]
                     own = 0
@@ -851,9 +857,9 @@ def group_bounds(X, CP, csq, chunks, gstart, order, slack, labels, upper, L, nth
                             m2 = min(m2, v)
                     Li[own] = m2
                     labels[i] = order[jo]
-                    upper[i] = np.sqrt(max(m1 + xsq + err, 0.0)) * grow
+                    upper[i] = np.sqrt(max(m1 + xi + err, 0.0)) * grow
                     for q in range(G):
-                        Li[q] = np.sqrt(max(Li[q] + xsq - err, 0.0)) * shrink
+                        Li[q] = np.sqrt(max(Li[q] + xi - err, 0.0)) * shrink
 
 
 @njit(cache=True, parallel=True)
