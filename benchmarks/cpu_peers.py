@@ -7,7 +7,8 @@
 
 Cases (issue 12's table): the 1024x1024 test photo as float32 RGB (values 0..255) with K = 8, 64, 256; its
 x, y, R, G, B features (d = 5) with K = 64; n = 100,000 Gaussian points with d = 128 and K = 1024; and (not in the
-issue's table: feature clustering) n = 200,000 points around 16 Gaussian blobs with d = 32 and 64, K = 16. Init:
+issue's table: feature clustering) n = 200,000 points around 16 Gaussian blobs with d = 32 and 64, K = 16, and d = 100,
+K = 10; n = 100,000 such points with d = 256, K = 32. Init:
 the same explicit centers for everyone (k-means++ of scikit-learn on a seeded subsample). What is timed, for every
 implementation alike: one whole fit with ``tol=0, max_iter=N`` from those centers, divided by the iterations it
 ran (scikit-learn stops early when the labels stop changing; the iteration count is printed). Implementations:
@@ -79,9 +80,9 @@ def cases(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
     big = (blobs[rng.integers(0, 64, n128)] + rng.normal(size=(n128, 128)).astype(np.float32)).astype(np.float32)
     nmid = 50_000 if quick else 200_000
 
-    def features(d: int) -> np.ndarray:  # embedding-like features: 16 Gaussian blobs
+    def features(d: int, n: int = nmid) -> np.ndarray:  # embedding-like features: 16 Gaussian blobs
         centers = rng.normal(size=(16, d)).astype(np.float32) * 3
-        return (centers[rng.integers(0, 16, nmid)] + rng.normal(size=(nmid, d))).astype(np.float32)
+        return (centers[rng.integers(0, 16, n)] + rng.normal(size=(n, d))).astype(np.float32)
 
     return {
         "d3-K8": (X, 8),
@@ -90,6 +91,8 @@ def cases(quick: bool) -> dict[str, tuple[np.ndarray, int]]:
         "xyrgb-d5-K64": (xyrgb, 64),
         "d32-K16": (features(32), 16),
         "d64-K16": (features(64), 16),
+        "d100-K10": (features(100), 10),
+        "d256-K32": (features(256, nmid // 2), 32),
         "d128-K1024": (big, 1024),
     }
 

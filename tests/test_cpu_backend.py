@@ -382,7 +382,6 @@ def test_expansion_tile_by_hand(cdtype, k):
     of two."""
     from numba import njit
 
-    from pixelkm.backends.cpu import kernels as K
     from pixelkm.backends.cpu import simd
     from pixelkm.backends.cpu.backend import center_panels
 
@@ -400,11 +399,9 @@ def test_expansion_tile_by_hand(cdtype, k):
 
     @njit
     def run(X, CP, csq, chunks):
-        XT = np.zeros((X.shape[1], R), X.dtype)
-        K._pack_rows(X, 0, X.shape[0], XT)
         G = np.empty((R, csq.shape[0]), X.dtype)
         m1, m2, i1 = np.empty(R * W, X.dtype), np.empty(R * W, X.dtype), np.empty(R * W, np.int32)
-        simd.expansion_tile(XT, CP, csq, G, m1, i1, m2, chunks)
+        simd.expansion_tile(X, 0, CP, csq, G, m1, i1, m2, chunks)
         out = np.empty((X.shape[0], 3))
         for p in range(X.shape[0]):
             b1, j1, b2 = simd.lanes_nearest_two(m1, i1, m2, p)
@@ -421,6 +418,28 @@ def test_expansion_tile_by_hand(cdtype, k):
     assert np.array_equal(out[:, 2], order[:, 1] if k > 1 else np.full(R - 1, np.inf))
     if k > 30:
         assert out[0, 1] == 2 and out[0, 2] == out[0, 0]
+
+
+@pytest.mark.parametrize("cdtype", [np.float32, np.float64])
+@pytest.mark.parametrize("d", [1, 7, 8, 16, 17, 40, 100])
+def test_rows_sq_norms_by_hand(cdtype, d):
+    """|x|^2 of a range of rows (explicit vector IR: the features a vector at a time, then the tail one by one)
+    against a hand oracle on small integers, where every sum is exact; rows outside the range are not written."""
+    from numba import njit
+
+    from pixelkm.backends.cpu import simd
+
+    rng = np.random.default_rng(d)
+    X = rng.integers(-9, 10, size=(20, d)).astype(cdtype)
+
+    @njit
+    def run(X, t0, t1, out):
+        simd.rows_sq_norms(X, t0, t1, out)
+
+    out = np.full(20, -1.0)
+    run(X, 3, 17, out)
+    want = (X.astype(np.float64) ** 2).sum(1)
+    assert np.array_equal(out[:14], want[3:17]) and np.all(out[14:] == -1.0)
 
 
 @pytest.mark.parametrize("cdtype", [np.float32, np.float64])

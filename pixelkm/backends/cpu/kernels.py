@@ -42,6 +42,7 @@ from .simd import (
     fma,
     group_points,
     lanes_nearest_two,
+    rows_sq_norms,
     scan_group,
     scan_pruned,
 )
@@ -49,7 +50,7 @@ from .simd import (
 #: the SHA-256 of simd.py, whose intrinsics are compiled into these kernels: numba's disk cache keys on the text of
 #: this file only, so a change there must change this line (tests/test_cpu_backend.py checks it), or a cached
 #: kernel would keep the old code
-SIMD_SHA256 = "c9a711fdf520ca180d02a2779a26f5437107f3e86f5720e03195f118c3fb8458"
+SIMD_SHA256 = "db4b0332746aa28c0a12a48ae825d33691fa96240d72dace6f637196f6fd1bf0"
 #: rows per block of partial sums (fixed: results do not depend on the thread count)
 BLOCK = 4096
 #: points per tile of the small-d kernel, scanned in register-held groups of up to GROUP_MAX points (its buffers
@@ -313,28 +314,6 @@ def _reduce(part_s, part_c, nb, sums, counts):
             counts[j] += pc[j]
 
 
-@njit(cache=True, inline="always")
-def _pack_rows(X, t0, t1, XT):
-    """Rows ``t0 .. t1 - 1`` of X transposed into the columns of XT (d, PANEL_ROWS), as :func:`.simd.expansion_tile`
-    reads them (the columns beyond ``t1 - t0`` keep what they held: their results are not read)."""
-    for p in range(t1 - t0):
-        for f in range(X.shape[1]):
-            XT[f, p] = X[t0 + p, f]
-
-
-@njit(cache=True, inline="always")
-def _tile_sq_norms(XT, xsq):
-    """``xsq[p]`` = |x|^2 in float64 of column p of the packed tile ``XT`` (d, PANEL_ROWS), the columns as lanes and
-    the features in order (the bits of a sum row by row), for the rounding bound of :func:`.simd.expansion_tile`."""
-    R = XT.shape[1]
-    for p in range(R):
-        xsq[p] = 0.0
-    for f in range(XT.shape[0]):
-        for p in range(R):
-            xf = np.float64(XT[f, p])
-            xsq[p] += xf * xf
-
-
 @njit(cache=True, parallel=True, fastmath=_FM)
 def gemm_pass(
     X, C, CP, csq, chunks, slack, w, labels, prev, moved, mind, second, part_s, part_c, sums, counts, MODE, nthreads
@@ -353,14 +332,17 @@ def gemm_pass(
     number of threads. ``prev`` (int64, length n or 0): the labels of the previous pass; then ``moved[b]`` gets the
     number of labels of block b that differ from them (as :func:`small_pass`).
 
-    Per tile, each row's nearest two come out of the lanes without a branch (:func:`.simd.lanes_nearest_two`),
-    ``|x|^2`` is computed with the tile's rows as lanes and the distances to the labels four rows at a time
-    (:func:`_sq_dist4`; each row's operations in feature order, so the bits of a row-by-row sum). Measured against
-    the same pass with the lanes' scan a scalar loop with a branch per lane and ``|x|^2`` and the distances
-    dependent chains of ``d`` additions, one row after another (in one process, interleaved, min of 15, n = 200,000
-    float32 around 16 blobs, 2 threads, the 2-core AMD EPYC, 2026-12-03 16:10 UTC; the distances then with the rows
-    as lanes): d = 16 / 32 / 64 / 128 at K = 16 9.1 / 15.5 / 22.4 / 43.5 -> 5.5 / 10.3 / 15.9 / 30.9 ms, d = 32 K =
-    100 20.2 -> 15.5 ms (docs/cpu.md, "Large d at few centers").
+    Per tile, :func:`.simd.expansion_tile` reads the rows where they lie in X (no transposed copy), each row's
+    nearest two come out of the lanes without a branch (:func:`.simd.lanes_nearest_two`), ``|x|^2`` comes from
+    :func:`.simd.rows_sq_norms` (the features a vector at a time), a close call's candidates are rechecked four at a
+    time and the distances to the labels computed four rows at a time (:func:`_sq_dist4`: each pair's operations in
+    feature order, the bits of :func:`_sq_dist`). Measured against the same pass with a transposed copy of every
+    tile and ``|x|^2`` summed over its rows as lanes (in one process, interleaved, min of 15, n = 200,000 float32
+    points around 16 blobs, 2 threads, the 2-core AMD EPYC, 2026-12-03 18:44 UTC): d = 16 / 32 / 64 at K = 16 3.65 /
+    5.60 / 10.35 -> 2.53 / 3.73 / 6.60 ms, d = 100 K = 10 16.85 -> 9.64, d = 256 K = 32 (n = 100,000) 21.8 -> 14.8,
+    d = 128 K = 1024 (n = 100,000) 106.7 -> 103.6; at the centers of a fit (10 iterations: 10% of the rows close calls
+    at d = 256 K = 32) the candidates four at a time besides, 24.1-25.7 -> 16.1-16.2 ms (docs/cpu.md, "Large d:
+    the rows in place").
     """
     n, d = X.shape
     k = C.shape[0]
@@ -378,7 +360,6 @@ def gemm_pass(
     ctr = np.zeros(1, np.int64)
     R = PANEL_ROWS
     for _t in prange(nthreads):
-        XT = np.zeros((d, R), C.dtype)
         G = np.empty((R, kp), C.dtype)
         m1 = np.empty(R * W, C.dtype)
         m2 = np.empty(R * W, C.dtype)
@@ -399,9 +380,8 @@ def gemm_pass(
             nm = 0
             for t0 in range(s0, e0, R):
                 t1 = min(e0, t0 + R)
-                _pack_rows(X, t0, t1, XT)
-                expansion_tile(XT, CP, csq, G, m1, i1, m2, chunks)
-                _tile_sq_norms(XT, xsq)
+                expansion_tile(X, t0, CP, csq, G, m1, i1, m2, chunks)
+                rows_sq_norms(X, t0, t1, xsq)
                 for i in range(t0, t1):
                     p = i - t0
                     err = slack * (xsq[p] + cmax)
@@ -424,15 +404,17 @@ def gemm_pass(
                                 sec_lo = v
                         best = ct(np.inf)
                         sec = ct(np.inf)
-                        for q in range(nc):
-                            j = ci[q]
-                            dq = _sq_dist(X, i, C, j, ct)
-                            if dq < best:
-                                sec = best
-                                best = dq
-                                lab = j
-                            elif dq < sec:
-                                sec = dq
+                        for q in range(0, nc, 4):  # four candidates at a time (the last repeated to fill the four)
+                            c1, c2, c3 = ci[min(q + 1, nc - 1)], ci[min(q + 2, nc - 1)], ci[min(q + 3, nc - 1)]
+                            ds = _sq_dist4(X, i, i, i, i, C, ci[q], c1, c2, c3, ct)
+                            for r in range(min(4, nc - q)):  # in center order: the lowest index wins ties
+                                dq = ds[r]
+                                if dq < best:
+                                    sec = best
+                                    best = dq
+                                    lab = ci[q + r]
+                                elif dq < sec:
+                                    sec = dq
                         if MODE == 1:
                             # the second-nearest is a candidate (exact) or beyond every candidate's expansion bound
                             second[i] = min(np.float64(sec), max(sec_lo + xsq[p] - err, 0.0))
@@ -450,24 +432,25 @@ def gemm_pass(
 
 
 @njit(cache=True, inline="always")
-def _sq_dist4(X, i, C, l0, l1, l2, l3, ct):
-    """:func:`_sq_dist` of rows ``i .. i + 3`` to centers ``l0 .. l3``: the same operations per row (the same bits),
-    four independent chains in registers instead of one at a time (the latency of one fused multiply-add per feature
-    and row hidden): at d = 100, n = 200,000 the distances of a pass cost 1.6-2.5 ms against 8.0 ms row by row with the
-    rows as lanes of a gather (in one process, min of 15, 2026-12-03 17:13 UTC)."""
-    u0 = ct(X[i, 0]) - C[l0, 0]
-    u1 = ct(X[i + 1, 0]) - C[l1, 0]
-    u2 = ct(X[i + 2, 0]) - C[l2, 0]
-    u3 = ct(X[i + 3, 0]) - C[l3, 0]
+def _sq_dist4(X, r0, r1, r2, r3, C, l0, l1, l2, l3, ct):
+    """:func:`_sq_dist` of rows ``r0 .. r3`` to centers ``l0 .. l3`` (four rows, or one row and four centers): the
+    same operations per pair (the same bits), four independent chains in registers instead of one at a time (the
+    latency of one fused multiply-add per feature and pair hidden): at d = 100, n = 200,000 the distances of a pass
+    cost 1.6-2.5 ms against 8.0 ms row by row with the rows as lanes of a gather (in one process, min of 15,
+    2026-12-03 17:13 UTC)."""
+    u0 = ct(X[r0, 0]) - C[l0, 0]
+    u1 = ct(X[r1, 0]) - C[l1, 0]
+    u2 = ct(X[r2, 0]) - C[l2, 0]
+    u3 = ct(X[r3, 0]) - C[l3, 0]
     d0 = u0 * u0
     d1 = u1 * u1
     d2 = u2 * u2
     d3 = u3 * u3
     for f in range(1, X.shape[1]):
-        u0 = ct(X[i, f]) - C[l0, f]
-        u1 = ct(X[i + 1, f]) - C[l1, f]
-        u2 = ct(X[i + 2, f]) - C[l2, f]
-        u3 = ct(X[i + 3, f]) - C[l3, f]
+        u0 = ct(X[r0, f]) - C[l0, f]
+        u1 = ct(X[r1, f]) - C[l1, f]
+        u2 = ct(X[r2, f]) - C[l2, f]
+        u3 = ct(X[r3, f]) - C[l3, f]
         d0 = fma(u0, u0, d0)
         d1 = fma(u1, u1, d1)
         d2 = fma(u2, u2, d2)
@@ -482,7 +465,9 @@ def _rows_sq_dist(X, C, lab, lo, i0, i1, out, ct):
     i = i0
     while i + 4 <= i1:
         p = i - lo
-        out[i], out[i + 1], out[i + 2], out[i + 3] = _sq_dist4(X, i, C, lab[p], lab[p + 1], lab[p + 2], lab[p + 3], ct)
+        out[i], out[i + 1], out[i + 2], out[i + 3] = _sq_dist4(
+            X, i, i + 1, i + 2, i + 3, C, lab[p], lab[p + 1], lab[p + 2], lab[p + 3], ct
+        )
         i += 4
     for r in range(i, i1):
         out[r] = _sq_dist(X, r, C, lab[r - lo], ct)
@@ -813,7 +798,6 @@ def group_bounds(X, CP, csq, chunks, gstart, order, slack, labels, upper, L, nth
     nb = (n + BLOCK - 1) // BLOCK
     ctr = np.zeros(1, np.int64)
     for _t in prange(nthreads):
-        XT = np.zeros((d, PANEL_ROWS), CP.dtype)
         Gm = np.empty((PANEL_ROWS, kp), CP.dtype)
         m1s = np.empty(PANEL_ROWS * W, CP.dtype)
         m2s = np.empty(PANEL_ROWS * W, CP.dtype)
@@ -827,9 +811,8 @@ def group_bounds(X, CP, csq, chunks, gstart, order, slack, labels, upper, L, nth
             e0 = min(n, s0 + BLOCK)
             for t0 in range(s0, e0, PANEL_ROWS):
                 t1 = min(e0, t0 + PANEL_ROWS)
-                _pack_rows(X, t0, t1, XT)
-                expansion_tile(XT, CP, csq, Gm, m1s, i1s, m2s, chunks)
-                _tile_sq_norms(XT, xsq)
+                expansion_tile(X, t0, CP, csq, Gm, m1s, i1s, m2s, chunks)
+                rows_sq_norms(X, t0, t1, xsq)
                 for i in range(t0, t1):
                     xi = xsq[i - t0]
                     err = slack * (xi + cmax)

@@ -27,7 +27,8 @@ accumulators on AVX-512) that takes each row's nearest two from the registers, s
 before its argmin. Measured (n = 100,000, d = 128, K = 1024 float32, the 2-core Zen 4, 2026-12-03 09:20 UTC, load 0.3,
 in one process): 138 ms per pass at 2 threads (190 GFLOP/s) against 152 ms for the single-threaded OpenBLAS tiles
 that numba's ``np.dot`` gave the workers alone, 197 ms with the argmin sweep after them; 1 thread 268 against
-301 / 392. 3 x 8, 4 x 6 and 1 x 24 accumulators measured within that run's noise (131-154 ms).
+301 / 392. 3 x 8, 4 x 6 and 1 x 24 accumulators measured within that run's noise (131-154 ms). It reads the rows of
+X in place; :func:`rows_sq_norms` gives their ``|x|^2`` for the rounding bound.
 
 These intrinsics are compiled into the kernels of :mod:`.kernels`, whose disk cache numba keys on the text of
 kernels.py alone: kernels.py records this file's SHA-256 (``SIMD_SHA256``; a test checks it), so that a change here
@@ -485,48 +486,58 @@ def dist_chunks(typingctx, CT, offs, x, mins, lanes):
 
 
 @intrinsic
-def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2, chunks):
-    """The expansion ``v_j = |c_j|^2 - 2 x.c_j`` of :data:`PANEL_ROWS` points against every center, with each
-    point's nearest two kept lane by lane: a register-blocked GEMM whose products never leave the registers before
-    their minimum is taken.
+def expansion_tile(typingctx, X, t0, CP, csq, G, m1, i1, m2, chunks):
+    """The expansion ``v_j = |c_j|^2 - 2 x.c_j`` of the :data:`PANEL_ROWS` rows ``t0, t0 + 1, ...`` of ``X`` against
+    every center, with each row's nearest two kept lane by lane: a register-blocked GEMM whose products never leave
+    the registers before their minimum is taken.
 
-    ``XT`` (d, PANEL_ROWS): the points transposed (packed by the caller); ``CP`` (panels, d, PW): the centers in
-    panels of ``PW = NC * W`` (``W`` the lanes of one vector of the compute dtype; ``NC = len(chunks)``, a tuple
-    whose length is a compile-time constant: :data:`PANEL_CHUNKS`, or 1 for at most ``W`` centers, whose second
-    chunk would be padding only), transposed within a
-    panel (``CP[q, f, c]`` = feature f of center ``q * PW + c``; padding centers are zero); ``csq`` (panels * PW,)
-    their squared norms (padding +inf, so that a padding ``v`` is +inf). All C order, one compute dtype.
+    ``X`` (n, d) in the compute dtype, read in place (rows past the last are read as the last row: their results
+    are not to be read); ``CP`` (panels, d, PW): the centers in panels of ``PW = NC * W`` (``W`` the lanes of one
+    vector of the compute dtype; ``NC = len(chunks)``, a tuple whose length is a compile-time constant:
+    :data:`PANEL_CHUNKS`, or 1 for at most ``W`` centers, whose second chunk would be padding only), transposed
+    within a panel (``CP[q, f, c]`` = feature f of center ``q * PW + c``; padding centers are zero); ``csq``
+    (panels * PW,) their squared norms (padding +inf, so that a padding ``v`` is +inf). All C order, one compute
+    dtype.
 
-    Per panel, ``PANEL_ROWS * NC`` accumulators advance feature after feature (per feature: the panel's
-    chunks loaded, each point's value broadcast, one fused multiply-add per accumulator), then ``v = fma(acc, -2,
-    |c|^2)`` (the rounding of ``|c|^2 - 2 g`` with ``g`` the dot product: ``2 g`` is exact) is stored in ``G[p, j]``
-    ((PANEL_ROWS, panels * PW)) and folded into point p's lanes: ``m1[p * W + l]`` the smallest ``v`` of the
-    centers ``j = l (mod W)``, ``i1`` its center (int32, the lowest on ties: strict <), ``m2`` the second smallest
-    of those lanes (a tie with m1 included). The dot products are summed in feature order with one rounding per
-    step, so ``|v_j - exact|`` is within the bound of any order (``rounding_slack``).
+    Per panel, ``PANEL_ROWS * NC`` accumulators advance feature after feature (per feature: the panel's chunks
+    loaded, each row's value broadcast from its place in ``X``, one fused multiply-add per accumulator), then ``v =
+    fma(acc, -2, |c|^2)`` (the rounding of ``|c|^2 - 2 g`` with ``g`` the dot product: ``2 g`` is exact) is stored
+    in ``G[p, j]`` ((PANEL_ROWS, panels * PW)) and folded into row p's lanes: ``m1[p * W + l]`` the smallest ``v``
+    of the centers ``j = l (mod W)``, ``i1`` its center (int32, the lowest on ties: strict <), ``m2`` the second
+    smallest of those lanes (a tie with m1 included). The dot products are summed in feature order with one rounding
+    per step, so ``|v_j - exact|`` is within the bound of any order (``rounding_slack``).
+
+    The rows are read where they lie (the tile's rows stay in L1 across the features and the panels): a transposed
+    copy of each tile, which this read before 2026-12-03, cost as much as the multiply-adds at few centers.
     """
     floats = (types.float32, types.float64)
-    arrays = (XT, CP, csq, G, m1, i1, m2)
+    arrays = (X, CP, csq, G, m1, i1, m2)
     if not all(isinstance(a, types.Array) and a.layout == "C" for a in arrays):
         return None
-    if not (isinstance(chunks, types.UniTuple) and 1 <= len(chunks) <= PANEL_CHUNKS):
+    if not (isinstance(chunks, types.UniTuple) and 1 <= len(chunks) <= PANEL_CHUNKS and isinstance(t0, types.Integer)):
         return None
-    if not (XT.dtype in floats and XT.ndim == 2 and CP.ndim == 3 and G.ndim == 2 and i1.dtype == types.int32):
+    if not (X.dtype in floats and X.ndim == 2 and CP.ndim == 3 and G.ndim == 2 and i1.dtype == types.int32):
         return None
-    if not all(a.dtype == XT.dtype for a in (CP, csq, G, m1, m2)):
+    if not all(a.dtype == X.dtype for a in (CP, csq, G, m1, m2)):
         return None
-    f64 = XT.dtype == types.float64
+    f64 = X.dtype == types.float64
     R, NC = PANEL_ROWS, len(chunks)
 
     def codegen(context, builder, signature, args):
         aty = signature.args
-        XTm, CPm, csm, Gm, M1m, I1m, M2m = (
-            context.make_array(t)(context, builder, v) for t, v in zip(aty[:7], args[:7])
-        )
+        Xm = context.make_array(aty[0])(context, builder, args[0])
+        start = context.cast(builder, args[1], aty[1], types.intp)
+        CPm, csm, Gm, M1m, I1m, M2m = (context.make_array(t)(context, builder, v) for t, v in zip(aty[2:8], args[2:8]))
         e = _Emit(context, builder, f64)
         b, vt, vi, W = builder, e.vt, e.vi, e.W
         M1, I1, M2 = M1m.data, I1m.data, M2m.data
-        d = b.extract_value(XTm.shape, 0)
+        n = b.extract_value(Xm.shape, 0)
+        d = b.extract_value(Xm.shape, 1)
+        last = b.sub(n, e.const(1))
+        rows = []  # a pointer to each row of the tile (the last row of X for rows past it)
+        for p in range(R):
+            r = b.add(start, e.const(p))
+            rows.append(b.gep(Xm.data, [b.mul(b.select(b.icmp_signed("<", r, n), r, last), d)]))
         panels = b.extract_value(CPm.shape, 0)
         kp = b.extract_value(Gm.shape, 1)
         PW = NC * W
@@ -544,10 +555,9 @@ def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2, chunks):
             def feature(f, accs):
                 row = b.add(base, b.mul(f, e.const(PW)))
                 cv = [e.load(CPm.data, b.add(row, e.const(c * W))) for c in range(NC)]
-                xrow = b.mul(f, e.const(R))
                 nxt = []
                 for p in range(R):
-                    xs = e.splat(b.load(b.gep(XTm.data, [b.add(xrow, e.const(p))])), vt)
+                    xs = e.splat(b.load(b.gep(rows[p], [f])), vt)
                     nxt.extend(_fused(b, xs, cv[c], accs[p * NC + c], vt, e.suffix) for c in range(NC))
                 return nxt
 
@@ -576,7 +586,76 @@ def expansion_tile(typingctx, XT, CP, csq, G, m1, i1, m2, chunks):
         e.loop(panels, 1, [], panel)
         return context.get_dummy_value()
 
-    return types.void(XT, CP, csq, G, m1, i1, m2, chunks), codegen
+    return types.void(X, t0, CP, csq, G, m1, i1, m2, chunks), codegen
+
+
+@intrinsic
+def rows_sq_norms(typingctx, X, t0, t1, xsq):
+    """``xsq[p]`` = ``|x|^2`` in float64 of row ``t0 + p`` of ``X`` (n, d) for ``p < t1 - t0`` (the rounding bound
+    of :func:`expansion_tile`'s callers): per row, the features ``W`` at a time squared and added lane by lane into
+    ``W`` float64 sums, the lanes summed by a fixed halving tree, then the last ``d mod W`` features added one by one.
+    A fixed order (the same bits run to run, whatever the threads), and no dependent chain of ``d`` additions: 0.3
+    cycles a feature (0.8 ms of a pass at d = 100, n = 200,000, 2 threads) against 1.1 with the rows of a transposed
+    tile as lanes, which kept the sums in memory."""
+    if not (
+        isinstance(X, types.Array)
+        and X.layout == "C"
+        and X.ndim == 2
+        and X.dtype in (types.float32, types.float64)
+        and isinstance(xsq, types.Array)
+        and xsq.dtype == types.float64
+        and isinstance(t0, types.Integer)
+        and isinstance(t1, types.Integer)
+    ):
+        return None
+    f64 = X.dtype == types.float64
+
+    def codegen(context, builder, signature, args):
+        aty = signature.args
+        Xm = context.make_array(aty[0])(context, builder, args[0])
+        Sm = context.make_array(aty[3])(context, builder, args[3])
+        start = context.cast(builder, args[1], aty[1], types.intp)
+        stop = context.cast(builder, args[2], aty[2], types.intp)
+        e = _Emit(context, builder, f64)
+        b, W = builder, e.W
+        dt = ir.DoubleType()
+        v64 = ir.VectorType(dt, W)
+        d = b.extract_value(Xm.shape, 1)
+        full = b.mul(b.sdiv(d, e.const(W)), e.const(W))
+        undef = ir.Constant(v64, ir.Undefined)
+
+        def half(v, lo, step):
+            idx = [ir.Constant(e.i32, lo + i) for i in range(step)] + [ir.Constant(e.i32, 0)] * (W - step)
+            return b.shuffle_vector(v, undef, ir.Constant(e.vi, idx))
+
+        def row(p, _state):
+            ptr = b.gep(Xm.data, [b.mul(b.add(start, p), d)])
+
+            def chunk(f, accs):
+                x = b.load(e.at(ptr, f, e.vt), align=e.align)
+                x = x if f64 else b.fpext(x, v64)
+                return [b.fadd(accs[0], b.fmul(x, x))]
+
+            acc = e.loop(full, W, [ir.Constant(v64, [ir.Constant(dt, 0.0)] * W)], chunk)[0]
+            step = W // 2
+            while step:
+                acc = b.fadd(half(acc, 0, step), half(acc, step, step))
+                step //= 2
+            s = b.extract_element(acc, ir.Constant(e.i32, 0))
+
+            def tail(j, ss):
+                x = b.load(b.gep(ptr, [b.add(full, j)]))
+                x = x if f64 else b.fpext(x, dt)
+                return [b.fadd(ss[0], b.fmul(x, x))]
+
+            s = e.loop(b.sub(d, full), 1, [s], tail)[0]
+            b.store(s, b.gep(Sm.data, [p]))
+            return []
+
+        e.loop(b.sub(stop, start), 1, [], row)
+        return context.get_dummy_value()
+
+    return types.void(X, t0, t1, xsq), codegen
 
 
 @intrinsic
