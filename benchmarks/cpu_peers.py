@@ -234,7 +234,8 @@ def main() -> None:
             row = {unit: best, "iters": iters, "inertia": inertia, "all": times, "best_peer": best_peer}
             if best_peer and "pixelkm-cpu" in best:
                 row["cpu_over_best_peer"] = best["pixelkm-cpu"] / peers[best_peer]
-                row["cpu_over_sklearn"] = best["pixelkm-cpu"] / best["sklearn-lloyd"]
+                if "sklearn-lloyd" in best:  # (absent when --impls leaves it out)
+                    row["cpu_over_sklearn"] = best["pixelkm-cpu"] / best["sklearn-lloyd"]
             results[name] = row
             if args.whole:
                 cells = "  ".join(f"{i} {v:7.2f} s ({iters[i]} it, {inertia[i]:.6g})" for i, v in best.items())

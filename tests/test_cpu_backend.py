@@ -83,6 +83,29 @@ def test_bit_identical_across_threads_and_chunks(d, monkeypatch):
             assert torch.equal(getattr(r, name), getattr(runs[0], name)), name
 
 
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+def test_feature_variance_kernel(dtype, monkeypatch):
+    """The tolerance's variance on the CPU (two passes of ``kernels.column_sums``): equal to float64 numpy's within
+    rounding (uint8: the sums exact), the same bits with 1 and 2 threads, over several blocks and a partial one."""
+    from pixelkm.backends.cpu import feature_sums
+    from pixelkm.engine import sources
+
+    X, _ = random_data(dtype, 3 * 4096 + 77, 9, 1, seed=3)
+    x = X.double().numpy()
+    runs = []
+    for threads in ("1", "2"):
+        monkeypatch.setenv("PIXELKM_CPU_THREADS", threads)
+        runs.append((feature_sums(X), sources.mean_feature_variance(X.unsqueeze(0))))
+    assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
+    sums, var = runs[0]
+    if dtype == torch.uint8:
+        assert torch.equal(sums, torch.from_numpy(x.sum(0)))
+    np.testing.assert_allclose(sums.numpy(), x.sum(0), rtol=1e-12)
+    np.testing.assert_allclose(float(var[0]), x.var(0).mean(), rtol=1e-12)
+    mean = torch.from_numpy(x.mean(0))
+    np.testing.assert_allclose(feature_sums(X, mean).numpy(), ((x - x.mean(0)) ** 2).sum(0), rtol=1e-12)
+
+
 def test_float16_chunkwise_equals_float32():
     """float16 is converted chunk by chunk (whole blocks): the same result as the float32 copy in one go."""
     from pixelkm.backends.cpu import backend as cpu_backend

@@ -84,24 +84,32 @@ def test_weighted_and_empty_clusters_refilled():
 
 
 def test_auto_takes_yinyang_beyond_small_d(monkeypatch):
-    """auto: Yinyang on the cpu backend beyond SMALL_D features from YINYANG_MIN_K centers and MIN_ROWS rows, while
-    its bounds fit in the memory budget; full passes otherwise (and the same result either way)."""
+    """auto: Yinyang on the cpu backend beyond SMALL_D features from YINYANG_MIN_K centers (YINYANG_MIN_K_WIDE from
+    YINYANG_WIDE_D features) and MIN_ROWS rows, while its bounds fit in the memory budget; full passes otherwise (and
+    the same result either way)."""
     from pixelkm.backends.cpu import backend as cpu_backend
 
+    assert (cpu_backend.YINYANG_MIN_K, cpu_backend.YINYANG_MIN_K_WIDE, cpu_backend.YINYANG_WIDE_D) == (128, 64, 128)
     calls = count_calls(monkeypatch, cpu_bounds, "YinyangBounds")
     monkeypatch.setattr(engine_bounds, "MIN_ROWS", 2000)
     X = make_blobs(3000, 16, 8, seed=2).astype(np.float32)
-    init = X[:64]
-    auto = fit(X, 64, "auto", init=init, tol=0)
+    init = X[:128]
+    auto = fit(X, 128, "auto", init=init, tol=0)
     assert calls == [1]
-    assert_same_fit(auto, fit(X, 64, "lloyd", init=init, tol=0))
-    fit(X[:1500], 64, "auto", init=init)  # below MIN_ROWS
-    fit(X[:, :14], 64, "auto", init=init[:, :14])  # SMALL_D features: full passes
-    fit(X, 31, "auto", init=init[:31])  # below YINYANG_MIN_K
-    assert cpu_backend.YINYANG_MIN_K == 32 and calls == [1]
-    monkeypatch.setattr(engine_bounds, "memory_budget", lambda: 3000 * cpu_bounds.yinyang_bytes_per_row(64, 16) - 1)
-    fit(X, 64, "auto", init=init)  # bounds beyond the budget
+    assert_same_fit(auto, fit(X, 128, "lloyd", init=init, tol=0))
+    fit(X[:1500], 128, "auto", init=init)  # below MIN_ROWS
+    fit(X[:, :14], 128, "auto", init=init[:, :14])  # SMALL_D features: full passes
+    fit(X, 127, "auto", init=init[:127])  # below YINYANG_MIN_K
     assert calls == [1]
+    wide = make_blobs(3000, 128, 8, seed=3).astype(np.float32)
+    fit(wide, 63, "auto", init=wide[:63])  # below YINYANG_MIN_K_WIDE
+    assert calls == [1]
+    fit(wide, 64, "auto", init=wide[:64])
+    fit(wide[:, :127], 64, "auto", init=wide[:64, :127])  # below YINYANG_WIDE_D: YINYANG_MIN_K
+    assert calls == [1, 1]
+    monkeypatch.setattr(engine_bounds, "memory_budget", lambda: 3000 * cpu_bounds.yinyang_bytes_per_row(128, 16) - 1)
+    fit(X, 128, "auto", init=init)  # bounds beyond the budget
+    assert calls == [1, 1]
 
 
 def test_yinyang_errors():

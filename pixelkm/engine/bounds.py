@@ -204,12 +204,13 @@ class TorchBounds:
 #: leaves 10-35% of the points of a photo undecided at every step, and a bounded step still reads and writes 24
 #: bytes of bounds and labels per point and recomputes the sums in a second pass. (Before the tiles, one center
 #: at a time per undecided point: 1.5-2.1x on photos, x,y,R,G,B and blobs; 4.1x on the histogram at K=256.)
-#: Yinyang's bounds on the cpu backend beyond SMALL_D = 14 features from YINYANG_MIN_K = 32 centers
+#: Yinyang's bounds on the cpu backend beyond SMALL_D = 14 features from YINYANG_MIN_K = 128 centers (64 from 128
+#: features)
 #: (pixelkm.backends.cpu.backend, with the measurements), whose single-point scans of the groups left open cost about
 #: what the GEMM pass costs per (point, center) and skip most of them once the first iterations are done.
 AUTO_RULE = (
-    "torch backend: hamerly from MIN_ROWS rows; cpu backend: yinyang beyond 14 features from 32 centers and MIN_ROWS"
-    " rows, else lloyd; triton: lloyd"
+    "torch backend: hamerly from MIN_ROWS rows; cpu backend: yinyang beyond 14 features from 128 centers (64 from 128"
+    " features) and MIN_ROWS rows, else lloyd; triton: lloyd"
 )
 
 

@@ -33,12 +33,17 @@ SMALL_D = 14
 #: from this many centers the small-d pass prunes the centers per group of points (:func:`.simd.scan_pruned`; the
 #: same results); measured below
 PRUNE_MIN_K = 64
-#: from this many centers, beyond SMALL_D features, ``algorithm="auto"`` takes Yinyang's bounds. Whole fits to
-#: tol=1e-4, yinyang / lloyd on this backend (the same iterates), n = 100,000 points around 64 Gaussian blobs, init
-#: k points of the data, 2-core x86-64, 2026-12-03 07:30 UTC, min of 2 interleaved: d=128 K=16/32/64/256
-#: 1.13x/0.63x/0.48x/0.40x; d=16 K=32/64/256 0.88x/0.58x/0.29x; d=32 K=64 0.45x; d=128 K=1024 0.30x
-#: (``benchmarks/cpu_peers.py --whole``)
-YINYANG_MIN_K = 32
+#: from this many centers, beyond SMALL_D features, ``algorithm="auto"`` takes Yinyang's bounds (from
+#: YINYANG_MIN_K_WIDE at YINYANG_WIDE_D features or more). Whole fits to tol=1e-4, yinyang / lloyd on this backend
+#: (the same iterates), n = 100,000 points, init k points of the data, 2-core x86-64, min of 2 interleaved, after the
+#: large-d pass read its rows in place (2026-12-03 19:32 UTC): around 64 Gaussian blobs, d=16
+#: K=32/64/128/256 1.59x/0.97x/1.02x/0.86x, d=64 1.04x/0.79x/0.74x/0.62x, d=128 0.74x/0.60x/0.72x/0.62x, d=256
+#: 0.64x/0.57x/0.64x/0.82x; around 16 blobs (more centers than blobs: loose bounds), K=32/64/128, d=16
+#: 1.26x/1.18x/0.93x, d=32 1.26x/1.41x/0.92x, d=64 1.42x/1.22x/0.86x, d=128 1.33x/1.02x/0.77x, d=256
+#: 1.17x/1.10x/0.80x. (Before, with full passes 1.5-1.75x slower at these d, the threshold was 32 centers.)
+YINYANG_MIN_K = 128
+YINYANG_MIN_K_WIDE = 64
+YINYANG_WIDE_D = 128
 #: bytes of float64 per-block partial sums of the large-d path, at most (beyond, the pass goes in chunks)
 PARTIALS_BYTES = 1 << 25
 #: rows converted at a time for float16/bfloat16 input (a multiple of the block)
@@ -90,6 +95,22 @@ def center_panels(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
 def rounding_slack(dtype: np.dtype, d: int) -> float:
     """Relative bound of the rounding of a squared distance (direct differences or the expansion), with margin."""
     return 4.0 * (d + 3) * float(np.finfo(dtype).eps) + 64 * 2.0**-52
+
+
+def feature_sums(X: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+    """Per feature of one problem X (n, d) in uint8, float32 or float64 on the CPU, float64 (d,): the sum of the
+    values, or with ``mean`` (d,) the sum of their squared deviations from it; the two passes of a variance
+    (:func:`.kernels.column_sums`), with no float64 copy of X (torch's chunked passes make one of every chunk: 140 ms
+    for the two at n = 200,000, d = 100, against 2 x 2.5 ms here)."""
+    import numba
+
+    n, d = X.shape
+    numba.set_num_threads(pass_threads())
+    part = np.empty(((n + K.BLOCK - 1) // K.BLOCK, d + -(-K.PARTIALS_GAP // 8)))
+    out = np.zeros(d)
+    m = np.empty(0) if mean is None else mean.to(torch.float64).contiguous().numpy()
+    K.column_sums(X.contiguous().numpy(), m, part, out, numba.get_num_threads())
+    return torch.from_numpy(out)
 
 
 class Weights64:
@@ -305,10 +326,12 @@ class CpuBackend(Backend):
         return HamerlyBounds(self, X, sample_weight, n_clusters)
 
     def auto_bounds(self, n: int, d: int, n_clusters: int, budget: int) -> str | None:
-        """Yinyang's bounds beyond :data:`SMALL_D` features from :data:`YINYANG_MIN_K` centers (see there), else full
+        """Yinyang's bounds beyond :data:`SMALL_D` features from :data:`YINYANG_MIN_K` centers (from
+        :data:`YINYANG_MIN_K_WIDE` at :data:`YINYANG_WIDE_D` features or more; see there), else full
         passes (faster than Hamerly's bounds on this kernel: ``pixelkm.engine.bounds.AUTO_RULE``)."""
         from .bounds import yinyang_bytes_per_row
 
-        if d > SMALL_D and n_clusters >= YINYANG_MIN_K and n * yinyang_bytes_per_row(n_clusters, d) <= budget:
+        min_k = YINYANG_MIN_K_WIDE if d >= YINYANG_WIDE_D else YINYANG_MIN_K
+        if d > SMALL_D and n_clusters >= min_k and n * yinyang_bytes_per_row(n_clusters, d) <= budget:
             return "yinyang"
         return None

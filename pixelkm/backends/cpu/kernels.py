@@ -571,6 +571,35 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
 
 
 @njit(cache=True, parallel=True)
+def column_sums(X, mean, part, out, nthreads):
+    """``out[f]`` = the sum over the rows of X (n, d) of ``x_f`` (``mean`` empty) or of ``(x_f - mean[f])^2``, in
+    float64: the two passes of a variance, with no float64 copy of X. Per block of :data:`BLOCK` rows a partial
+    (``part`` (>= ceil(n / BLOCK), d)), added block after block: the same bits whatever the threads."""
+    n, d = X.shape
+    has_mean = mean.shape[0] > 0
+    nb = (n + BLOCK - 1) // BLOCK
+    ctr = np.zeros(1, np.int64)
+    for _t in prange(nthreads):
+        while True:
+            b = fetch_add(ctr)
+            if b >= nb:
+                break
+            acc = part[b]
+            acc[:] = 0.0
+            for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
+                if has_mean:
+                    for f in range(d):
+                        v = np.float64(X[i, f]) - mean[f]
+                        acc[f] += v * v
+                else:
+                    for f in range(d):
+                        acc[f] += np.float64(X[i, f])
+    for b in range(nb):
+        for f in range(d):
+            out[f] += part[b, f]
+
+
+@njit(cache=True, parallel=True)
 def sums_by_label(X, w, labels, part_s, part_c, sums, counts, nthreads):
     """The sums and counts of a full pass (the same blocks, the same order: the same bits) from given labels.
 
