@@ -83,12 +83,16 @@ def test_bit_identical_across_threads_and_chunks(d, monkeypatch):
             assert torch.equal(getattr(r, name), getattr(runs[0], name)), name
 
 
-@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32, torch.float64])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float16, torch.float32, torch.float64])
 def test_feature_variance_kernel(dtype, monkeypatch):
     """The tolerance's variance on the CPU (two passes of ``kernels.column_sums``): equal to float64 numpy's within
-    rounding (uint8: the sums exact), the same bits with 1 and 2 threads, over several blocks and a partial one."""
+    rounding (uint8: the sums exact), the same bits with 1 and 2 threads, over several blocks and a partial one
+    (float16: converted in chunks of one block here)."""
+    from pixelkm.backends.cpu import backend as cpu_backend
     from pixelkm.backends.cpu import feature_sums
     from pixelkm.engine import sources
+
+    monkeypatch.setattr(cpu_backend, "CONVERT_ROWS", cpu_backend.K.BLOCK)
 
     X, _ = random_data(dtype, 3 * 4096 + 77, 9, 1, seed=3)
     x = X.double().numpy()

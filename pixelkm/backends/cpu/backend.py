@@ -98,18 +98,24 @@ def rounding_slack(dtype: np.dtype, d: int) -> float:
 
 
 def feature_sums(X: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
-    """Per feature of one problem X (n, d) in uint8, float32 or float64 on the CPU, float64 (d,): the sum of the
-    values, or with ``mean`` (d,) the sum of their squared deviations from it; the two passes of a variance
-    (:func:`.kernels.column_sums`), with no float64 copy of X (torch's chunked passes make one of every chunk: 140 ms
-    for the two at n = 200,000, d = 100, against 2 x 2.5 ms here)."""
+    """Per feature of one problem X (n, d) on the CPU, float64 (d,): the sum of the values, or with ``mean`` (d,) the
+    sum of their squared deviations from it; the two passes of a variance (:func:`.kernels.column_sums`), with no
+    float64 copy of X. uint8, float32 and float64 are read in place, float16 and bfloat16 converted to float32 in
+    chunks of whole blocks (the same bits whatever the chunking, as the pass's). ``mean_feature_variance`` of the
+    engine at n = 200,000, d = 100 float32: 6.6 ms against 132.1 for its torch passes (one process, interleaved, min
+    of 7)."""
     import numba
 
     n, d = X.shape
     numba.set_num_threads(pass_threads())
-    part = np.empty(((n + K.BLOCK - 1) // K.BLOCK, d + -(-K.PARTIALS_GAP // 8)))
+    step = n if X.dtype in _NUMPY_DTYPES else CONVERT_ROWS
+    part = K.block_partials((min(step, n) + K.BLOCK - 1) // K.BLOCK, 1, d)[0]
     out = np.zeros(d)
     m = np.empty(0) if mean is None else mean.to(torch.float64).contiguous().numpy()
-    K.column_sums(X.contiguous().numpy(), m, part, out, numba.get_num_threads())
+    for s0 in range(0, n, step):
+        xs = X[s0 : s0 + step]
+        xn = (xs if xs.dtype in _NUMPY_DTYPES else xs.to(torch.float32)).contiguous().numpy()
+        K.column_sums(xn, m, part, out, numba.get_num_threads())
     return torch.from_numpy(out)
 
 

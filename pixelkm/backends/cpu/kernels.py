@@ -572,9 +572,10 @@ def bounded_step(X, C, drift, other_drift, half_sep, slack, labels, upper, lower
 
 @njit(cache=True, parallel=True)
 def column_sums(X, mean, part, out, nthreads):
-    """``out[f]`` = the sum over the rows of X (n, d) of ``x_f`` (``mean`` empty) or of ``(x_f - mean[f])^2``, in
+    """``out[f]`` += the sum over the rows of X (n, d) of ``x_f`` (``mean`` empty) or of ``(x_f - mean[f])^2``, in
     float64: the two passes of a variance, with no float64 copy of X. Per block of :data:`BLOCK` rows a partial
-    (``part`` (>= ceil(n / BLOCK), d)), added block after block: the same bits whatever the threads."""
+    (``part[b, 0]``: :func:`block_partials` of one row), added block after block: the same bits whatever the
+    threads."""
     n, d = X.shape
     has_mean = mean.shape[0] > 0
     nb = (n + BLOCK - 1) // BLOCK
@@ -584,7 +585,7 @@ def column_sums(X, mean, part, out, nthreads):
             b = fetch_add(ctr)
             if b >= nb:
                 break
-            acc = part[b]
+            acc = part[b, 0]
             acc[:] = 0.0
             for i in range(b * BLOCK, min(n, (b + 1) * BLOCK)):
                 if has_mean:
@@ -596,7 +597,7 @@ def column_sums(X, mean, part, out, nthreads):
                         acc[f] += np.float64(X[i, f])
     for b in range(nb):
         for f in range(d):
-            out[f] += part[b, f]
+            out[f] += part[b, 0, f]
 
 
 @njit(cache=True, parallel=True)
