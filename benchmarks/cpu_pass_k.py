@@ -31,7 +31,7 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     a = p.parse_args()
     import pixelkm.backends
-    from pixelkm.backends.cpu.backend import pass_threads
+    from pixelkm.backends.cpu.threads import pass_threads
 
     colors, weights = colors_12mp()
     X = torch.from_numpy(colors).float()[None]

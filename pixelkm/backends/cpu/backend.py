@@ -9,13 +9,11 @@ float16 and bfloat16 are converted to float32 chunk by chunk (whole blocks, so t
 chunking).
 
 Threads: ``torch.get_num_threads()`` (the user's setting for the whole package), at most the cores this process may
-run on; within a pass the workers share the blocks dynamically, so a core taken by another process costs its share
-and no more (see :func:`pass_threads`).
+run on; within a pass the workers share the blocks dynamically, and while another process holds a core the full
+passes run on fewer threads where that measures faster (:mod:`.threads`).
 """
 
 from __future__ import annotations
-
-import os
 
 import numpy as np
 import torch
@@ -24,6 +22,7 @@ from ..._result import AssignUpdateResult, PassExtras
 from .._base import Backend
 from . import kernels as K
 from .simd import PANEL_CHUNKS, group_lanes
+from .threads import TUNER, pass_threads
 
 #: up to this many features the direct-difference kernel runs (beyond, the GEMM path). Measured (2-core x86-64,
 #: 2^20 float32 points, K = 64, ms per pass, direct / GEMM): d=3 9.7/55.9, d=8 16.5/67.8, d=12 26.3/78.4,
@@ -50,25 +49,6 @@ PARTIALS_BYTES = 1 << 25
 CONVERT_ROWS = 64 * K.BLOCK
 
 _NUMPY_DTYPES = {torch.uint8: np.uint8, torch.float32: np.float32, torch.float64: np.float64}
-
-
-def pass_threads() -> int:
-    """Threads for one pass: ``torch.get_num_threads()`` (the package's one thread setting), at most the cores this
-    process may run on. ``PIXELKM_CPU_THREADS`` overrides.
-
-    Busy cores need no fewer threads: the workers take blocks from a shared counter, so a worker on a core that
-    another process holds takes fewer blocks (see ``python benchmarks/cpu_peers.py --load``)."""
-    import numba
-
-    top = numba.config.NUMBA_NUM_THREADS
-    env = os.environ.get("PIXELKM_CPU_THREADS", "").strip()
-    if env:
-        return max(1, min(int(env), top))
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cores = top
-    return max(1, min(torch.get_num_threads(), cores, top))
 
 
 def center_panels(C: np.ndarray) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -187,7 +167,6 @@ class CpuBackend(Backend):
         b, n, d = X.shape
         k = centers.shape[1]
         cdt = centers.dtype
-        numba.set_num_threads(pass_threads())
         prev = None if extras is None or compute_second else extras.previous_labels
         out = None if prev is None else extras.labels_out
         ok = out is not None and out.shape == (b, n) and out.dtype == torch.int64 and out.is_contiguous()
@@ -199,21 +178,28 @@ class CpuBackend(Backend):
         sums = torch.zeros(b, k, d, dtype=torch.float64)
         counts = torch.zeros(b, k, dtype=torch.float64)
         w64 = None if sample_weight is None else Weights64.of(sample_weight, cache)
-        for i in range(b):
-            w = None if w64 is None else w64[i]
-            self._one(
-                X[i],
-                centers[i],
-                w,
-                labels[i],
-                None if mind is None else mind[i],
-                None if second is None else second[i],
-                sums[i],
-                counts[i],
-                None if prev is None else prev[i],
-            )
-            if changed is not None:
-                changed[i] = self._moved
+
+        def run(threads: int) -> None:
+            numba.set_num_threads(threads)
+            for i in range(b):
+                w = None if w64 is None else w64[i]
+                self._one(
+                    X[i],
+                    centers[i],
+                    w,
+                    labels[i],
+                    None if mind is None else mind[i],
+                    None if second is None else second[i],
+                    sums[i],
+                    counts[i],
+                    None if prev is None else prev[i],
+                )
+                if changed is not None:
+                    changed[i] = self._moved
+
+        # every full pass of one kind does the same work: timed, so that a busy core costs fewer threads
+        kind = (tuple(X.shape), k, X.dtype, cdt, w64 is None, prev is None, want_dist, compute_second)
+        TUNER.run(kind, pass_threads(), run)
         if changed is not None:
             extras.n_changed = changed
         if compute_second:

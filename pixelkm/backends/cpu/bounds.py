@@ -17,6 +17,7 @@ import torch
 from ..._result import AssignUpdateResult, PassExtras
 from . import kernels as K
 from .simd import group_lanes
+from .threads import pass_threads
 
 
 def drifts(c64: np.ndarray, prev: np.ndarray) -> np.ndarray:
@@ -60,7 +61,7 @@ class HamerlyBounds:
     def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         import numba
 
-        from .backend import pass_threads, rounding_slack
+        from .backend import rounding_slack
 
         C = centers.contiguous()
         Cn = C.numpy()
@@ -246,7 +247,7 @@ class YinyangBounds:
     def step(self, centers: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
         import numba
 
-        from .backend import pass_threads, rounding_slack
+        from .backend import rounding_slack
 
         Cn = centers.contiguous().numpy()
         n, d = self._xn.shape
