@@ -5,9 +5,10 @@ count can change from one pass to the next without changing a bit of any fit. Wh
 parallel region, and the region ends when its last worker does. While another process holds one of the cores, the
 worker there is descheduled for a time slice now and then, and a pass that would take 3-15 ms waits for it: passes on
 2 threads come out either at their quiet time or 3-6x slower. Measured on the 2-core machine with a process spinning
-on one core (``n = 200,000, d = 32, K = 16``; ``n = 2^20, d = 3, K = 64``; ``n = 100,000, d = 256, K = 32``; 20
-passes each, interleaved, 2026-12-03 21:07 UTC), ms per pass, median (mean), 2 threads 6.2 (7.9), 18.5 (17.0), 33.3
-(28.3) against 1 thread 6.1 (7.0), 11.9 (11.8), 24.9 (25.5); quiet, 2 threads, 3.1 (3.2), 5.2 (5.8), 13.5 (13.6).
+on one core (``benchmarks/cpu_threads.py --load``: ``n = 200,000, d = 32, K = 16``; ``n = 2^20, d = 3, K = 64``;
+``n = 100,000, d = 256, K = 32``; 20 passes each, interleaved, 2026-12-03 21:07 UTC), ms per pass, median (mean),
+2 threads 6.2 (7.9), 18.5 (17.0), 33.3 (28.3) against 1 thread 6.1 (7.0), 11.9 (11.8), 24.9 (25.5); quiet, 2
+threads, 3.1 (3.2), 5.2 (5.8), 13.5 (13.6).
 
 :class:`ThreadTuner` measures instead of guessing: every full pass of a given shape is timed; when two in a row
 take more than :attr:`ThreadTuner.SLOW` times the fastest seen at their count, the next passes try fewer threads (a
