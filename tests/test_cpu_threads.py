@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pixelkm.backends.cpu.threads import ThreadTuner
+from pixelkm.backends.cpu.threads import ThreadTuner, pass_threads
 
 KEY = ("pass", 1000)
 
@@ -157,6 +157,10 @@ def test_fits_switching_threads_between_passes_give_the_same_bits(d, k, monkeypa
     monkeypatch.setattr(cpu_backend, "TUNER", alt)
     switching = fit()
     assert set(alt.used) == {1, 2}
+    # the kernels after a pass (k-means++, the histogram's) run on the setting again, not on the pass's count
+    alt.used = []  # the next pass on one thread
+    pixelkm.assign_update(X, init, backend="cpu")
+    assert alt.used[-1] == 1 and numba.get_num_threads() == pass_threads() > 1
     monkeypatch.setattr(cpu_backend, "TUNER", ThreadTuner())
     for threads in ("2", "1"):
         monkeypatch.setenv("PIXELKM_CPU_THREADS", threads)

@@ -181,25 +181,29 @@ class CpuBackend(Backend):
 
         def run(threads: int) -> None:
             numba.set_num_threads(threads)
-            for i in range(b):
-                w = None if w64 is None else w64[i]
-                self._one(
-                    X[i],
-                    centers[i],
-                    w,
-                    labels[i],
-                    None if mind is None else mind[i],
-                    None if second is None else second[i],
-                    sums[i],
-                    counts[i],
-                    None if prev is None else prev[i],
-                )
-                if changed is not None:
-                    changed[i] = self._moved
+            try:
+                for i in range(b):
+                    w = None if w64 is None else w64[i]
+                    self._one(
+                        X[i],
+                        centers[i],
+                        w,
+                        labels[i],
+                        None if mind is None else mind[i],
+                        None if second is None else second[i],
+                        sums[i],
+                        counts[i],
+                        None if prev is None else prev[i],
+                    )
+                    if changed is not None:
+                        changed[i] = self._moved
+            finally:  # numba's count is the thread's: the kernels after (init, histogram) run on the setting
+                numba.set_num_threads(top)
 
         # every full pass of one kind does the same work: timed, so that a busy core costs fewer threads
         kind = (tuple(X.shape), k, X.dtype, cdt, w64 is None, prev is None, want_dist, compute_second)
-        TUNER.run(kind, pass_threads(), run)
+        top = pass_threads()
+        TUNER.run(kind, top, run)
         if changed is not None:
             extras.n_changed = changed
         if compute_second:

@@ -22,6 +22,7 @@ whole fits: docs/cpu.md ("A busy core").
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -86,9 +87,14 @@ class ThreadTuner:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
         self._shapes: OrderedDict[Hashable, _Shape] = OrderedDict()
+        self._lock = threading.Lock()  # fits in several Python threads share the tuner
 
     def threads(self, key: Hashable, top: int) -> int:
         """The count for the next pass of kind ``key``, at most ``top`` (the setting: :func:`pass_threads`)."""
+        with self._lock:
+            return self._threads(key, top)
+
+    def _threads(self, key: Hashable, top: int) -> int:
         s = self._shapes.get(key)
         if s is None or s.top != top:  # new, or the setting changed: start again from the setting
             s = self._shapes[key] = _Shape(top)
@@ -99,6 +105,10 @@ class ThreadTuner:
 
     def record(self, key: Hashable, threads: int, seconds: float) -> None:
         """The pass of kind ``key`` that :meth:`threads` gave ``threads`` took ``seconds``."""
+        with self._lock:
+            self._record(key, threads, seconds)
+
+    def _record(self, key: Hashable, threads: int, seconds: float) -> None:
         s = self._shapes.get(key)
         if s is None:
             return
