@@ -125,6 +125,16 @@ def test_env_setting_turns_it_off(monkeypatch):
     assert KEY in tuner._shapes
 
 
+@pytest.mark.parametrize("value", ["0", "two", "-1", "1.5"])
+def test_bad_thread_setting_is_named(value, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setenv("PIXELKM_CPU_THREADS", value)
+    with pytest.raises(ValueError, match="PIXELKM_CPU_THREADS must be a whole number"):
+        pass_threads()
+    monkeypatch.setenv("PIXELKM_CPU_THREADS", "1")
+    assert pass_threads() == 1
+
+
 @pytest.mark.parametrize("d, k", [(3, 9), (40, 12)])
 def test_fits_switching_threads_between_passes_give_the_same_bits(d, k, monkeypatch):
     """Every pass of a fit on a different thread count (1, 2, 1, ...) against every pass on 2 and on 1: the same

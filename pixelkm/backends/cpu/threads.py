@@ -38,7 +38,9 @@ def pass_threads() -> int:
     top = numba.config.NUMBA_NUM_THREADS
     env = os.environ.get("PIXELKM_CPU_THREADS", "").strip()
     if env:
-        return max(1, min(int(env), top))
+        if not env.isdigit() or int(env) < 1:
+            raise ValueError(f"PIXELKM_CPU_THREADS must be a whole number of threads, 1 or more; it is {env!r}")
+        return min(int(env), top)
     try:
         cores = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
