@@ -89,7 +89,7 @@ def test_feature_variance_kernel(dtype, monkeypatch):
     rounding (uint8: the sums exact), the same bits with 1 and 2 threads, over several blocks and a partial one
     (float16: converted in chunks of one block here)."""
     from pixelkm.backends.cpu import backend as cpu_backend
-    from pixelkm.backends.cpu import feature_sums
+    from pixelkm.backends.cpu.backend import feature_sums
     from pixelkm.engine import sources
 
     monkeypatch.setattr(cpu_backend, "CONVERT_ROWS", cpu_backend.K.BLOCK)
@@ -99,7 +99,7 @@ def test_feature_variance_kernel(dtype, monkeypatch):
     runs = []
     for threads in ("1", "2"):
         monkeypatch.setenv("PIXELKM_CPU_THREADS", threads)
-        runs.append((feature_sums(X), sources.mean_feature_variance(X.unsqueeze(0))))
+        runs.append((feature_sums(X), sources.mean_feature_variance(X.unsqueeze(0), backend=CPU)))
     assert torch.equal(runs[0][0], runs[1][0]) and torch.equal(runs[0][1], runs[1][1])
     sums, var = runs[0]
     if dtype == torch.uint8:

@@ -92,6 +92,12 @@ class Backend:
         it."""
         raise NotImplementedError
 
+    def feature_sums(self, X: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor | None:
+        """Per feature of ONE problem X (n, d), float64 (d,): the sum of the values, or with ``mean`` (d,) the sum
+        of their squared deviations from it (the two passes of the tolerance's variance), or None where this
+        backend has no kernel for it (the engine's chunked torch passes serve)."""
+        return None
+
     def bounds(
         self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, kind: str = "hamerly"
     ) -> Bounds | None:

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from .._validation import compute_dtype, resolve_generator
+from ..backends import select_backend
 from . import init as _init
 from .bounds import bounded_state
 from .comm import LOCAL, LocalComm
@@ -102,7 +103,9 @@ def fit_batched(
     if isinstance(tol, torch.Tensor):
         abs_tol = tol
     elif tol > 0:
-        abs_tol = mean_feature_variance(X, mask, comm) * tol
+        # the backend of the passes (X against centers of its compute dtype): its kernel for the variance, if any
+        be = select_backend(backend, X, X.new_empty((b, 1, X.shape[2]), dtype=compute_dtype(X.dtype)))
+        abs_tol = mean_feature_variance(X, mask, comm, backend=be) * tol
     else:
         abs_tol = torch.zeros(b, dtype=torch.float64, device=X.device)
     if initial is None:

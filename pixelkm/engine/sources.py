@@ -10,31 +10,34 @@ from __future__ import annotations
 import torch
 
 from .._result import AssignUpdateResult, PassExtras
-from ..backends import select_backend
-from ..backends.cpu import feature_sums
+from ..backends import Backend, select_backend
 from ..ops import run_assign_update
 from .comm import LOCAL, LocalComm
 from .relocate import Candidates, relocate_empty_clusters
 
 
 def mean_feature_variance(
-    X: torch.Tensor, mask: torch.Tensor | None = None, comm: LocalComm = LOCAL, rows: int = 1 << 18
+    X: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    comm: LocalComm = LOCAL,
+    rows: int = 1 << 18,
+    backend: Backend | None = None,
 ) -> torch.Tensor:
     """Mean over features of each feature's (unweighted) variance, per problem: shape (b,), float64.
 
     Only the points where ``mask`` is True count. Two chunked passes in float64, so that no float copy of X
-    is made (on the CPU without a mask, the cpu backend's kernel: no float64 copy of a chunk either). No host
-    synchronization.
+    is made; without a mask, the ``backend``'s :meth:`~pixelkm.backends.Backend.feature_sums` where it has one (the
+    cpu backend's kernel: no float64 copy of a chunk either). No host synchronization.
     """
     b, n, d = X.shape
-    if mask is None and X.device.type == "cpu" and feature_sums is not None:
-        # the cpu backend's kernel: the same two passes without a float64 copy of each chunk
-        total = torch.stack([feature_sums(X[i]) for i in range(b)])
+    first = None if mask is not None or backend is None else backend.feature_sums(X[0])
+    if first is not None:
+        total = torch.stack([first] + [backend.feature_sums(X[i]) for i in range(1, b)])
         count = torch.full((b, 1), float(n), dtype=torch.float64)
         comm.sum_(total)
         comm.sum_(count)
         mean = total / count
-        sq = torch.stack([feature_sums(X[i], mean[i]) for i in range(b)])
+        sq = torch.stack([backend.feature_sums(X[i], mean[i]) for i in range(b)])
         comm.sum_(sq)
         return (sq / count).mean(1)
     total = torch.zeros(b, d, dtype=torch.float64, device=X.device)

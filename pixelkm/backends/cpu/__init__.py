@@ -34,9 +34,7 @@ if CPU_AVAILABLE:
         for mod in ("kernels", "bounds", "backend"):
             sys.modules.pop(f"{__name__}.{mod}", None)
         from .backend import CpuBackend
-    from .backend import feature_sums
 else:  # pragma: no cover
     CpuBackend = None  # type: ignore[assignment,misc]
-    feature_sums = None  # type: ignore[assignment]
 
-__all__ = ["CPU_AVAILABLE", "CPU_MISSING", "CpuBackend", "feature_sums"]
+__all__ = ["CPU_AVAILABLE", "CPU_MISSING", "CpuBackend"]

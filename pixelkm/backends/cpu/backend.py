@@ -309,6 +309,10 @@ class CpuBackend(Backend):
             if pv.size:
                 self._moved += int(moved[: (s1 - s0 + K.BLOCK - 1) // K.BLOCK].sum())
 
+    def feature_sums(self, X: torch.Tensor, mean: torch.Tensor | None = None) -> torch.Tensor:
+        """See :meth:`Backend.feature_sums`: :func:`feature_sums`."""
+        return feature_sums(X, mean)
+
     def bounds(self, X: torch.Tensor, sample_weight: torch.Tensor | None, n_clusters: int, kind: str = "hamerly"):
         """Hamerly's bounded pass for one problem (see :class:`.bounds.HamerlyBounds`; None beyond :data:`SMALL_D`)
         or Yinyang's (:class:`.bounds.YinyangBounds`, any ``d``)."""

@@ -53,7 +53,7 @@ class _Shape:
 
     __slots__ = ("top", "cur", "best", "last", "slow", "since", "probe", "left", "wait")
 
-    def __init__(self, top: int) -> None:
+    def __init__(self, top: int, wait: int) -> None:
         self.top = self.cur = top
         self.best: dict[int, float] = {}  # the fastest pass seen at each count
         self.last: dict[int, list[float]] = {}  # the latest passes at each count (PROBE_PASSES of them)
@@ -61,7 +61,7 @@ class _Shape:
         self.since = 0  # passes at ``cur`` since the last probe
         self.probe: int | None = None  # the count being tried
         self.left = 0  # passes left in the probe
-        self.wait = ThreadTuner.UP_FIRST  # passes below the setting before the next probe of one thread more
+        self.wait = wait  # passes below the setting before the next probe of one thread more
 
 
 class ThreadTuner:
@@ -99,7 +99,7 @@ class ThreadTuner:
     def _threads(self, key: Hashable, top: int) -> int:
         s = self._shapes.get(key)
         if s is None or s.top != top:  # new, or the setting changed: start again from the setting
-            s = self._shapes[key] = _Shape(top)
+            s = self._shapes[key] = _Shape(top, self.UP_FIRST)
             while len(self._shapes) > self.MAX_SHAPES:
                 self._shapes.popitem(last=False)
         self._shapes.move_to_end(key)
