@@ -6,14 +6,17 @@
 #   3. runs the WHOLE test suite on CUDA (tests marked gpu included) in parallel pytest processes,
 #      and fails when a test fails or when no test ran;
 #   4. runs benchmarks/roofline.py at full size: per case the kernel alone (CUDA events) beside the whole
-#      Lloyd step, the torch reference, a naive step and flash-kmeans where it imports, with the floors.
+#      Lloyd step, the torch reference, a naive step and flash-kmeans where it imports, with the floors;
+#   5. runs the pixelkm command on a 12 MP photo (benchmarks/photo_commands.py; --device auto takes the GPU).
 # Everything it prints also goes to --log-dir (default: $OUT/gpu_check when $OUT is set, so that the logs come
 # back from the device machine; else ./gpu_check_logs). Per-step timeouts keep it inside 9 minutes.
 #
 #   bash benchmarks/gpu_check.sh [--log-dir DIR] [--wheels DIR] [--jobs N] [-- roofline.py arguments]
 #
-# Environment: INSTALL_TIMEOUT (45), TEST_TIMEOUT (270), BENCH_TIMEOUT (150) seconds.
+# Environment: INSTALL_TIMEOUT (45), TEST_TIMEOUT (270), BENCH_TIMEOUT (150), PHOTO_TIMEOUT (90) seconds;
+# PHOTO_ROWS (photo_commands.py --only). The logs are at most 7 files, so that all come back from $OUT.
 set -uo pipefail
+export PYTHONUNBUFFERED=1  # output reaches the logs as it comes (a step cut by its timeout keeps what it printed)
 cd "$(dirname "$0")/.."
 unset TRITON_INTERPRET  # the interpreter would hide the compiled kernels
 
@@ -112,15 +115,25 @@ if [ "$passed" -eq 0 ]; then
 fi
 echo "$tests_line"
 grep -h "SKIPPED" "$log_dir"/part.*.out | grep -i "cuda\|gpu" | head -n 5
+# one file of test output (the device tool brings back at most 8 files from $OUT)
+for part in "$log_dir"/part.??; do echo "=== $(basename "$part") ==="; cat "$part.out" 2>/dev/null; done >"$log_dir/tests.txt"
+rm -f "$log_dir"/part.* "$log_dir/ids.txt"
 
 echo "== benchmarks/roofline.py =="
 timeout "${BENCH_TIMEOUT:-150}" "$py" benchmarks/roofline.py "${bench_args[@]}" >"$log_dir/roofline.txt" 2>&1
 bench_rc=$?
 sed -n '/^case /,$!p' "$log_dir/roofline.txt"
 
+echo "== the pixelkm command on a 12 MP photo, on the GPU (benchmarks/photo_commands.py) =="
+timeout "${PHOTO_TIMEOUT:-90}" "$py" benchmarks/photo_commands.py --only "${PHOTO_ROWS:-quantize16,quantize16,quantize256,quantize16-lab,segment8,remove-bg,choose-k,palette6,sklearn16}" \
+    >"$log_dir/photos.txt" 2>&1
+photo_rc=$?
+cat "$log_dir/photos.txt"
+
 echo
 echo "== summary =="
 echo "tests: $tests_line (exit $test_rc)"
+echo "photo commands: exit $photo_rc"
 echo "roofline: exit $bench_rc (targets on H100/H200: uint8 image K=8 <= 0.15 ms, K=64 <= 0.4 ms, K=256 <= 1.5 ms;"
 echo "          embeddings: triton <= flash-kmeans, float32 and bfloat16, where that row is present)"
 sed -n '/^case /,$p' "$log_dir/roofline.txt"

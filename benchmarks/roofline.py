@@ -196,9 +196,9 @@ def flash_kmeans_ms(X: torch.Tensor, C: torch.Tensor, iters: int) -> float | Non
         from flash_kmeans import batch_kmeans_Euclid
     except ImportError:
         return None
-    if X.device.type != "cuda" or X.dtype == torch.uint8:
-        return None  # it runs on CUDA float data only
-    x = X.contiguous()
+    if X.device.type != "cuda":
+        return None  # it runs on CUDA only
+    x = (X.float() if X.dtype == torch.uint8 else X).contiguous()  # float data only: uint8 images as float32
     init = C.to(X.dtype)
     k = C.shape[1]
 
@@ -238,7 +238,12 @@ def main(argv: list[str] | None = None) -> int:
     if not on_gpu:
         print("(CPU: triton runs under its interpreter; its times are not speed figures)")
 
-    rows = []
+    print()
+    print(f"{'case':<42} {'implementation':<34} {'ms/iter':>10} {'mem floor':>10} {'ops floor':>10} {'x floor':>8}")
+
+    def row(case, label, ms, fm, fo, ratio):  # printed as it comes, so that a run cut short keeps its rows
+        print(f"{case:<42} {label:<34} {ms:>10.3f} {fm:>10.4f} {fo:>10.4f} {ratio:>8.1f}", flush=True)
+
     for case, X2, k in cases(args.quick, device):
         if args.only and args.only not in case:
             continue
@@ -257,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         if triton_here and on_gpu:
             ms = kernel_ms(lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=False), iters)
             if ms is not None:
-                rows.append((case, "triton kernels alone (fast)", ms, floor_mem, floor_ops, ms / floor))
+                row(case, "triton kernels alone (fast)", ms, floor_mem, floor_ops, ms / floor)
         if triton_here:
             impls.append(("triton step (fast)", lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=False)))
             impls.append(
@@ -280,21 +285,18 @@ def main(argv: list[str] | None = None) -> int:
             except torch.OutOfMemoryError:
                 ms = float("nan")
                 torch.cuda.empty_cache()
-            rows.append((case, label, ms, floor_mem, floor_ops, ms / floor))
+            row(case, label, ms, floor_mem, floor_ops, ms / floor)
         fk = flash_kmeans_ms(X, C, 10) if on_gpu else None
         if fk is not None:
-            rows.append((case, "flash-kmeans batch_kmeans_Euclid", fk, floor_mem, floor_ops, fk / floor))
+            label = "flash-kmeans" + (" (float32 copy of X)" if X.dtype == torch.uint8 else "")
+            row(case, label, fk, floor_mem, floor_ops, fk / floor)
         if agree is not None:
             rel = (inertia[0] - inertia[1]) / inertia[1]
             print(
-                f"{case}: triton labels equal to torch's for {100 * agree:.4f}% of points; inertia of triton's "
+                f"  {case}: triton labels equal to torch's for {100 * agree:.4f}% of points; inertia of triton's "
                 f"labels {rel:+.2e} relative to torch's (float64 distances; target within 1e-4)"
             )
 
-    print()
-    print(f"{'case':<42} {'implementation':<32} {'ms/iter':>10} {'mem floor':>10} {'ops floor':>10} {'x floor':>8}")
-    for case, label, ms, fm, fo, ratio in rows:
-        print(f"{case:<42} {label:<32} {ms:>10.3f} {fm:>10.4f} {fo:>10.4f} {ratio:>8.1f}")
     return 0
 
 
