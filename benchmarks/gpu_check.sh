@@ -7,14 +7,16 @@
 #      and fails when a test fails or when no test ran;
 #   4. runs benchmarks/roofline.py at full size: per case the kernel alone (CUDA events) beside the whole
 #      Lloyd step, the torch reference, a naive step and flash-kmeans where it imports, with the floors;
-#   5. runs the pixelkm command on a 12 MP photo (benchmarks/photo_commands.py; --device auto takes the GPU).
+#   5. profiles quantize -k 16 on a 12 MP photo (benchmarks/profile_cli.py), then times the pixelkm command on
+#      it (benchmarks/photo_commands.py; --device auto takes the GPU).
 # Everything it prints also goes to --log-dir (default: $OUT/gpu_check when $OUT is set, so that the logs come
 # back from the device machine; else ./gpu_check_logs). Per-step timeouts keep it inside 9 minutes.
 #
 #   bash benchmarks/gpu_check.sh [--log-dir DIR] [--wheels DIR] [--jobs N] [-- roofline.py arguments]
 #
-# Environment: INSTALL_TIMEOUT (45), TEST_TIMEOUT (270), BENCH_TIMEOUT (150), PHOTO_TIMEOUT (90) seconds;
-# PHOTO_ROWS (photo_commands.py --only). The logs are at most 7 files, so that all come back from $OUT.
+# Environment: INSTALL_TIMEOUT (45), TEST_TIMEOUT (270), BENCH_TIMEOUT (150), PROFILE_TIMEOUT (60), PHOTO_TIMEOUT
+# (90) seconds; PHOTO_ROWS (photo_commands.py --only; "none" skips step 5). The logs are at most 7 files, so that
+# all come back from $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1  # output reaches the logs as it comes (a step cut by its timeout keeps what it printed)
 cd "$(dirname "$0")/.."
@@ -91,22 +93,34 @@ if [ "$total" -eq 0 ]; then
     tail -n 20 "$log_dir/collect_err.txt" >&2
     exit 1
 fi
-rm -f "$log_dir"/part.*
-split -n "r/$jobs" -d "$log_dir/ids.txt" "$log_dir/part."
 start=$SECONDS
-for part in "$log_dir"/part.??; do
-    [ -s "$part" ] || continue
-    timeout "${TEST_TIMEOUT:-270}" "$py" -m pytest -q -p no:cacheprovider -rfEs $(cat "$part") >"$part.out" 2>&1 &
-done
 test_rc=0
-for pid in $(jobs -p); do wait "$pid" || test_rc=1; done
-grep -h -E '^(FAILED|ERROR)' "$log_dir"/part.*.out | head -n 60
-count() { cat "$log_dir"/part.*.out | grep -oE "[0-9]+ $1" | awk '{s+=$1} END {print s+0}'; }
+if "$py" -c "import xdist" 2>/dev/null; then  # pytest-xdist: one run, tests shared out as workers free up
+    timeout "${TEST_TIMEOUT:-270}" "$py" -m pytest tests -q -p no:cacheprovider -rfEs -n "$jobs" \
+        >"$log_dir/tests.txt" 2>&1 || test_rc=1
+else  # one process per group of test files (test ids hold spaces and brackets: files are the unit)
+    rm -f "$log_dir"/part.*
+    cut -d: -f1 "$log_dir/ids.txt" | sort -u >"$log_dir/files.txt"
+    split -n "r/$jobs" -d "$log_dir/files.txt" "$log_dir/part."
+    for part in "$log_dir"/part.??; do
+        [ -s "$part" ] || continue
+        # shellcheck disable=SC2046
+        timeout "${TEST_TIMEOUT:-270}" "$py" -m pytest -q -p no:cacheprovider -rfEs $(cat "$part") >"$part.out" 2>&1 &
+    done
+    for pid in $(jobs -p); do wait "$pid" || test_rc=1; done
+    # one file of test output (the device tool brings back at most 8 files from $OUT)
+    for part in "$log_dir"/part.??; do echo "=== $(basename "$part"): $(tr '\n' ' ' <"$part") ==="; cat "$part.out"; done \
+        >"$log_dir/tests.txt"
+    rm -f "$log_dir"/part.* "$log_dir/files.txt"
+fi
+rm -f "$log_dir/ids.txt"
+grep -E '^(FAILED|ERROR)' "$log_dir/tests.txt" | head -n 60
+count() { grep -oE "[0-9]+ $1" "$log_dir/tests.txt" | awk '{s+=$1} END {print s+0}'; }
 passed=$(count passed)
 failed=$(( $(count failed) + $(count error) ))
 skipped=$(count skipped)
 tests_line="$passed passed, $failed failed, $skipped skipped of $total collected in $((SECONDS - start)) s"
-if grep -q -l "Terminated\|timeout" "$log_dir"/part.*.out 2>/dev/null && [ "$test_rc" -ne 0 ]; then
+if [ "$test_rc" -ne 0 ] && [ $((SECONDS - start)) -ge "${TEST_TIMEOUT:-270}" ]; then
     tests_line="$tests_line (a process may have hit TEST_TIMEOUT=${TEST_TIMEOUT:-270})"
 fi
 if [ "$passed" -eq 0 ]; then
@@ -114,22 +128,24 @@ if [ "$passed" -eq 0 ]; then
     test_rc=1
 fi
 echo "$tests_line"
-grep -h "SKIPPED" "$log_dir"/part.*.out | grep -i "cuda\|gpu" | head -n 5
-# one file of test output (the device tool brings back at most 8 files from $OUT)
-for part in "$log_dir"/part.??; do echo "=== $(basename "$part") ==="; cat "$part.out" 2>/dev/null; done >"$log_dir/tests.txt"
-rm -f "$log_dir"/part.* "$log_dir/ids.txt"
+grep "SKIPPED" "$log_dir/tests.txt" | grep -i "cuda\|gpu" | head -n 5
 
 echo "== benchmarks/roofline.py =="
 timeout "${BENCH_TIMEOUT:-150}" "$py" benchmarks/roofline.py "${bench_args[@]}" >"$log_dir/roofline.txt" 2>&1
 bench_rc=$?
 sed -n '/^case /,$!p' "$log_dir/roofline.txt"
 
-echo "== the pixelkm command on a 12 MP photo, on the GPU (benchmarks/photo_commands.py) =="
-timeout "${PHOTO_TIMEOUT:-90}" "$py" benchmarks/photo_commands.py --only "${PHOTO_ROWS:-quantize16,quantize16,quantize256,quantize16-lab,segment8,remove-bg,choose-k,palette6,sklearn16}" \
-    >"$log_dir/photos.txt" 2>&1
-photo_rc=$?
-cat "$log_dir/photos.txt"
-
+photo_rc=0
+if [ "${PHOTO_ROWS:-}" != none ]; then
+    echo "== where quantize -k 16 spends its time on a 12 MP photo, on the GPU (benchmarks/profile_cli.py) =="
+    timeout "${PROFILE_TIMEOUT:-60}" "$py" benchmarks/profile_cli.py --top 35 quantize {src} -o {out}/q.png -k 16 \
+        >"$log_dir/profile.txt" 2>&1 || photo_rc=1
+    grep -E "wall|first run" "$log_dir/profile.txt"
+    echo "== the pixelkm command on a 12 MP photo, on the GPU (benchmarks/photo_commands.py) =="
+    timeout "${PHOTO_TIMEOUT:-90}" "$py" benchmarks/photo_commands.py --only "${PHOTO_ROWS:-quantize16,quantize16,quantize256,quantize16-lab,segment8,remove-bg,choose-k,palette6,sklearn16}" \
+        >"$log_dir/photos.txt" 2>&1 || photo_rc=1
+    cat "$log_dir/photos.txt"
+fi
 echo
 echo "== summary =="
 echo "tests: $tests_line (exit $test_rc)"

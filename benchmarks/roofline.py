@@ -208,6 +208,31 @@ def flash_kmeans_ms(X: torch.Tensor, C: torch.Tensor, iters: int) -> float | Non
     return time_ms(run, X.device, 3) / iters
 
 
+def host_profile(case: str, fn, device: torch.device, steps: int = 20) -> None:
+    """The host's milliseconds per step without waiting for the device (launches, Python), then a cProfile of the
+    same steps, top 12 by own time: what a step costs the CPU when the GPU is not the bound."""
+    import cProfile
+    import pstats
+
+    fn()
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    host = (time.perf_counter() - t0) * 1e3 / steps
+    sync()
+    wall = (time.perf_counter() - t0) * 1e3 / steps
+    print(f"  {case}: host {host:.3f} ms per triton step before waiting, {wall:.3f} ms with the wait")
+    prof = cProfile.Profile()
+    prof.enable()
+    for _ in range(steps):
+        fn()
+    sync()
+    prof.disable()
+    pstats.Stats(prof).strip_dirs().sort_stats("tottime").print_stats(12)
+
+
 # ----------------------------------------------------------------------------------------------- main
 
 
@@ -217,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=None, help="cuda or cpu (default: cuda when available)")
     p.add_argument("--iters", type=int, default=None, help="timed repetitions per row (median is reported)")
     p.add_argument("--only", default=None, help="run only cases whose name contains this text")
+    p.add_argument(
+        "--profile", action="store_true", help="per case, the host time of a triton step and its cProfile top 12"
+    )
     args = p.parse_args(argv)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if device.type == "cpu":
@@ -286,6 +314,8 @@ def main(argv: list[str] | None = None) -> int:
                 ms = float("nan")
                 torch.cuda.empty_cache()
             row(case, label, ms, floor_mem, floor_ops, ms / floor)
+        if args.profile and triton_here:
+            host_profile(case, lambda X=X, C=C: pixelkm_step("triton", X, C, deterministic=False), device)
         fk = flash_kmeans_ms(X, C, 10) if on_gpu else None
         if fk is not None:
             label = "flash-kmeans" + (" (float32 copy of X)" if X.dtype == torch.uint8 else "")
