@@ -199,7 +199,7 @@ def flash_kmeans_ms(X: torch.Tensor, C: torch.Tensor, iters: int) -> float | Non
     if X.device.type != "cuda":
         return None  # it runs on CUDA only
     x = (X.float() if X.dtype == torch.uint8 else X).contiguous()  # float data only: uint8 images as float32
-    init = C.to(X.dtype)
+    init = C.to(x.dtype)
     k = C.shape[1]
 
     def run():

@@ -188,13 +188,14 @@ def small_variant(dtype, d, k, *, labels=torch.uint8, write_dist=False, weighted
 
 
 def large_variant(dtype, d, k, precision):
-    """Compile the large-d kernel as the launcher configures it (labels only, no distances)."""
+    """Compile the large-d kernel as the launcher configures it (with the distances written: the heaviest)."""
     cdt = torch.float64 if dtype == torch.float64 else torch.float32
     cfg = au.large_config(d, k, cdt, precision, dtype)
     odt = au.PRECISIONS[precision][0] or cdt
     types = {
         "x_ptr": "*" + TL[dtype],
         "c_ptr": "*" + TL[odt],
+        "cx_ptr": "*" + TL[cdt],
         "csq_ptr": "*" + TL[cdt],
         "shift_ptr": "*" + TL[cdt],
         "labels_ptr": "*i32",
@@ -208,6 +209,7 @@ def large_variant(dtype, d, k, precision):
         "RESIDENT": cfg["resident"],
         "WRITE_DIST": True,
         "DOT_PRECISION": au.PRECISIONS[precision][1],
+        "DIST_D": au.DIST_TILE,
     }
     ck = compile_sm90(au._large_d_kernel, types, const, cfg["num_warps"], cfg["num_stages"])
     res = resources(ck)

@@ -22,8 +22,9 @@ Two paths; no n x k distance matrix is ever written:
   ``kernels/sorted_sums.py`` (fast mode: points sorted by label, one float64 atomic add per run of a cluster
   and feature) or ``kernels/cluster_sums.py`` (deterministic mode: per-program partials, fixed order).
 
-A large-d distance is ``||c - s||^2 - 2 (x - s).(c - s)`` (the argmin does not need ``||x - s||^2``, which is
-added only to the distance that is returned), where ``s`` is the mean of the problem's centers: distances are
+A large-d distance is ranked as ``||c - s||^2 - 2 (x - s).(c - s)`` (the argmin does not need ``||x - s||^2``),
+and the distance that is returned is recomputed for the chosen center from direct differences in the compute dtype,
+where ``s`` is the mean of the problem's centers: distances are
 translation invariant, and the shift keeps data far from the origin accurate. ``-2 (c - s)`` is passed in the
 operand dtype of the product (float16 for ``precision="fp16"``), so the kernel converts only its points.
 """
@@ -60,6 +61,7 @@ def _shifted_tile(x_rows, rmask, stride_xd, s_ptr, dd, dmask):
 def _large_d_kernel(
     x_ptr,
     c_ptr,
+    cx_ptr,
     csq_ptr,
     shift_ptr,
     labels_ptr,
@@ -76,13 +78,17 @@ def _large_d_kernel(
     RESIDENT: tl.constexpr,
     WRITE_DIST: tl.constexpr,
     DOT_PRECISION: tl.constexpr,
+    DIST_D: tl.constexpr,
 ):
     """One program: BLOCK_N points of problem ``program_id(1)``.
 
-    x_ptr (b, n, d) any strides; c_ptr (b, k, d) contiguous, operand dtype: -2 (c - s); csq_ptr (b, k):
-    ||c - s||^2 in the compute dtype; shift_ptr (b, d): s, the mean of the centers, compute dtype;
-    labels_ptr (b, n) int32 and min_sq_ptr (b, n) contiguous. RESIDENT: BLOCK_D >= d, the points' tile is
-    loaded and converted once; otherwise the features are walked in tiles of BLOCK_D for every center tile.
+    x_ptr (b, n, d) any strides; c_ptr (b, k, d) contiguous, operand dtype: -2 (c - s); cx_ptr (b, k, d)
+    contiguous, compute dtype: c - s; csq_ptr (b, k): ||c - s||^2 in the compute dtype; shift_ptr (b, d): s, the
+    mean of the centers, compute dtype; labels_ptr (b, n) int32 and min_sq_ptr (b, n) contiguous. RESIDENT:
+    BLOCK_D >= d, the points' tile is loaded and converted once; otherwise the features are walked in tiles of
+    BLOCK_D for every center tile. The distance written (WRITE_DIST) is not the product's: it is recomputed
+    from direct differences in the compute dtype, ||(x - s) - (c - s)||^2 for the chosen center, so that it
+    keeps the accuracy of the compute dtype whatever the product's precision (one TF32 pass rounds to 11 bits).
     """
     pid = tl.program_id(0)
     bid = tl.program_id(1).to(tl.int64)
@@ -99,7 +105,6 @@ def _large_d_kernel(
         dmask = arange_d < d
         xs = _shifted_tile(x_rows, rmask, stride_xd, s_ptr, arange_d, dmask)
         x_op = xs.to(odt)
-        xsq = tl.sum(xs * xs, axis=1)
     best = tl.full((BLOCK_N,), float("inf"), cdt)
     best_idx = tl.zeros((BLOCK_N,), tl.int32)
     for k0 in range(0, k, BLOCK_K):
@@ -124,13 +129,19 @@ def _large_d_kernel(
         best_idx = tl.where(better, tile_idx + k0, best_idx)
     tl.store(labels_ptr + bid * n + rows, best_idx, mask=rmask)
     if WRITE_DIST:
-        if not RESIDENT:
-            xsq = tl.zeros((BLOCK_N,), cdt)
-            for d0 in range(0, d, BLOCK_D):
-                dd = d0 + arange_d
-                xt = _shifted_tile(x_rows, rmask, stride_xd, s_ptr, dd, dd < d)
-                xsq += tl.sum(xt * xt, axis=1)
-        tl.store(min_sq_ptr + bid * n + rows, tl.maximum(best + xsq, 0.0), mask=rmask)
+        # the chosen center's row, gathered in tiles of DIST_D features (the resident tile is dead by now: its
+        # registers are free again; the points' rows come back from L2)
+        arange_e = tl.arange(0, DIST_D)
+        c_rows = cx_ptr + bid * k * d + best_idx.to(tl.int64) * d
+        exact = tl.zeros((BLOCK_N,), cdt)
+        for d0 in range(0, d, DIST_D):
+            dd = d0 + arange_e
+            ddm = dd < d
+            xt = _shifted_tile(x_rows, rmask, stride_xd, s_ptr, dd, ddm)
+            ct = tl.load(c_rows[:, None] + dd[None, :], mask=rmask[:, None] & ddm[None, :], other=0.0)
+            diff = xt - ct
+            exact += tl.sum(diff * diff, axis=1)
+        tl.store(min_sq_ptr + bid * n + rows, exact, mask=rmask)
 
 
 def is_interpreted() -> bool:
@@ -205,6 +216,8 @@ LARGE_CONFIGS = {
 UINT8_CONFIGS = {("tf32", 128): (64, 32, 4)}
 #: features per tile above the resident limit
 FEATURE_TILE = 32
+#: features per tile of the distance recomputed for the chosen center (``WRITE_DIST``)
+DIST_TILE = 32
 
 
 def large_config(d: int, k: int, dtype: torch.dtype, precision: str, x_dtype: torch.dtype | None = None) -> dict:
@@ -393,6 +406,7 @@ def assign_update(
     _large_d_kernel[(triton.cdiv(n, bn), b)](
         X,
         c_op,
+        c.contiguous() if min_sq is not None else c_op,  # read only for the distances written
         csq,
         shift,
         lab32,
@@ -409,6 +423,7 @@ def assign_update(
         RESIDENT=cfg["resident"],
         WRITE_DIST=min_sq is not None,
         DOT_PRECISION=dot_precision,
+        DIST_D=DIST_TILE,
         num_warps=cfg["num_warps"],
         num_stages=cfg["num_stages"],
     )

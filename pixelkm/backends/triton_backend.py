@@ -35,12 +35,13 @@ else:
 #: True when the kernels import (triton installed and importable)
 TRITON_AVAILABLE = _kernel is not None
 _DTYPES = (torch.uint8, torch.float16, torch.bfloat16, torch.float32, torch.float64)
+#: True inside torch.compile / torch.export tracing (torch >= 2.3; older versions trace the direct call)
+_is_compiling = getattr(torch.compiler, "is_compiling", None) or (lambda: False)
 
 
 if TRITON_AVAILABLE:
 
-    @torch.library.custom_op("pixelkm::triton_assign_update", mutates_args=())
-    def triton_assign_update(
+    def _triton_assign_update_impl(
         X: torch.Tensor,
         centers: torch.Tensor,
         sample_weight: torch.Tensor | None,
@@ -69,6 +70,10 @@ if TRITON_AVAILABLE:
         if min_sq is None:
             min_sq = centers.new_empty(X.shape[0], 0)
         return labels, min_sq, sums, counts
+
+    triton_assign_update = torch.library.custom_op("pixelkm::triton_assign_update", mutates_args=())(
+        _triton_assign_update_impl
+    )
 
     @triton_assign_update.register_fake
     def _triton_assign_update_fake(
@@ -156,7 +161,13 @@ class TritonBackend(Backend):
         if deterministic is None:
             deterministic = torch.are_deterministic_algorithms_enabled()
         compute_distances = compute_labels and (compute_distances is None or compute_distances)
-        labels, min_sq, sums, counts = triton_assign_update(
+        # Eager calls on plain tensors launch the kernels directly; the custom op is for torch.compile, export and
+        # tracing (fake or functional tensors). Its eager wrapper costs ~0.25 ms of Python per call and imports
+        # torch._dynamo (and sympy) at the first call: 1.4 s or more of a short process.
+        plain = type(X) is torch.Tensor and type(centers) is torch.Tensor
+        plain = plain and (sample_weight is None or type(sample_weight) is torch.Tensor)
+        op = _triton_assign_update_impl if plain and not _is_compiling() else triton_assign_update
+        labels, min_sq, sums, counts = op(
             X,
             centers,
             sample_weight,
