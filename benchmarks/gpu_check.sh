@@ -14,8 +14,8 @@
 #
 #   bash benchmarks/gpu_check.sh [--log-dir DIR] [--wheels DIR] [--jobs N] [-- roofline.py arguments]
 #
-# Environment: INSTALL_TIMEOUT (45), TEST_TIMEOUT (270), BENCH_TIMEOUT (150), PROFILE_TIMEOUT (60), PHOTO_TIMEOUT
-# (90) seconds; PHOTO_ROWS (photo_commands.py --only; "none" skips step 5). The logs are at most 7 files, so that
+# Environment: INSTALL_TIMEOUT (45), TEST_TIMEOUT (300), BENCH_TIMEOUT (120), PROFILE_TIMEOUT (45), PHOTO_TIMEOUT
+# (60) seconds; PHOTO_ROWS (photo_commands.py --only; "none" skips step 5). The logs are at most 7 files, so that
 # all come back from $OUT.
 set -uo pipefail
 export PYTHONUNBUFFERED=1  # output reaches the logs as it comes (a step cut by its timeout keeps what it printed)
@@ -96,7 +96,7 @@ fi
 start=$SECONDS
 test_rc=0
 if "$py" -c "import xdist" 2>/dev/null; then  # pytest-xdist: one run, tests shared out as workers free up
-    timeout "${TEST_TIMEOUT:-270}" "$py" -m pytest tests -q -p no:cacheprovider -rfEs -n "$jobs" \
+    timeout "${TEST_TIMEOUT:-300}" "$py" -m pytest tests -q -p no:cacheprovider -rfEs -n "$jobs" \
         >"$log_dir/tests.txt" 2>&1 || test_rc=1
 else  # one process per group of test files (test ids hold spaces and brackets: files are the unit)
     rm -f "$log_dir"/part.*
@@ -105,7 +105,7 @@ else  # one process per group of test files (test ids hold spaces and brackets: 
     for part in "$log_dir"/part.??; do
         [ -s "$part" ] || continue
         # shellcheck disable=SC2046
-        timeout "${TEST_TIMEOUT:-270}" "$py" -m pytest -q -p no:cacheprovider -rfEs $(cat "$part") >"$part.out" 2>&1 &
+        timeout "${TEST_TIMEOUT:-300}" "$py" -m pytest -q -p no:cacheprovider -rfEs $(cat "$part") >"$part.out" 2>&1 &
     done
     for pid in $(jobs -p); do wait "$pid" || test_rc=1; done
     # one file of test output (the device tool brings back at most 8 files from $OUT)
@@ -120,8 +120,8 @@ passed=$(count passed)
 failed=$(( $(count failed) + $(count error) ))
 skipped=$(count skipped)
 tests_line="$passed passed, $failed failed, $skipped skipped of $total collected in $((SECONDS - start)) s"
-if [ "$test_rc" -ne 0 ] && [ $((SECONDS - start)) -ge "${TEST_TIMEOUT:-270}" ]; then
-    tests_line="$tests_line (a process may have hit TEST_TIMEOUT=${TEST_TIMEOUT:-270})"
+if [ "$test_rc" -ne 0 ] && [ $((SECONDS - start)) -ge "${TEST_TIMEOUT:-300}" ]; then
+    tests_line="$tests_line (a process may have hit TEST_TIMEOUT=${TEST_TIMEOUT:-300})"
 fi
 if [ "$passed" -eq 0 ]; then
     echo "gpu_check: no test passed: treating it as a failure" >&2
@@ -131,18 +131,18 @@ echo "$tests_line"
 grep "SKIPPED" "$log_dir/tests.txt" | grep -i "cuda\|gpu" | head -n 5
 
 echo "== benchmarks/roofline.py =="
-timeout "${BENCH_TIMEOUT:-150}" "$py" benchmarks/roofline.py "${bench_args[@]}" >"$log_dir/roofline.txt" 2>&1
+timeout "${BENCH_TIMEOUT:-120}" "$py" benchmarks/roofline.py "${bench_args[@]}" >"$log_dir/roofline.txt" 2>&1
 bench_rc=$?
 sed -n '/^case /,$!p' "$log_dir/roofline.txt"
 
 photo_rc=0
 if [ "${PHOTO_ROWS:-}" != none ]; then
     echo "== where quantize -k 16 spends its time on a 12 MP photo, on the GPU (benchmarks/profile_cli.py) =="
-    timeout "${PROFILE_TIMEOUT:-60}" "$py" benchmarks/profile_cli.py --top 35 quantize {src} -o {out}/q.png -k 16 \
+    timeout "${PROFILE_TIMEOUT:-45}" "$py" benchmarks/profile_cli.py --top 35 quantize {src} -o {out}/q.png -k 16 \
         >"$log_dir/profile.txt" 2>&1 || photo_rc=1
     grep -E "wall|first run" "$log_dir/profile.txt"
     echo "== the pixelkm command on a 12 MP photo, on the GPU (benchmarks/photo_commands.py) =="
-    timeout "${PHOTO_TIMEOUT:-90}" "$py" benchmarks/photo_commands.py --only "${PHOTO_ROWS:-quantize16,quantize16,quantize256,quantize16-lab,segment8,remove-bg,choose-k,palette6,sklearn16}" \
+    timeout "${PHOTO_TIMEOUT:-60}" "$py" benchmarks/photo_commands.py --only "${PHOTO_ROWS:-quantize16,quantize16,quantize256,quantize16-lab,segment8,remove-bg,choose-k,palette6,sklearn16}" \
         >"$log_dir/photos.txt" 2>&1 || photo_rc=1
     cat "$log_dir/photos.txt"
 fi

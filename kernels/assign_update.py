@@ -22,11 +22,11 @@ Two paths; no n x k distance matrix is ever written:
   ``kernels/sorted_sums.py`` (fast mode: points sorted by label, one float64 atomic add per run of a cluster
   and feature) or ``kernels/cluster_sums.py`` (deterministic mode: per-program partials, fixed order).
 
-A large-d distance is ranked as ``||c - s||^2 - 2 (x - s).(c - s)`` (the argmin does not need ``||x - s||^2``),
-and the distance that is returned is recomputed for the chosen center from direct differences in the compute dtype,
-where ``s`` is the mean of the problem's centers: distances are
-translation invariant, and the shift keeps data far from the origin accurate. ``-2 (c - s)`` is passed in the
-operand dtype of the product (float16 for ``precision="fp16"``), so the kernel converts only its points.
+Large d ranks the centers by ``||c - s||^2 - 2 (x - s).(c - s)`` (the argmin does not need ``||x - s||^2``),
+where ``s`` is the mean of the problem's centers: distances are translation invariant, and the shift keeps data
+far from the origin accurate. ``-2 (c - s)`` is passed in the operand dtype of the product (float16 for
+``precision="fp16"``), so the kernel converts only its points. The distance that is returned is not the
+product's: it is recomputed for the chosen center from direct differences in the compute dtype.
 """
 
 from __future__ import annotations
