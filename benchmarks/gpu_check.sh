@@ -95,9 +95,25 @@ if [ "$total" -eq 0 ]; then
 fi
 start=$SECONDS
 test_rc=0
-if "$py" -c "import xdist" 2>/dev/null; then  # pytest-xdist: one run, tests shared out as workers free up
-    timeout "${TEST_TIMEOUT:-300}" "$py" -m pytest tests -q -p no:cacheprovider -rfEs -n "$jobs" \
-        >"$log_dir/tests.txt" 2>&1 || test_rc=1
+if "$py" -c "import xdist" 2>/dev/null; then  # pytest-xdist: tests shared out as workers free up
+    # first the files that use CUDA (so that a cut-short run still reports them), then the rest in the time left
+    gpu_files=$(grep -l -E "cuda|CUDA" tests/test_*.py | tr '\n' ' ')
+    other_files=$(ls tests/test_*.py | grep -v -x -F -f <(tr ' ' '\n' <<<"$gpu_files") | tr '\n' ' ')
+    budget=${TEST_TIMEOUT:-300}
+    echo "== $gpu_files ==" >"$log_dir/tests.txt"
+    # shellcheck disable=SC2086
+    timeout $((budget * 3 / 5)) "$py" -m pytest $gpu_files -q -p no:cacheprovider -rfEs -n "$jobs" \
+        >>"$log_dir/tests.txt" 2>&1 || test_rc=1
+    left=$((budget - (SECONDS - start)))
+    echo "== $other_files ==" >>"$log_dir/tests.txt"
+    if [ "$left" -gt 10 ]; then
+        # shellcheck disable=SC2086
+        timeout "$left" "$py" -m pytest $other_files -q -p no:cacheprovider -rfEs -n "$jobs" \
+            >>"$log_dir/tests.txt" 2>&1 || test_rc=1
+    else
+        echo "(no time left for them)" >>"$log_dir/tests.txt"
+        test_rc=1
+    fi
 else  # one process per group of test files (test ids hold spaces and brackets: files are the unit)
     rm -f "$log_dir"/part.*
     cut -d: -f1 "$log_dir/ids.txt" | sort -u >"$log_dir/files.txt"
