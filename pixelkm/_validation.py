@@ -448,6 +448,7 @@ PARAMETERS: dict[str, Any] = {
     "force": _bool,
     "fixed_iterations": _bool,
     "init_sample_size": Int(1, none=True),
+    "max_points_per_cluster": Int(1, none=True),
     "deterministic": Either(Options(None), _bool),
 }
 

@@ -333,7 +333,7 @@ def test_random_subset_is_uniform_without_replacement(n, m):
     repeats in about half the draws at n=100, m=12)."""
     from scipy.stats import chisquare
 
-    from pixelkm.image._choose_k import random_subset
+    from pixelkm.engine.subsample import random_subset
 
     gen = torch.Generator().manual_seed(0)
     trials = 2000

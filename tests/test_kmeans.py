@@ -387,3 +387,75 @@ def test_morton_order_by_hand():
     assert morton_order(torch.from_numpy(f)).tolist() == [0, 4, 2, 3, 1]
     with pytest.raises(ValueError, match="up to 3 features"):
         morton_order(torch.zeros(2, 4))
+
+
+# ------------------------------------------------------------------ max_points_per_cluster (a capped, subsampled fit)
+
+
+def capped_oracle(X, k, m, seed, w=None, **kw):
+    """The fit that ``max_points_per_cluster=m`` must equal: the same uniform draw of k * m rows from the fit's
+    generator (in increasing order), then a plain fit on them with the rest of that generator."""
+    from pixelkm._validation import resolve_generator
+    from pixelkm.engine.subsample import random_subset
+
+    gen = resolve_generator(seed)
+    rows = random_subset(len(X), k * m, gen).sort().values.numpy()
+    return rows, pixelkm.KMeans(k, random_state=gen, **kw).fit(X[rows], sample_weight=None if w is None else w[rows])
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_max_points_per_cluster_fits_a_uniform_subsample(weighted):
+    X = make_blobs(20_000, 6, 8, seed=3).astype(np.float32)
+    w = np.random.default_rng(3).uniform(0.5, 2.0, len(X)) if weighted else None
+    km = pixelkm.KMeans(8, random_state=5, max_points_per_cluster=50).fit(X, sample_weight=w)
+    rows, sub = capped_oracle(X, 8, 50, 5, w)
+    assert len(np.unique(rows)) == 400 and rows.min() >= 0 and rows.max() < len(X)
+    np.testing.assert_array_equal(km.cluster_centers_, sub.cluster_centers_)
+    assert km.n_iter_ == sub.n_iter_
+    # labels and inertia of every sample against the centers found
+    assert km.labels_.shape == (len(X),)
+    np.testing.assert_array_equal(km.labels_, km.predict(X))
+    np.testing.assert_allclose(km.inertia_, -km.score(X, sample_weight=w), rtol=1e-6)
+
+
+def test_max_points_per_cluster_that_does_not_bind_changes_nothing():
+    X = make_blobs(2_000, 3, 4, seed=4).astype(np.float32)
+    a = pixelkm.KMeans(4, random_state=1).fit(X)
+    b = pixelkm.KMeans(4, random_state=1, max_points_per_cluster=500).fit(X)  # 4 * 500 = n: every row
+    np.testing.assert_array_equal(a.cluster_centers_, b.cluster_centers_)
+    np.testing.assert_array_equal(a.labels_, b.labels_)
+    assert a.inertia_ == b.inertia_ and a.n_iter_ == b.n_iter_
+
+
+def test_max_points_per_cluster_on_uint8_pixels_and_spherical():
+    rng = np.random.default_rng(6)
+    px = rng.integers(0, 256, (30_000, 3), dtype=np.uint8)
+    km = pixelkm.KMeans(5, random_state=2, max_points_per_cluster=100).fit(px)
+    _, sub = capped_oracle(px, 5, 100, 2)
+    np.testing.assert_array_equal(km.cluster_centers_, sub.cluster_centers_)
+    np.testing.assert_array_equal(km.labels_, km.predict(px))
+    np.testing.assert_allclose(km.inertia_, -km.score(px), rtol=1e-6)
+    X = make_blobs(5_000, 8, 4, seed=7).astype(np.float32)
+    sph = pixelkm.KMeans(4, random_state=0, spherical=True, max_points_per_cluster=100).fit(X)
+    _, sub = capped_oracle(X, 4, 100, 0, spherical=True)
+    np.testing.assert_allclose(sph.cluster_centers_, sub.cluster_centers_, rtol=1e-6, atol=1e-7)
+    np.testing.assert_array_equal(sph.labels_, sph.predict(X))
+    np.testing.assert_allclose(sph.inertia_, -sph.score(X), rtol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "many", True])
+def test_max_points_per_cluster_rejects_bad_values(bad):
+    X = make_blobs(500, 2, 3, seed=0)
+    with pytest.raises((TypeError, ValueError), match="max_points_per_cluster"):
+        pixelkm.KMeans(3, max_points_per_cluster=bad).fit(X)
+
+
+def test_max_points_per_cluster_in_kmeans_function():
+    X = make_blobs(3_000, 2, 3, seed=1).astype(np.float32)
+    c, lab, inertia = pixelkm.kmeans(X, 3, random_state=4, max_points_per_cluster=20)
+    km = pixelkm.KMeans(3, random_state=4, max_points_per_cluster=20).fit(X)
+    np.testing.assert_array_equal(c, km.cluster_centers_)
+    np.testing.assert_array_equal(lab, km.labels_)
+    assert inertia == km.inertia_
+    with pytest.raises(ValueError, match="max_points_per_cluster is for one problem"):
+        pixelkm.kmeans(np.stack([X, X]), 3, max_points_per_cluster=20)

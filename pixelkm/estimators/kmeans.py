@@ -25,6 +25,7 @@ from .._validation import (
 )
 from ..engine.batched import fit_batched, problem_rng
 from ..engine.histogram import map_rows, reduce_colors
+from ..engine.subsample import capped_rows
 from ..ops import run_assign_update
 from ..ops.distance import sq_distances
 from .base import BaseEstimator, fit_params
@@ -80,6 +81,13 @@ class KMeans(BaseEstimator):
         Device to compute on; by default the device of the data (the CPU for NumPy input).
     verbose : bool, default=False
         Print the inertia at every iteration.
+    max_points_per_cluster : int, optional
+        Off by default (every sample is used). When set and there are more than ``n_clusters *
+        max_points_per_cluster`` samples, the initialization and the Lloyd iterations run on that many samples drawn
+        uniformly without replacement (from ``random_state``, with their weights), as faiss's
+        ``max_points_per_centroid``; ``labels_`` and ``inertia_`` are then those of every sample against the centers
+        found, from one more pass. Faster on huge inputs, at a cost in inertia (docs/cpu.md, "Capped fits", measures
+        it); uint8 images are usually better served by their exact color histogram, which is used anyway.
 
     Tensors that require grad are read detached: k-means is fitted, not differentiated.
 
@@ -114,6 +122,7 @@ class KMeans(BaseEstimator):
         backend: str = "auto",
         device: str | torch.device | None = None,
         verbose: bool = False,
+        max_points_per_cluster: int | None = None,
     ) -> None:
         self.n_clusters = n_clusters
         self.init = init
@@ -126,6 +135,7 @@ class KMeans(BaseEstimator):
         self.backend = backend
         self.device = device
         self.verbose = verbose
+        self.max_points_per_cluster = max_points_per_cluster
 
     # -- scikit-learn protocol ------------------------------------------------------------------------
     def __sklearn_tags__(self):  # imported lazily: scikit-learn is not a dependency
@@ -218,12 +228,18 @@ class KMeans(BaseEstimator):
         self._set_feature_names(X)
         w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
         gen = resolve_generator(p["random_state"])
+        # max_points_per_cluster: the fit runs on a uniform subsample (drawn before the initialization)
+        rows = capped_rows(Xt.shape[0], p["n_clusters"], p["max_points_per_cluster"], gen)
+        Xa, wa = Xt, w
+        if rows is not None:
+            Xa = Xt[rows.to(Xt.device)]
+            wa = None if w is None else w[rows.to(w.device)]
         # uint8 pixels: fit on the exact color histogram (same Lloyd iterates) where that pays
         red = None
         if not self.spherical:  # (no inverse index: every pixel's label comes through one table gather below)
-            red = reduce_colors(Xt, w, n_clusters=p["n_clusters"], verbose=bool(self.verbose), inverse=False)
+            red = reduce_colors(Xa, wa, n_clusters=p["n_clusters"], verbose=bool(self.verbose), inverse=False)
         if red is None:
-            Xf, wf, tol = Xt, w, p["tol"]
+            Xf, wf, tol = Xa, wa, p["tol"]
         else:  # the absolute tolerance of the fit on every row: tol times the rows' variance (from the histogram)
             Xf, wf, tol = red.colors, red.weights, (red.variance.double() * p["tol"]).reshape(1).to(Xt.device)
         res = fit_batched(
@@ -241,7 +257,10 @@ class KMeans(BaseEstimator):
             algorithm=p["algorithm"],
         )
         centers, labels, inertia, n_iter = res.centers, res.labels, res.inertia, res.n_iter
-        if red is not None:
+        if rows is not None:  # every sample's label and the inertia of all of them: one more pass
+            labels, total = self._assign_all(Xt, w, centers, p)
+            inertia = total.reshape(1)
+        elif red is not None:
             labels = labels[:, red.inverse] if red.inverse is not None else map_rows(Xt, red.colors, labels[0])[None]
         self._centers = centers[0]
         self._as_tensor = was_tensor
@@ -251,6 +270,15 @@ class KMeans(BaseEstimator):
         self.n_iter_ = int(n_iter[0])
         self.n_features_in_ = int(Xt.shape[1])
         return self
+
+    def _assign_all(self, Xt: torch.Tensor, w: torch.Tensor | None, centers: torch.Tensor, p: dict):
+        """Labels (1, n) of every sample and their (weighted) inertia against ``centers`` (1, k, d): one pass."""
+        cdt = compute_dtype(Xt.dtype)
+        Xe = torch.nn.functional.normalize(Xt.to(cdt), dim=-1) if p["spherical"] else Xt
+        ww = None if w is None else w.unsqueeze(0)
+        res = run_assign_update(Xe.unsqueeze(0), centers.to(device=Xt.device, dtype=cdt), ww, backend=p["backend"])
+        total = res.inertia(ww)[0]
+        return res.labels, total / 2 if p["spherical"] else total
 
     def fit_predict(self, X: Any, y: Any = None, sample_weight: Any = None) -> Any:
         """Fit and return the labels of X, shape (n_samples,)."""
@@ -321,13 +349,14 @@ def kmeans(
     backend: str = "auto",
     device: str | torch.device | None = None,
     verbose: bool = False,
+    max_points_per_cluster: int | None = None,
 ) -> tuple[Any, Any, Any]:
     """K-means clustering of X; returns ``(centers, labels, inertia)``.
 
     X of shape (n_samples, n_features) gives centers (k, d), labels (n,) and a float inertia. X of shape
     (batch, n_samples, n_features) solves ``batch`` independent problems together, one assign-and-update pass
     per Lloyd step for the whole batch, and gives centers (batch, k, d), labels (batch, n) and inertia (batch,).
-    Parameters are those of :class:`KMeans`, and for a batch:
+    Parameters are those of :class:`KMeans` (``max_points_per_cluster`` for one problem only), and for a batch:
 
     - ``init`` may be an array of shape (batch, k, d);
     - ``mask`` of shape (batch, n_samples), bool, keeps the samples where it is True: problem i is then the fit
@@ -358,8 +387,11 @@ def kmeans(
             backend=backend,
             device=device,
             verbose=verbose,
+            max_points_per_cluster=max_points_per_cluster,
         ).fit(X, sample_weight=sample_weight)
         return est.cluster_centers_, est.labels_, est.inertia_
+    if max_points_per_cluster is not None:
+        raise ValueError("max_points_per_cluster is for one problem (2-D X); subsample the batch's problems yourself")
     m = check_mask(mask, Xt, n_clusters)
     n_min = Xt.shape[1] if m is None else int(m.sum(1).min())
     params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": tol}
