@@ -7,7 +7,7 @@ import pytest
 
 import pixelkm.image as pim
 
-# IoU each scene must reach (measured 0.97-1.00 on every scene but photo-mug; see benchmarks/background.py)
+# IoU each scene must reach (measured 0.95-1.00 on every scene but photo-mug; see benchmarks/background.py)
 THRESHOLDS = {
     "plain-bottle": 0.95,
     "plain-lightbox": 0.95,
@@ -18,7 +18,7 @@ THRESHOLDS = {
     "textured-bottle": 0.96,
     "textured-box": 0.96,
     "shadow-ball": 0.97,
-    "shadow-lightbox": 0.88,
+    "shadow-lightbox": 0.93,
     "photo-mug": 0.75,
     "colored-mug": 0.97,
 }
@@ -45,6 +45,27 @@ def test_scene_iou(results, name):
 def test_mean_iou_over_the_scenes(results):
     assert len(results) >= 10
     assert np.mean([r[0] for r in results.values()]) >= 0.95
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_light_box_over_its_own_shadow(seed):
+    # the box's lower sides meet a shadow of their own lightness (chroma differs by ~3 units): without the
+    # edge floor and the closing of the barrier's gaps the flood entered the box there (IoU 0.73 / 0.74)
+    img, truth = pim.scene("shadow-lightbox", seed=seed)
+    assert iou(pim.remove_background(img).mask, truth) >= 0.93
+
+
+def test_soft_shadow_beside_the_object_is_background():
+    # the demo's product photo: the darkest shadow right under the bottle is edge pixels (next to its bottom
+    # edge), darker than the backdrop and far from it in lightness: they go with the shadow beside them, at the
+    # working resolution and again in the full-resolution refinement (IoU 0.943 when both kept them)
+    img, truth = pim.product_scene("shadow", "bottle", size=(480, 640), seed=0)
+    mask = pim.remove_background(img).mask
+    assert iou(mask, truth) >= 0.98
+    below = np.zeros_like(truth)
+    rows, cols = np.nonzero(truth)
+    below[rows.max() + 2 : rows.max() + 12, cols.min() : cols.max() + 1] = True
+    assert mask[below].mean() < 0.02
 
 
 def test_large_image_decided_downscaled_then_refined(results):

@@ -1,23 +1,22 @@
-"""remove_background: find the background from the image border and cut it out.
+"""remove_background: find the background from the image border and cut it out (docs/image.md has the figures).
 
-1. Background model, from every pixel of a border band: a smooth surface (a quadratic in x, y per CIELAB
+1. Backdrop model, from every pixel of a border band: a smooth surface (a quadratic in x, y per CIELAB
    channel, fitted by least squares and refitted without the pixels it explains worst) for gradients and
    vignettes, plus k-means clusters of the residuals for textures and several backdrop colors, with their
    spread. Every border color counts, however small its share.
-2. Foreground model: k-means (on the color histogram) of the pixels that the background model explains
-   worst.
-3. Per pixel: the distance to the background model (lightness down-weighted, so that soft shadows stay
-   background) against the distance to the foreground model; the difference is smoothed over a small
-   neighbourhood (spatial coherence). The background model is refitted once on every pixel found background,
-   so that it follows the backdrop into the middle of the image.
-4. Background = background pixels connected to the border (scipy.ndimage.label, linear time); the holes of
-   the foreground are filled (parts of the object close to the backdrop color); a small opening removes
-   slivers, and foreground specks far smaller than the object go.
-5. Optional feathered alpha: the mask blurred by a Gaussian of ``feather`` pixels.
+2. Barriers: step edges steeper than the border's own texture (a step is about three times steeper at 1 pixel
+   of blur than at 3, a soft shadow as steep at both) and any strong edge; gaps between barrier pieces closed.
+3. Background = the pixels the backdrop model explains (or the backdrop darkened with its chroma kept: a soft
+   shadow) connected to the border without crossing a barrier (scipy.ndimage.label, linear time).
+4. Foreground model: k-means of what is left, away from its edges. An edge pixel joins the background when it
+   is closer to the backdrop than to the foreground, or when it is shadow-like and closer to the background's
+   colors around it than to the object's.
+5. Clean-up: holes of the foreground filled (parts of the object close to the backdrop color), a small
+   opening, and only components whose outline runs mostly along barriers kept. Optional feathered alpha.
 
 Large images are decided at a working resolution of about ``work_pixels`` pixels; the full-resolution
 mask takes that decision everywhere but in a thin band along the edge of the object, where every pixel is
-decided again from its own color.
+decided again from its own color by the rules of step 4.
 """
 
 from __future__ import annotations
@@ -44,9 +43,16 @@ SHADOW_WEIGHT = 1.0
 STEP_RATIO = 1.6
 #: an edge this steep (CIELAB units per pixel) is a barrier whatever its shape
 STRONG_EDGE = 4.0
+#: the least steepness (CIELAB units per pixel) of a barrier edge, whatever the border's texture: a light gray
+#: object's side against a soft shadow of its own lightness differs in chroma only (~3 units over a pixel)
+EDGE_FLOOR = 0.7
+#: gaps between barrier pieces up to about 2/80 of the shorter side are closed (a closing of that radius)
+CLOSE_FRACTION = 80
 #: a border whose edges stay mostly (90%) below this (CIELAB units per pixel) is a smooth backdrop: anything
 #: not walled off by a barrier edge is background there, whatever its color
 SMOOTH_BACKDROP = 1.0
+#: least Gaussian weight of one side's pixels around a pixel for their mean color to count (``_near_means``)
+NEAR_WEIGHT = 0.02
 #: default working resolution (pixels) of the decision
 WORK_PIXELS = 1 << 18
 
@@ -165,10 +171,13 @@ def _decide(rgb: torch.Tensor, opaque: torch.Tensor | None, border: int, n_clust
     grad = _edges(lab, h, w, 1.0)
     bmask = band.reshape(h, w).numpy()
     q90, q99 = np.quantile(grad[bmask], [0.9, 0.99])
-    edge_thr = max(1.0, 1.5 * float(q99))
+    edge_thr = max(EDGE_FLOOR, 1.5 * float(q99))
     step = (grad > edge_thr) & (grad > STEP_RATIO * _edges(lab, h, w, 3.0))
     barrier = ndimage.binary_dilation(step | (grad > max(STRONG_EDGE, 3 * edge_thr)), iterations=2)
-    color_bg = ((d_bg < thr) | bd.shadow_like(lab, u, v, 0.5 * thr)).reshape(h, w).numpy()
+    # gaps between barrier pieces (where an object's side meets a shadow of its own lightness) closed
+    barrier |= ndimage.binary_closing(barrier, _EIGHT, iterations=max(1, round(min(h, w) / CLOSE_FRACTION)))
+    shadow = bd.shadow_like(lab, u, v, 0.5 * thr)
+    color_bg = ((d_bg < thr) | shadow).reshape(h, w).numpy()
     passable = ~barrier & (color_bg | (q90 < SMOOTH_BACKDROP))
     if opaque is not None:
         passable |= ~opaque.numpy()
@@ -183,9 +192,39 @@ def _decide(rgb: torch.Tensor, opaque: torch.Tensor | None, border: int, n_clust
     fg = None
     if int(inside.sum()) >= n_clusters:
         fg = fit_colors(_lab_data(rgb.reshape(-1, 3)[inside]), 2 * n_clusters, random_state=seed).centers
-        closer = (d_bg < torch.cdist(lab, fg).min(1).values).reshape(h, w).numpy()
+        d_fg = torch.cdist(lab, fg).min(1).values
+        # an edge pixel goes to the side whose nearby colors it resembles (a soft shadow beside the object is
+        # the backdrop's side, whatever the object's colors elsewhere); the global models where a side is far
+        lab_img = lab.reshape(h, w, 3).numpy()
+        sigma = _near_sigma(h, w)
+        d_bg_near = _near_distance(lab_img, bg, sigma, d_bg.reshape(h, w).numpy())
+        d_fg_near = _near_distance(lab_img, core.reshape(h, w).numpy(), sigma, d_fg.reshape(h, w).numpy())
+        closer = (d_bg < d_fg).reshape(h, w).numpy() | (shadow.reshape(h, w).numpy() & (d_bg_near < d_fg_near))
         bg = _grow(bg, barrier & closer)
     return _clean_mask(~bg, barrier), bd, fg, thr
+
+
+def _near_means(lab_img: np.ndarray, side: np.ndarray, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """The mean CIELAB color (h, w, 3) of the ``side`` pixels around each pixel (a Gaussian of ``sigma``
+    pixels, normalized by their weight) and that weight (h, w)."""
+    from scipy import ndimage
+
+    s = side.astype(np.float32)
+    weight = ndimage.gaussian_filter(s, sigma, truncate=3.0)
+    sums = [ndimage.gaussian_filter(lab_img[:, :, c] * s, sigma, truncate=3.0) for c in range(3)]
+    return np.stack(sums, axis=-1) / np.maximum(weight, 1e-12)[..., None], weight
+
+
+def _near_distance(lab_img: np.ndarray, side: np.ndarray, sigma: float, far: np.ndarray) -> np.ndarray:
+    """Per pixel, the CIELAB distance to the mean color of the ``side`` pixels around it; ``far`` where that
+    side has almost no weight nearby."""
+    mean, weight = _near_means(lab_img, side, sigma)
+    return np.where(weight > NEAR_WEIGHT, np.linalg.norm(lab_img - mean, axis=-1), far)
+
+
+def _near_sigma(h: int, w: int) -> float:
+    """Radius (pixels) of the neighbourhood whose colors an edge pixel is compared with."""
+    return max(2.0, min(h, w) / 80)
 
 
 def _lab_data(rows: torch.Tensor):
@@ -287,7 +326,7 @@ def remove_background(
     )
     mask_t = torch.from_numpy(mask)
     if f > 1:
-        mask_t = _refine(pixels, mask_t, f, bd, fg, thr)
+        mask_t = _refine(pixels, small, mask_t, f, bd, fg, thr)
     if opaque is not None:
         mask_t &= opaque
     alpha = mask_t.to(torch.uint8) * 255
@@ -308,11 +347,16 @@ def remove_background(
     )
 
 
-def _refine(pixels: torch.Tensor, small_mask: torch.Tensor, f: int, bd: _Backdrop, fg, thr: float) -> torch.Tensor:
-    """Full-resolution mask: the working-resolution decision, decided again per pixel near the edge."""
+def _refine(
+    pixels: torch.Tensor, small: torch.Tensor, small_mask: torch.Tensor, f: int, bd: _Backdrop, fg, thr: float
+) -> torch.Tensor:
+    """Full-resolution mask: the working-resolution decision, decided again per pixel near the edge (as
+    ``_decide`` does: against the two models, and a shadow-like pixel against the colors of each side nearby,
+    taken from the working resolution)."""
     from scipy import ndimage
 
     H, W, _ = pixels.shape
+    h, w, _ = small.shape
     m = small_mask.repeat_interleave(f, 0).repeat_interleave(f, 1)[:H, :W].contiguous()
     edge = small_mask.numpy()
     edge = ndimage.binary_dilation(edge, iterations=1) & ~ndimage.binary_erosion(edge, iterations=1)
@@ -325,7 +369,24 @@ def _refine(pixels: torch.Tensor, small_mask: torch.Tensor, f: int, bd: _Backdro
     v = torch.div(idx, W, rounding_mode="floor").to(torch.float32) / max(H - 1, 1) * 2 - 1
     d_bg = bd.distance(lab, u, v)
     d_fg = torch.cdist(lab, fg).min(1).values if fg is not None else torch.full_like(d_bg, 2 * thr)
-    is_fg = ~((d_bg < d_fg) & (d_bg < thr))
+    is_bg = (d_bg < d_fg) & (d_bg < thr)
+    shadow = bd.shadow_like(lab, u, v, 0.5 * thr)
+    if bool(shadow.any()):
+        small_lab = rgb_to_lab(small.reshape(-1, 3)).reshape(h, w, 3).numpy()
+        sigma = _near_sigma(h, w)
+        mask = small_mask.numpy()
+        sy = torch.div(idx, W, rounding_mode="floor").div(f, rounding_mode="floor").clamp_max(h - 1).numpy()
+        sx = (idx % W).div(f, rounding_mode="floor").clamp_max(w - 1).numpy()
+        near = []
+        for side in (
+            ndimage.binary_erosion(~mask, iterations=2, border_value=1),
+            ndimage.binary_erosion(mask, iterations=2),
+        ):
+            mean, weight = _near_means(small_lab, side, sigma)
+            dist = torch.from_numpy(np.linalg.norm(lab.numpy() - mean[sy, sx], axis=-1))
+            near.append(torch.where(torch.from_numpy(weight[sy, sx] > NEAR_WEIGHT), dist, torch.inf))
+        is_bg |= shadow & (near[0] < near[1])
+    is_fg = ~is_bg
     flat = m.reshape(-1)
     flat[idx] = is_fg
     return flat.reshape(H, W)
