@@ -219,7 +219,13 @@ def check_sample_weight(
         w = torch.full(shape, float(sample_weight), dtype=dtype, device=device)
     else:
         w, _ = as_tensor(sample_weight, "sample_weight")
+        if not bool(torch.isfinite(w).all()):
+            raise ValueError("sample_weight contains NaN or inf")
+        given = w
         w = w.to(device=device, dtype=dtype)
+        if not bool(torch.isfinite(w).all()):  # finite as given, not in the compute dtype
+            big = float(given.abs().max())
+            raise ValueError(f"sample_weight has values too large for {dtype} (up to {big:.3g}); rescale them")
     if tuple(w.shape) != tuple(shape):
         raise ValueError(f"sample_weight must have shape {tuple(shape)} to match X, got {tuple(w.shape)}")
     if not bool(torch.isfinite(w).all()):
@@ -241,22 +247,36 @@ def resolve_generator(random_state: Any, device: torch.device | None = None) -> 
     """
     if isinstance(random_state, torch.Generator):
         return random_state
-    if random_state is None:
-        seed = int(torch.randint(0, 2**62, (1,)).item())
+    if random_state is None:  # (torch's CPU generator keeps 32 bits of a seed: the draws are taken modulo 2**32)
+        seed = int(torch.randint(0, 2**62, (1,)).item()) % 2**32
     elif isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
         if not 0 <= random_state < 2**64:
             raise ValueError(f"random_state must be an int in [0, 2**64), got {random_state}")
-        seed = int(random_state)
+        seed = torch_seed(int(random_state))
     elif isinstance(random_state, np.random.RandomState):
         seed = int(random_state.randint(0, 2**31 - 1))
     elif isinstance(random_state, np.random.Generator):
-        seed = int(random_state.integers(0, 2**62))
+        seed = int(random_state.integers(0, 2**62)) % 2**32
     else:
         raise TypeError(
             f"random_state must be None, an int, a numpy RandomState/Generator or a torch.Generator, "
             f"got {type(random_state).__name__}"
         )
     return torch.Generator(device="cpu").manual_seed(seed)
+
+
+_M64 = 2**64 - 1
+
+
+def torch_seed(seed: int) -> int:
+    """The seed of torch's CPU generator for an int ``random_state`` in [0, 2**64): that generator keeps only the
+    low 32 bits of its seed, so a seed at or above 2**32 is mixed down first (splitmix64's finalizer), so that every
+    bit of it counts (7 and 7 + 2**32 gave the same fit); seeds below 2**32 are kept as they are."""
+    if seed < 2**32:
+        return seed
+    z = ((seed ^ (seed >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _M64
+    return (z ^ (z >> 31)) % 2**32
 
 
 def available_devices() -> list[str]:

@@ -22,7 +22,7 @@ from ._validation import (
 )
 from .engine.batched import fit_batched
 from .estimators.base import fit_params
-from .ops.distance import nearest
+from .ops.distance import nearest, unit_rows
 
 #: elements of one (rows, k) distance block in eager mode (64 MiB of float32)
 _BLOCK_ELEMENTS = 1 << 24
@@ -45,7 +45,7 @@ def nearest_center(
     cdt = compute_dtype(X.dtype)
     x = X.reshape(-1, d).to(cdt)
     if spherical:
-        x = torch.nn.functional.normalize(x, dim=-1)
+        x = unit_rows(x)
     c = centers.to(device=x.device, dtype=cdt)
     # one block when compiling: no Python loop over a (possibly symbolic) number of rows
     rows = None if torch.compiler.is_compiling() else max(1, _BLOCK_ELEMENTS // max(1, c.shape[0]))

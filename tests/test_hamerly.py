@@ -100,6 +100,18 @@ def test_bad_algorithm():
         fit(X, 3, "hamerly", spherical=True)
 
 
+def test_hamerly_beyond_the_cpu_kernels_features():
+    # the cpu backend's bounded pass stops at 14 features: with the auto choice of backend the torch bounds run
+    # (the iterates of full passes); a backend named by the caller that has none is an error saying why
+    X = make_blobs(2000, 15, 8, seed=2)
+    bounded = pixelkm.KMeans(8, algorithm="hamerly", random_state=0).fit(X)
+    full = pixelkm.KMeans(8, algorithm="lloyd", random_state=0).fit(X)
+    np.testing.assert_array_equal(bounded.labels_, full.labels_)
+    assert bounded.n_iter_ == full.n_iter_ and bounded.inertia_ == pytest.approx(full.inertia_, rel=1e-12)
+    with pytest.raises(ValueError, match=r"the chosen backend here, 'cpu', has none for 15 features"):
+        pixelkm.KMeans(8, algorithm="hamerly", backend="cpu", random_state=0).fit(X)
+
+
 def test_same_clustering_and_the_n_init_pick():
     a = torch.tensor([[0, 0, 1, 2, -1], [0, 1, 1, 2, 2]])
     b = torch.tensor([[2, 2, 0, 1, -1], [0, 1, 2, 2, 2]])

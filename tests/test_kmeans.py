@@ -165,6 +165,27 @@ def test_determinism_and_seeds():
     np.testing.assert_array_equal(c3, c4)
 
 
+def test_every_bit_of_an_int_seed_counts():
+    # torch's CPU generator keeps 32 bits of its seed: seeds from 2**32 up are mixed down, so 7 and 7 + 2**32
+    # (and 0, 2**32, 2**40, 2**63) give different fits; seeds below 2**32 are torch's own
+    from pixelkm._validation import resolve_generator
+
+    X = make_blobs(1500, 3, 8, seed=13)
+    fits = [pixelkm.KMeans(8, init="random", n_init=1, random_state=s).fit(X) for s in (7, 7 + 2**32, 0, 2**32)]
+    assert not np.array_equal(fits[0].cluster_centers_, fits[1].cluster_centers_)
+    assert not np.array_equal(fits[2].cluster_centers_, fits[3].cluster_centers_)
+    seeds = {resolve_generator(s).initial_seed() for s in (0, 2**32, 2**40, 2**63, 2**64 - 1)}
+    assert len(seeds) == 5 and all(s < 2**32 for s in seeds)
+    assert resolve_generator(2**32 - 1).initial_seed() == 2**32 - 1
+    assert resolve_generator(12345).initial_seed() == 12345
+    # a batch from a large seed s: problem i is the single fit with s + i
+    Xb = np.stack([X[:500], X[500:1000]])
+    c, _, _ = pixelkm.kmeans(Xb, 4, init="random", random_state=2**40)
+    for i in range(2):
+        ci, _, _ = pixelkm.kmeans(Xb[i], 4, init="random", random_state=2**40 + i)
+        np.testing.assert_array_equal(c[i], ci)
+
+
 def test_n_init_keeps_best():
     X = make_blobs(1500, 2, 10, seed=12, spread=0.3)
     singles = [pixelkm.KMeans(10, init="random", random_state=s).fit(X).inertia_ for s in range(3)]
@@ -221,6 +242,32 @@ def test_predict_transform_score_match_sklearn():
     np.testing.assert_allclose(ours.fit_transform(X), ref.transform(X), rtol=1e-9)
 
 
+@pytest.mark.parametrize("as_tensor", [False, True])
+def test_assigned_or_edited_centers_are_the_ones_predict_uses(as_tensor):
+    # scikit-learn's predict/transform/score read cluster_centers_: an assignment (or an edit in place) after
+    # the fit counts (the centers of the fit were kept aside and an assignment was silently ignored)
+    X = make_blobs(300, 2, 2, seed=9)
+    Xin = torch.from_numpy(X) if as_tensor else X
+    km = pixelkm.KMeans(2, random_state=0).fit(Xin)
+    sk = SKKMeans(2, random_state=0, n_init=1).fit(X)
+    new = np.array([[100.0, 100.0], [-100.0, -100.0]])
+    km.cluster_centers_ = torch.from_numpy(new) if as_tensor else new
+    sk.cluster_centers_ = new
+    np.testing.assert_array_equal(np.asarray(km.predict(Xin)), sk.predict(X))
+    np.testing.assert_allclose(np.asarray(km.transform(Xin)), sk.transform(X), rtol=1e-12)
+    assert km.score(Xin) == pytest.approx(sk.score(X), rel=1e-12)
+    km.cluster_centers_[0] = km.cluster_centers_[0] * 0 + 5.0  # in place
+    np.testing.assert_array_equal(
+        np.asarray(km.predict(Xin)), np.argmin(((X[:, None] - [[5.0, 5.0], new[1]]) ** 2).sum(-1), 1)
+    )
+    km.cluster_centers_ = np.zeros((2, 3))
+    with pytest.raises(ValueError, match="cluster_centers_ has 3 features, but KMeans was fitted on 2"):
+        km.predict(Xin)
+    km.cluster_centers_ = np.array([[np.nan, 0.0], [0.0, 0.0]])
+    with pytest.raises(ValueError, match="cluster_centers_"):
+        km.predict(Xin)
+
+
 def test_batched_kmeans_equals_loop():
     Xs = np.stack([make_blobs(300, 3, 4, seed=s) for s in range(3)])
     inits = Xs[:, :4].copy()
@@ -269,6 +316,14 @@ def test_bad_weights_and_predict_features():
         pixelkm.KMeans(2).fit(X, sample_weight=-np.ones(5))
     with pytest.raises(pixelkm.NotFittedError):
         pixelkm.KMeans(2).predict(X)
+    # finite weights that overflow the compute dtype are named as such (they were "NaN or inf")
+    with pytest.raises(ValueError, match=r"sample_weight has values too large for torch.float32 \(up to 1e\+300\)"):
+        pixelkm.KMeans(2).fit(X.astype(np.float32), sample_weight=np.full(5, 1e300))
+    # the init's shape as given, and the batch's shape named
+    with pytest.raises(ValueError, match=r"shape \(3, 2\) \(n_clusters, n_features\), got \(2, 2\)$"):
+        pixelkm.KMeans(3, init=np.zeros((2, 2))).fit(make_blobs(20, 2, 2, seed=0))
+    with pytest.raises(ValueError, match=r"shape \(2, 3, 2\) \(batch, n_clusters, n_features\), got \(3, 2\)$"):
+        pixelkm.kmeans(np.stack([make_blobs(20, 2, 2, seed=0)] * 2), 3, init=np.zeros((3, 2)))
     km = pixelkm.KMeans(2, random_state=0).fit(make_blobs(20, 2, 2, seed=0))
     with pytest.raises(ValueError, match="X has 3 features, but KMeans is expecting 2 features"):
         km.predict(np.zeros((4, 3)))
@@ -416,6 +471,31 @@ def test_max_points_per_cluster_fits_a_uniform_subsample(weighted):
     assert km.labels_.shape == (len(X),)
     np.testing.assert_array_equal(km.labels_, km.predict(X))
     np.testing.assert_allclose(km.inertia_, -km.score(X, sample_weight=w), rtol=1e-6)
+
+
+def test_max_points_per_cluster_draws_among_the_weighted_rows():
+    # zero weights add nothing: the draw is among the rows of positive weight (a draw of zero-weight rows only
+    # gave two equal centers far from the three weighted rows, with a "duplicate points" warning)
+    from pixelkm._validation import resolve_generator
+    from pixelkm.engine.subsample import random_subset
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(5000, 3))
+    X[:3] += 10
+    w = np.zeros(5000)
+    w[:3] = 1.0
+    capped = pixelkm.KMeans(2, random_state=0, max_points_per_cluster=5).fit(X, sample_weight=w)
+    full = pixelkm.KMeans(2, random_state=0).fit(X, sample_weight=w)  # 3 weighted rows <= 2 * 5: no draw
+    np.testing.assert_array_equal(capped.cluster_centers_, full.cluster_centers_)
+    assert capped.inertia_ == pytest.approx(full.inertia_) and capped.inertia_ < 1
+    # more weighted rows than the cap: a uniform draw among them, then the fit on those rows
+    w = np.where(rng.random(5000) < 0.5, rng.uniform(0.5, 2.0, 5000), 0.0)
+    km = pixelkm.KMeans(3, random_state=4, max_points_per_cluster=40).fit(X, sample_weight=w)
+    gen = resolve_generator(4)
+    positive = np.nonzero(w > 0)[0]
+    rows = positive[random_subset(len(positive), 120, gen).sort().values.numpy()]
+    sub = pixelkm.KMeans(3, random_state=gen).fit(X[rows], sample_weight=w[rows])
+    np.testing.assert_array_equal(km.cluster_centers_, sub.cluster_centers_)
 
 
 def test_max_points_per_cluster_that_does_not_bind_changes_nothing():

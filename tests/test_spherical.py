@@ -86,3 +86,25 @@ def test_batched_and_module_spherical():
     cos = torch.nn.functional.normalize(Xt, dim=1) @ km.centers.T
     torch.testing.assert_close(dist, 1 - cos.max(1).values, rtol=0, atol=1e-12)
     assert float(dist.sum()) == pytest.approx(inertia[0], rel=1e-10)
+
+
+@pytest.mark.parametrize("dtype, scales", [(np.float64, (1e-13, 1e-20, 1e20)), (np.float32, (1e-13, 1e10))], ids=str)
+def test_only_directions_matter_at_any_scale(dtype, scales):
+    # rows shorter than 1e-12 came out of torch's normalize (which divides by max(norm, 1e-12)) shorter than 1:
+    # a fit of X * 1e-13 differed from that of X, and of X * 1e-20 put every row at the zero vector's distance
+    X = make_blobs(2000, 8, 6, seed=7, spread=3.0).astype(dtype)
+    init = X[:6].copy()
+    ref = pixelkm.KMeans(6, init=init, spherical=True).fit(X)
+    for s in scales:
+        km = pixelkm.KMeans(6, init=init * dtype(s), spherical=True).fit(X * dtype(s))
+        np.testing.assert_array_equal(km.labels_, ref.labels_)
+        np.testing.assert_allclose(
+            km.cluster_centers_, ref.cluster_centers_, rtol=1e-5 if dtype == np.float32 else 1e-12
+        )
+        assert km.inertia_ == pytest.approx(ref.inertia_, rel=1e-5 if dtype == np.float32 else 1e-10)
+        np.testing.assert_array_equal(km.predict(X * dtype(s)), ref.labels_)
+    # a row of zeros stays the zero vector: |0 - c|^2 / 2 = 0.5 from every unit center, no NaN
+    Z = np.vstack([X, np.zeros((1, 8), dtype)])
+    km = pixelkm.KMeans(6, init=init, spherical=True).fit(Z)
+    assert np.isfinite(km.cluster_centers_).all() and np.isfinite(km.inertia_)
+    np.testing.assert_allclose(km.transform(Z[-1:]), 0.5, rtol=1e-6)

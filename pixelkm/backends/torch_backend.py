@@ -232,7 +232,6 @@ class TorchBackend(Backend):
         lab_buf = torch.empty(b, r0, dtype=torch.int64, device=dev)
         diff = torch.empty(b * r0, d, dtype=cdt, device=dev) if min_sq is not None else None
         sq_buf = torch.empty(b * r0, dtype=cdt, device=dev) if min_sq is not None and b > 1 else None
-        ones = torch.ones(d, 1, dtype=cdt, device=dev)
         offsets = (torch.arange(b, device=dev) * k).unsqueeze(1)
         if cpu:  # scatter along the last dimension of (d, b, r) sources: one thread owns each output
             sums_t = torch.zeros(d, b, k, dtype=acc, device=dev)
@@ -300,10 +299,11 @@ class TorchBackend(Backend):
                 else:
                     g = torch.index_select(c_flat, 0, flat, out=diff[: b * r])
                     torch.sub(xr, g.view(b, r, d), out=g.view(b, r, d))
-                    if b == 1:
-                        torch.mm(g.square_(), ones, out=out.view(r, 1))
-                    else:
-                        out.copy_((g.square_() @ ones).view(b, r))
+                    # a row-wise sum: its order depends on d only (a matmul with ones blocks by the row count,
+                    # so the last bits followed the chunk size)
+                    torch.sum(g.square_(), dim=1, out=out.view(r) if b == 1 else sq_buf[: b * r])
+                    if b > 1:
+                        out.copy_(sq_buf[: b * r].view(b, r))
             # Sums of the raw values in float64: exact for integer data such as uint8 pixels, so that they
             # do not depend on the chunk size or the order of accumulation.
             wc = None if sample_weight is None else sample_weight[:, start:stop].reshape(-1).to(acc)

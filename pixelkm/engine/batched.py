@@ -7,12 +7,14 @@ communicator).
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 import torch
 
 from .._validation import compute_dtype, resolve_generator
 from ..backends import select_backend
+from ..ops.distance import unit_rows
 from . import init as _init
 from .bounds import bounded_state
 from .comm import LOCAL, LocalComm
@@ -35,8 +37,9 @@ def problem_rng(random_state: Any, b: int) -> _init.ProblemRNG:
     gen = resolve_generator(random_state)
     if isinstance(random_state, torch.Generator) or b == 1:
         return _init.ProblemRNG([gen] * b)
-    seed = gen.initial_seed()
-    return _init.ProblemRNG([torch.Generator().manual_seed((seed + i) % 2**64) for i in range(b)])
+    # an int seed s: problem i's generator is that of a single fit with s + i; a drawn one: its seed + i
+    seed = int(random_state) if isinstance(random_state, numbers.Integral) else gen.initial_seed()
+    return _init.ProblemRNG([resolve_generator((seed + i) % 2**64) for i in range(b)])
 
 
 def initial_centers(
@@ -61,7 +64,7 @@ def initial_centers(
         centers = _init.random_init(X, n_clusters, sample_weight, rng, cdt)
     else:
         centers = _init.explicit_init(init, X, n_clusters, cdt, finite)
-    return torch.nn.functional.normalize(centers, dim=-1) if spherical else centers
+    return unit_rows(centers) if spherical else centers
 
 
 def fit_batched(
@@ -99,7 +102,7 @@ def fit_batched(
         m = mask.to(compute_dtype(X.dtype))
         sample_weight = m if sample_weight is None else sample_weight * m
     if spherical:
-        X = torch.nn.functional.normalize(X.to(compute_dtype(X.dtype)), dim=-1)
+        X = unit_rows(X.to(compute_dtype(X.dtype)))
     if isinstance(tol, torch.Tensor):
         abs_tol = tol
     elif tol > 0:

@@ -261,10 +261,11 @@ def bounded_state(
             if kind is None:
                 return None
         state = impl.bounds(X[0], w, k, kind)
-        if state is None and (impl.name != "torch" or kind != "hamerly"):
-            chosen = "the auto choice" if backend == "auto" else "the chosen backend"
+        # Hamerly's torch bounds serve where the auto choice of backend has none for these data (the cpu
+        # backend's stop at 14 features); a backend the caller named runs its own passes or none
+        if state is None and (kind != "hamerly" or (impl.name != "torch" and backend != "auto")):
             runs = "the torch backend or one with bounds" if kind == "hamerly" else "the cpu backend"
-            why.append(f"it runs on {runs} ({chosen} here, {impl.name!r}, has none)")
+            why.append(f"it runs on {runs} (the chosen backend here, {impl.name!r}, has none for {d} features)")
     if why:
         if algorithm == "auto":
             return None

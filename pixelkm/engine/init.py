@@ -485,12 +485,15 @@ def explicit_init(init: Any, X: torch.Tensor, n_clusters: int, dtype: torch.dtyp
     ``finite=False`` skips the check of the values (it reads them on the host).
     """
     C, _ = as_tensor(init, "init")
+    given = tuple(C.shape)
     b, _, d = X.shape
     if C.ndim == 2 and b == 1:
         C = C.unsqueeze(0)
     if C.ndim != 3 or tuple(C.shape) != (b, n_clusters, d):
-        want = f"({n_clusters}, {d})" if b == 1 else f"({b}, {n_clusters}, {d})"
-        raise ValueError(f"init array must have shape {want} (n_clusters, n_features), got {tuple(C.shape)}")
+        want = f"({n_clusters}, {d}) (n_clusters, n_features)"
+        if b > 1:
+            want = f"({b}, {n_clusters}, {d}) (batch, n_clusters, n_features)"
+        raise ValueError(f"init array must have shape {want}, got {given}")
     C = C.to(device=X.device, dtype=dtype)
     check_data(C, "init", ndims=(3,), finite=finite)
     return C.clone()

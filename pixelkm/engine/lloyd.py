@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from .._validation import labels_present, warn_fewer_clusters
+from ..ops.distance import unit_rows
 from .comm import LocalComm
 
 
@@ -44,7 +45,7 @@ def centers_from(
     safe = torch.where(counts > 0, counts, torch.ones_like(counts))
     new = sums / safe
     if spherical:
-        new = torch.nn.functional.normalize(new, dim=-1)
+        new = unit_rows(new)
     return torch.where(counts > 0, new, previous).to(previous.dtype)
 
 

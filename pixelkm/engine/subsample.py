@@ -28,12 +28,25 @@ def random_subset(n: int, m: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def capped_rows(
-    n: int, n_clusters: int, max_points_per_cluster: int | None, gen: torch.Generator
+    n: int,
+    n_clusters: int,
+    max_points_per_cluster: int | None,
+    gen: torch.Generator,
+    sample_weight: torch.Tensor | None = None,
 ) -> torch.Tensor | None:
     """The rows a fit capped at ``max_points_per_cluster`` points per cluster runs on (faiss's
     ``max_points_per_centroid``): ``n_clusters * max_points_per_cluster`` of the ``n`` rows drawn uniformly without
     replacement from ``gen``, in increasing order (the data's own order, so that a histogram or a stream sees the
-    rows as they lie); None when the cap is None or does not bind (every row is used, nothing is drawn)."""
-    if max_points_per_cluster is None or n <= n_clusters * max_points_per_cluster:
+    rows as they lie); None when the cap is None or does not bind (every row is used, nothing is drawn).
+
+    With ``sample_weight`` (n,) the draw is among the rows of positive weight (a zero weight adds nothing to the
+    fit, and a subsample of zero-weight rows would have nothing to fit); the cap binds when they outnumber it."""
+    if max_points_per_cluster is None:
         return None
-    return random_subset(n, n_clusters * max_points_per_cluster, gen).sort().values
+    m = n_clusters * max_points_per_cluster
+    if sample_weight is None:
+        return None if n <= m else random_subset(n, m, gen).sort().values
+    positive = torch.nonzero(sample_weight.cpu() > 0).squeeze(1)
+    if positive.numel() <= m:
+        return None
+    return positive[random_subset(positive.numel(), m, gen).sort().values]

@@ -27,7 +27,7 @@ from ..engine.batched import fit_batched, problem_rng
 from ..engine.histogram import map_rows, reduce_colors
 from ..engine.subsample import capped_rows
 from ..ops import run_assign_update
-from ..ops.distance import sq_distances
+from ..ops.distance import sq_distances, unit_rows
 from .base import BaseEstimator, fit_params
 
 
@@ -60,7 +60,9 @@ class KMeans(BaseEstimator):
         Relative tolerance: a run stops when the squared shift of the centers (summed over clusters) is at most
         ``tol`` times the mean variance of the features, or when the labels stop changing.
     random_state : None, int, numpy RandomState/Generator or torch.Generator
-        Seed of every random choice. The same seed gives the same result on the same device and backend.
+        Seed of every random choice. The same seed gives the same result on the same device and backend. An int
+        in [0, 2**64): torch's generator keeps 32 bits of a seed, so seeds from 2**32 up are mixed down to 32 bits
+        first (every bit of them counts; seeds below 2**32 are used as they are).
     spherical : bool, default=False
         Cosine (spherical) k-means: samples are scaled to unit norm, centers are the normalized means of their
         samples, a sample goes to the center of highest cosine similarity, and the inertia is the sum of cosine
@@ -70,11 +72,14 @@ class KMeans(BaseEstimator):
         pass recomputes distances only for the points that may have changed cluster; "yinyang" (Ding et al., 2015;
         the cpu backend only) keeps a lower bound per group of about 10 centers (8 bytes per group and sample) and
         recomputes only the groups those leave open. Both give the same iterates as "lloyd" (on the cpu backend bit
-        for bit; elsewhere up to float ties). "auto" takes Yinyang on the cpu backend beyond 14 features from 32
-        clusters (d = 128, K = 1024: 4-5x faster than its full passes), Hamerly with the torch backend on the CPU,
-        both from 16,384 samples, one problem at a time, while the bounds fit in 1 GiB and a quarter of the free
-        memory, and Lloyd otherwise (the fused kernels' full passes were measured faster than Hamerly's bounds on
-        photos, d = 3; see ``pixelkm.engine.bounds.AUTO_RULE``).
+        for bit; elsewhere up to float ties). Both run one problem at a time, without ``spherical`` or ``verbose``;
+        the cpu backend's Hamerly bounds take up to 14 features, beyond which the torch backend's bounds serve
+        (with ``backend="auto"``; a named backend without bounds is an error). "auto" takes Yinyang on the cpu
+        backend beyond 14 features from 128 clusters (from 64 at 128 features or more; d = 128, K = 1024: 4-5x
+        faster than its full passes), Hamerly with the torch backend on the CPU, both from 16,384 samples, while
+        the bounds fit in 1 GiB and a quarter of the free memory, and Lloyd otherwise (the fused kernels' full
+        passes were measured faster than Hamerly's bounds on photos, d = 3; see
+        ``pixelkm.engine.bounds.AUTO_RULE``).
     backend : str, default="auto"
         Implementation of the assign-and-update pass (see :func:`pixelkm.available_backends`).
     device : str or torch.device, optional
@@ -229,7 +234,7 @@ class KMeans(BaseEstimator):
         w = check_sample_weight(sample_weight, (Xt.shape[0],), compute_dtype(Xt.dtype), Xt.device)
         gen = resolve_generator(p["random_state"])
         # max_points_per_cluster: the fit runs on a uniform subsample (drawn before the initialization)
-        rows = capped_rows(Xt.shape[0], p["n_clusters"], p["max_points_per_cluster"], gen)
+        rows = capped_rows(Xt.shape[0], p["n_clusters"], p["max_points_per_cluster"], gen, w)
         Xa, wa = Xt, w
         if rows is not None:
             Xa = Xt[rows.to(Xt.device)]
@@ -274,7 +279,7 @@ class KMeans(BaseEstimator):
     def _assign_all(self, Xt: torch.Tensor, w: torch.Tensor | None, centers: torch.Tensor, p: dict):
         """Labels (1, n) of every sample and their (weighted) inertia against ``centers`` (1, k, d): one pass."""
         cdt = compute_dtype(Xt.dtype)
-        Xe = torch.nn.functional.normalize(Xt.to(cdt), dim=-1) if p["spherical"] else Xt
+        Xe = unit_rows(Xt.to(cdt)) if p["spherical"] else Xt
         ww = None if w is None else w.unsqueeze(0)
         res = run_assign_update(Xe.unsqueeze(0), centers.to(device=Xt.device, dtype=cdt), ww, backend=p["backend"])
         total = res.inertia(ww)[0]
@@ -304,8 +309,21 @@ class KMeans(BaseEstimator):
             )
         cdt = compute_dtype(Xt.dtype)
         if self.spherical:
-            Xt = torch.nn.functional.normalize(Xt.to(cdt), dim=-1)
-        return Xt, self._centers.to(device=Xt.device, dtype=cdt), was_tensor
+            Xt = unit_rows(Xt.to(cdt))
+        return Xt, self._fitted_centers(Xt.device).to(dtype=cdt), was_tensor
+
+    def _fitted_centers(self, device: torch.device) -> torch.Tensor:
+        """The centers ``predict``, ``transform`` and ``score`` use: ``cluster_centers_`` as it is now (assigned or
+        edited in place since the fit, as scikit-learn allows; a pickled model too), checked. (k, d) values: read
+        in place where they can be."""
+        C, _ = as_tensor(self.cluster_centers_, "cluster_centers_", device)
+        check_data(C, "cluster_centers_", ndims=(2,))
+        if C.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"cluster_centers_ has {C.shape[1]} features, but {type(self).__name__} was fitted on "
+                f"{self.n_features_in_}"
+            )
+        return C.to(device)
 
     def predict(self, X: Any) -> Any:
         """Index of the closest center for each sample of X, shape (n_samples,), int64."""

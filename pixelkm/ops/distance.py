@@ -20,6 +20,19 @@ from .._distances import sq_distances as _sq_to_points
 ROWS = 1 << 16
 
 
+def unit_rows(X: torch.Tensor) -> torch.Tensor:
+    """X (..., d) scaled to unit norm row by row (spherical k-means); rows of zeros stay zeros.
+
+    ``torch.nn.functional.normalize`` divides by ``max(norm, 1e-12)``, so rows shorter than 1e-12 did not come out
+    unit (and spherical fits of data scaled by 1e-13 differed from the unscaled ones); here every positive norm
+    counts, and the row is divided by its largest magnitude first so that neither the squares of tiny values
+    underflow nor those of huge ones overflow. Differentiable in X (zero rows have a zero gradient)."""
+    scale = X.abs().amax(dim=-1, keepdim=True)
+    Y = X / torch.where(scale > 0, scale, torch.ones_like(scale))
+    norm = torch.linalg.vector_norm(Y, dim=-1, keepdim=True)
+    return Y / torch.where(norm > 0, norm, torch.ones_like(norm))
+
+
 def sq_distances(X: torch.Tensor, C: torch.Tensor, *, rows: int = ROWS) -> torch.Tensor:
     """Squared Euclidean distances of X (b, n, d) (any dtype) to C (b, k, d): shape (b, n, k) in C's dtype."""
     return _sq_to_points(X, C, C.dtype, rows).transpose(1, 2)
