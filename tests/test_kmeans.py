@@ -186,6 +186,19 @@ def test_every_bit_of_an_int_seed_counts():
         np.testing.assert_array_equal(c[i], ci)
 
 
+def test_n_init_with_an_init_array_runs_once_and_says_so():
+    X = make_blobs(300, 2, 3, seed=1)
+    with pytest.warns(RuntimeWarning, match="performing only one init instead of n_init=4"):
+        km = pixelkm.KMeans(3, init=X[:3], n_init=4).fit(X)
+    np.testing.assert_array_equal(km.cluster_centers_, pixelkm.KMeans(3, init=X[:3]).fit(X).cluster_centers_)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        pixelkm.KMeans(3, init=X[:3], n_init=1).fit(X)
+        pixelkm.KMeans(3, init=X[:3]).fit(X)  # n_init="auto"
+
+
 def test_n_init_keeps_best():
     X = make_blobs(1500, 2, 10, seed=12, spread=0.3)
     singles = [pixelkm.KMeans(10, init="random", random_state=s).fit(X).inertia_ for s in range(3)]

@@ -4,6 +4,7 @@ parameters that every entry point calls, so that all of them accept and reject t
 from __future__ import annotations
 
 import inspect
+import warnings
 from typing import Any
 
 from .._validation import check_param, check_params
@@ -22,7 +23,14 @@ def fit_params(params: dict[str, Any], n_samples: int | None) -> dict[str, Any]:
         if p["n_init"] == "auto":
             p["n_init"] = 1 if (not isinstance(init, str) or init in ("k-means++", "k-means||")) else 10
         if not isinstance(init, str):
-            p["n_init"] = 1  # restarts from the same explicit centers would all give the same result
+            if p["n_init"] != 1:  # as scikit-learn says it
+                warnings.warn(
+                    f"Explicit initial center position passed: performing only one init instead of "
+                    f"n_init={p['n_init']} (restarts from the same centers give the same result)",
+                    RuntimeWarning,
+                    stacklevel=3,
+                )
+            p["n_init"] = 1
     if p.get("backend", "auto") != "auto":
         get_backend(p["backend"])
     return p
