@@ -149,18 +149,23 @@ def _check_early(
     images: list[Path] = (),
     palette: Path | None = None,
     *,
+    plots: list[Path | None] = (),
     max_pixels: int | None = None,
 ) -> None:
     """The checks a command can make from names and headers alone, before it imports torch and the toolkit (1.5-2
     s on the 2-core machine): an error then comes in a tenth of a second. ``outputs``: image files to be written
     (their suffix names a format Pillow writes); ``images``: inputs to be decoded whole (they exist, are images
-    Pillow recognizes, within ``max_pixels`` and the memory available); ``palette``: a palette file that exists."""
+    Pillow recognizes, within ``max_pixels`` and the memory available); ``palette``: a palette file that exists;
+    ``plots``: figures to be written (their suffix names a format matplotlib writes)."""
     from .io.files import require_file
-    from .io.pillow import check_image, image_format
+    from .io.pillow import check_image, figure_format, image_format
 
     for p in outputs:
         if p is not None:
             image_format(p)
+    for p in plots:
+        if p is not None:
+            figure_format(p)
     for p in images:
         check_image(p, max_pixels)
     if palette is not None:
@@ -257,6 +262,8 @@ def _parse_size(text: str) -> int:
         v = float(t) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a size such as 200000, 200K or 1.5M; got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite size such as 200000, 200K or 1.5M; got {text!r}")
     if not v >= 1:
         raise argparse.ArgumentTypeError(f"expected a size of at least 1 byte, got {text!r}")
     return int(v)
@@ -285,9 +292,10 @@ def cmd_quantize(a: argparse.Namespace) -> None:
     outs = _targets(a, inputs, a.suffix)
     if a.plot is not None and len(inputs) > 1:
         raise ValueError("--plot takes one input")
-    _check_targets(outs + [a.plot], a.force, tuple(inputs))
+    palettes = () if a.palette is None else (a.palette,)  # an input too: never an output, --force or not
+    _check_targets(outs + [a.plot], a.force, (*inputs, *palettes))
     # (several inputs: each one's error is reported as it comes and the others go on)
-    _check_early(outs, inputs if len(inputs) == 1 else [], a.palette, max_pixels=a.max_pixels)
+    _check_early(outs, inputs if len(inputs) == 1 else [], a.palette, plots=[a.plot], max_pixels=a.max_pixels)
     from .image import load_image, load_palette, plot_quantize, quantize
 
     given = None if a.palette is None else load_palette(a.palette)  # read (and checked) once, before any work
@@ -310,7 +318,7 @@ def cmd_quantize(a: argparse.Namespace) -> None:
                     )
                 else:
                     state["info"] = state["r"].save(
-                        dst, force=a.force, max_bytes=a.max_size, skip_if_larger=a.skip_if_larger
+                        dst, force=a.force, max_bytes=a.max_size, skip_if_larger=a.skip_if_larger, inputs=palettes
                     )
         except Exception as e:
             if not many:
@@ -349,7 +357,7 @@ class _Skipped(Exception):
 
 def cmd_segment(a: argparse.Namespace) -> None:
     _check_targets([a.out, a.mean_image, a.plot], a.force, (a.input,))
-    _check_early([a.out, a.mean_image], [a.input], max_pixels=a.max_pixels)
+    _check_early([a.out, a.mean_image], [a.input], plots=[a.plot], max_pixels=a.max_pixels)
     from .image import load_image, plot_segments, save_image, segment
 
     st: dict[str, Any] = {}
@@ -363,7 +371,7 @@ def cmd_segment(a: argparse.Namespace) -> None:
         else:
             st["info"] = st["r"].save(a.out, force=a.force)
             if a.mean_image is not None:
-                save_image(st["r"].mean_image, a.mean_image, force=a.force)
+                save_image(st["r"].mean_image, a.mean_image, force=a.force, inputs=(a.input,))
     r, info = st["r"], st["info"]
     _say(a, f"wrote {info.path} ({r.n_segments} segments overlaid, {_kb(info.bytes)})")
     for i, (size, color) in enumerate(zip(r.sizes.tolist(), r.mean_colors.tolist())):
@@ -376,7 +384,7 @@ def cmd_segment(a: argparse.Namespace) -> None:
 
 def cmd_palette(a: argparse.Namespace) -> None:
     _check_targets([a.out, a.plot], a.force, (a.input,))
-    _check_early([a.out], [a.input], max_pixels=a.max_pixels)
+    _check_early([a.out], [a.input], plots=[a.plot], max_pixels=a.max_pixels)
     from .image import load_image, palette, plot_palette
 
     st: dict[str, Any] = {}
@@ -402,19 +410,12 @@ def cmd_palette(a: argparse.Namespace) -> None:
     _plot(a, lambda: plot_palette(r), a.plot)
 
 
-#: Pillow formats that keep an alpha channel
-ALPHA_FORMATS = {"PNG", "WEBP", "TIFF", "GIF", "JPEG2000"}
-
-
 def cmd_remove_bg(a: argparse.Namespace) -> None:
-    from .io.pillow import image_format
+    from .io.pillow import check_alpha, image_format
 
     _check_targets([a.out, a.mask], a.force, (a.input,))
-    if image_format(a.out) not in ALPHA_FORMATS:  # the result is its transparency: never drop it silently
-        raise ValueError(
-            f"{a.out}: the {image_format(a.out)} format has no transparency, which is the result of remove-bg; "
-            "write a .png, .webp or .tif"
-        )
+    # the result is its transparency (soft with --feather): refused before any work where the format would lose it
+    check_alpha(a.out, image_format(a.out), transparent=True, partial=a.feather > 0)
     _check_early([a.mask], [a.input], max_pixels=a.max_pixels)
     from .image import load_image, remove_background, save_image
 
@@ -423,15 +424,15 @@ def cmd_remove_bg(a: argparse.Namespace) -> None:
         if step == "load":
             st["img"] = load_image(a.input, max_pixels=a.max_pixels)
         elif step == "write":
-            st["info"] = st["r"].save(a.out, force=a.force)
+            st["info"] = st["r"].save(a.out, force=a.force, inputs=(a.input,))
             if a.mask is not None:
-                save_image(st["r"].mask, a.mask, force=a.force)
+                save_image(st["r"].mask, a.mask, force=a.force, inputs=(a.input,))
         else:
             st["r"] = remove_background(
                 st["img"], a.k, border=a.border, feather=a.feather, random_state=a.seed, device=_device(a)
             )
     r, info = st["r"], st["info"]
-    total = r.mask.size
+    total = r.mask.shape[0] * r.mask.shape[1]
     _say(a, f"wrote {info.path} (RGBA, {r.n_background} of {total} pixels made transparent)")
     if a.mask is not None:
         _say(a, f"wrote {a.mask} (mask: white = kept)")
@@ -439,10 +440,11 @@ def cmd_remove_bg(a: argparse.Namespace) -> None:
 
 def cmd_choose_k(a: argparse.Namespace) -> None:
     _check_targets([a.plot], a.force, (a.input,))
-    from .io.strips import image_layout
+    _check_early(plots=[a.plot])
+    from .io.pillow import check_image
 
-    shape = image_layout(a.input, check=False).shape  # the header only: k is checked before any work
-    n_pixels = shape[0] * shape[1]
+    width, height = check_image(a.input, a.max_pixels)  # the header only (any mode): k is checked before any work
+    n_pixels = width * height
     if max(a.ks) > n_pixels:
         raise ValueError(f"--ks goes up to k = {max(a.ks)}, more than the {n_pixels} pixels of {a.input}")
     from .image import choose_k, plot_choose_k
@@ -747,6 +749,16 @@ def _exit_now(code: int) -> None:
     os._exit(code)
 
 
+def _drop_stdout() -> None:
+    """Point stdout at the null device, so that the flush at exit does not fail again on the closed pipe."""
+    try:
+        fd = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(fd, sys.stdout.fileno())
+        os.close(fd)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a captured stdout): nothing to flush there
+        pass
+
+
 def _run(args: argparse.Namespace) -> int:
     try:
         args.func(args)
@@ -757,6 +769,9 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(f"pixelkm: {e}", file=sys.stderr)
         return 98
+    except BrokenPipeError:  # the reader of stdout left (`pixelkm ... --json | head`): stop quietly, as Unix tools do
+        _drop_stdout()
+        return 141  # 128 + SIGPIPE, the status of a tool that the signal ended
     except Exception as e:  # one line, no traceback: the message names the problem
         if os.environ.get("PIXELKM_DEBUG"):
             raise

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -78,10 +78,14 @@ class BackgroundResult:
     mask: Any
     n_background: int
     threshold: float
+    #: the input file (None for arrays): never replaced by :meth:`save`
+    _source: Any = field(default=None, repr=False)
 
-    def save(self, path: str | os.PathLike, *, force: bool = False) -> SaveInfo:
-        """Write the RGBA image atomically (use .png or .webp to keep the transparency)."""
-        return save_as(Image.fromarray(np.asarray(torch.as_tensor(self.image).cpu()), "RGBA"), path, force)
+    def save(self, path: str | os.PathLike, *, force: bool = False, inputs=()) -> SaveInfo:
+        """Write the RGBA image atomically, never over the input file or the files ``inputs``, ``force`` or not
+        (use .png, .webp or .tif to keep the transparency; a format that would lose it is refused)."""
+        rgba = Image.fromarray(np.asarray(torch.as_tensor(self.image).cpu()), "RGBA")
+        return save_as(rgba, path, force, inputs=(self._source, *inputs))
 
 
 def _poly_terms(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -344,6 +348,7 @@ def remove_background(
         mask=output(mask_t, as_t),
         n_background=int((~mask_t).sum()),
         threshold=thr,
+        _source=img.path,
     )
 
 

@@ -21,7 +21,15 @@ from PIL import Image, ImageOps
 
 from .._validation import check_device
 from ..io.files import TempFile
-from ..io.pillow import ImageError, image_format, read_image, rgb_alpha_from_pil
+from ..io.pillow import (
+    ALPHA_KINDS,
+    PALETTE_COLORS,
+    ImageError,
+    check_alpha,
+    image_format,
+    read_image,
+    rgb_alpha_from_pil,
+)
 from ..io.pillow import check_size as _check_size
 from ..io.pillow import pixel_limit as _pixel_limit
 
@@ -165,23 +173,84 @@ def atomic_write(
 
 
 _PALETTE_FORMATS = {"PNG", "GIF", "BMP", "TIFF"}
+#: options of Pillow's writers that every output takes (WebP: lossless, as the palette and the colors reported)
+_FORMAT_OPTIONS: dict[str, dict[str, Any]] = {"WEBP": {"lossless": True}}
 
 
-def for_format(im: Image.Image, fmt: str) -> Image.Image:
-    """``im`` converted where format ``fmt`` cannot hold its mode (JPEG gets RGB; P becomes RGB(A) outside
-    the palette formats)."""
+def alpha_use(im: Image.Image) -> tuple[bool, bool]:
+    """(transparent, partial) of the pixels of ``im``: some pixel has alpha below 255; some pixel has alpha strictly
+    between 0 and 255 (a palette image's entries counted only where a pixel uses them)."""
+    if im.mode == "P":
+        t = im.info.get("transparency")
+        if t is None:
+            return False, False
+        alpha = [255] * 256
+        if isinstance(t, int):
+            alpha[t] = 0
+        else:
+            alpha[: len(t)] = list(t)
+        used = [a for a, n in zip(alpha, im.histogram()) if n]
+        return any(a < 255 for a in used), any(0 < a < 255 for a in used)
+    if "A" not in im.getbands():
+        if "transparency" not in im.info:
+            return False, False
+        im = im.convert("RGBA")
+    h = im.getchannel("A").histogram()
+    return sum(h[:255]) > 0, sum(h[1:255]) > 0
+
+
+def _exact_palette(im: Image.Image, path: Any) -> Image.Image:
+    """``im`` as a palette ("P") image of exactly its colors, fully transparent pixels one transparent entry (a
+    GIF's); ValueError when it has more than :data:`PALETTE_COLORS` (Pillow would quantize it again, silently)."""
+    rgba = np.asarray(im.convert("RGBA"))
+    H, W, _ = rgba.shape
+    flat = np.ascontiguousarray(rgba).reshape(-1, 4).view(np.uint32).reshape(-1)
+    clear = rgba[:, :, 3].reshape(-1) == 0
+    flat = np.where(clear, np.uint32(0), flat)  # every transparent pixel the one entry (0, 0, 0, 0)
+    colors, inverse = np.unique(flat, return_inverse=True)
+    if colors.size > PALETTE_COLORS:
+        raise ValueError(
+            f"cannot write {path}: a GIF holds at most {PALETTE_COLORS} colors (one of them for transparency) and "
+            f"the image has {colors.size}; write a .png, or ask for fewer colors"
+        )
+    entries = colors.view(np.uint8).reshape(-1, 4)
+    out = Image.fromarray(inverse.reshape(H, W).astype(np.uint8), "L")
+    out.putpalette(entries[:, :3].reshape(-1).tolist())  # "L" becomes "P"
+    zero = np.flatnonzero(entries[:, 3] == 0)
+    if zero.size:
+        out.info["transparency"] = int(zero[0])
+    return out
+
+
+def for_format(im: Image.Image, fmt: str, path: Any = None) -> Image.Image:
+    """``im`` converted where format ``fmt`` cannot hold its mode: P becomes RGB(A) outside the palette formats
+    (and in TIFF when it has transparency), JPEG gets RGB, GIF gets a palette of exactly the image's colors.
+
+    Nothing is dropped silently: ValueError naming the format when it would lose transparency (JPEG, BMP, ...) or
+    partial transparency (GIF: one transparent color), or colors (GIF: at most 256)."""
+    where = path if path is not None else f"a {fmt} file"
+    transparent, partial = alpha_use(im)
+    check_alpha(where, fmt, transparent=transparent, partial=partial)
+    if fmt == "GIF":
+        if im.mode in ("1", "L") or (im.mode == "P" and not isinstance(im.info.get("transparency"), bytes)):
+            return im
+        return _exact_palette(im, where)
+    if not transparent and ALPHA_KINDS.get(fmt) is None and im.mode in ("RGBA", "LA", "PA"):
+        return im.convert("RGB" if im.mode != "LA" else "L")  # an opaque alpha channel, in a format without one
     if fmt == "JPEG" and im.mode not in ("RGB", "L", "CMYK"):
         return im.convert("RGB")
-    if im.mode == "P" and fmt not in _PALETTE_FORMATS:
+    if im.mode == "P" and (fmt not in _PALETTE_FORMATS or (fmt == "TIFF" and "transparency" in im.info)):
         return im.convert("RGBA" if "transparency" in im.info else "RGB")
     return im
 
 
 def save_pil(im: Image.Image, path: str | os.PathLike, *, force: bool = False, inputs=(), **options: Any) -> Path:
-    """Save a PIL image atomically in the format of the path's suffix; P and RGBA images are converted when
-    the format cannot hold them (JPEG gets RGB). The files ``inputs`` are never replaced."""
+    """Save a PIL image atomically in the format of the path's suffix, converted where the format cannot hold its
+    mode (:func:`for_format`: an error rather than lost transparency or colors; WebP is lossless). The files
+    ``inputs`` are never replaced."""
     fmt = image_format(path)
-    im = for_format(im, fmt)
+    im = for_format(im, fmt, path)
+    options = {**_FORMAT_OPTIONS.get(fmt, {}), **options}
     return atomic_write(path, lambda f: im.save(f, format=fmt, **options), force=force, inputs=inputs)
 
 
@@ -189,19 +258,20 @@ def encode_for(im: Image.Image, path: str | os.PathLike, **options: Any) -> byte
     """The bytes that :func:`save_pil` would write to ``path`` (to check a size before writing)."""
     fmt = image_format(path)
     buf = io.BytesIO()
-    for_format(im, fmt).save(buf, format=fmt, **options)
+    for_format(im, fmt, path).save(buf, format=fmt, **{**_FORMAT_OPTIONS.get(fmt, {}), **options})
     return buf.getvalue()
 
 
-def save_image(image: Any, path: str | os.PathLike, *, force: bool = False) -> Path:
-    """Save a uint8 array or tensor of shape (H, W), (H, W, 3) or (H, W, 4), or a PIL image, atomically."""
+def save_image(image: Any, path: str | os.PathLike, *, force: bool = False, inputs=()) -> Path:
+    """Save a uint8 array or tensor of shape (H, W), (H, W, 3) or (H, W, 4), or a PIL image, atomically (never over
+    the files ``inputs``)."""
     if isinstance(image, Image.Image):
-        return save_pil(image, path, force=force)
+        return save_pil(image, path, force=force, inputs=inputs)
     t = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.ascontiguousarray(image))
     if t.dtype == torch.bool:
         t = t.to(torch.uint8) * 255
     img, _ = as_image(t.cpu(), max_pixels=2**62)
-    return save_pil(img.to_pil(), path, force=force)
+    return save_pil(img.to_pil(), path, force=force, inputs=inputs)
 
 
 def encoded_size(im: Image.Image, fmt: str = "PNG", **options: Any) -> int:

@@ -61,6 +61,8 @@ class PaletteResult:
     swatch: np.ndarray = field(repr=False)
     features: str = "rgb"
     min_delta_e: float = float("inf")
+    #: the input file (None for arrays): never replaced by :meth:`save`
+    _source: Any = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready: ``{"colors": [{"hex", "rgb", "proportion"}, ...], ...}``."""
@@ -73,8 +75,27 @@ class PaletteResult:
         }
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> SaveInfo:
-        """Write the swatch image atomically."""
-        return save_as(Image.fromarray(self.swatch, "RGB"), path, force)
+        """Write the swatch image atomically (never over the input file, ``force`` or not)."""
+        return save_as(Image.fromarray(self.swatch, "RGB"), path, force, inputs=(self._source,))
+
+
+#: most clusters that :func:`merge_shades` merges (``n_colors * oversample``): it keeps their (c, c) color
+#: differences, 128 MiB at this size; a palette is a few dominant colors (quantize reduces to many)
+MAX_MERGE = 4096
+
+
+def _differences(lab: torch.Tensor, alive: torch.Tensor) -> torch.Tensor:
+    """(c, c) float64 CIEDE2000 differences of the CIELAB colors ``lab`` (c, 3), in blocks of rows (a bounded size
+    of the formula's temporaries); inf on the diagonal and for the colors not ``alive``."""
+    c = lab.shape[0]
+    d = torch.empty((c, c), dtype=torch.float64)
+    step = max(1, (1 << 18) // c)
+    for s in range(0, c, step):
+        d[s : s + step] = ciede2000(lab[s : s + step, None], lab[None, :])
+    d.fill_diagonal_(float("inf"))
+    d[~alive] = float("inf")
+    d[:, ~alive] = float("inf")
+    return d
 
 
 def merge_shades(
@@ -83,33 +104,36 @@ def merge_shades(
     """Group label of each of the (c, 3) float64 sRGB cluster means with pixel ``counts`` (c,): specks below
     ``min_share`` merge into their nearest color first, then the closest pair (CIEDE2000) while more than
     ``n_colors`` groups remain or two groups are closer than ``min_delta_e``. A merged group's color is the
-    count-weighted mean of its members."""
+    count-weighted mean of its members.
+
+    The differences are computed once; a merge recomputes the merged group's row and column only, and each group
+    keeps its nearest other group (the first of equal ones), so that a merge costs O(c), not O(c^2). The
+    bookkeeping is NumPy's: a reduction of a few short rows in torch costs more in thread start-up than in work."""
     c = colors.shape[0]
-    group = torch.arange(c)
+    group = np.arange(c)
     mean = colors.double().cpu().clone()
-    cnt = counts.double().cpu().clone()
+    cnt = counts.double().cpu().numpy().copy()
     alive = cnt > 0
     total = float(cnt.sum())
+    inf = float("inf")
 
     def lab(m: torch.Tensor) -> torch.Tensor:
         return rgb_to_lab(m.round().clamp(0, 255).to(torch.uint8)).double()
 
-    while int(alive.sum()) > 1:
-        idx = torch.nonzero(alive).flatten()
-        L = lab(mean[idx])
-        d = ciede2000(L[:, None], L[None, :])
-        d.fill_diagonal_(float("inf"))
-        share = cnt[idx] / total
-        small = share < min_share
-        if bool(small.any()):  # the smallest speck joins its nearest color
-            i = int(torch.argmin(torch.where(small, share, torch.inf)))
-            j = int(torch.argmin(d[i]))
+    L = lab(mean)
+    d = _differences(L, torch.from_numpy(alive)).numpy()
+    near = d.argmin(1)  # each group's nearest other group (the first of equal ones) and its difference
+    near_d = d[np.arange(c), near]
+    n_alive = int(alive.sum())
+    while n_alive > 1:
+        small = alive & (cnt / total < min_share)
+        if small.any():  # the smallest speck joins its nearest color
+            i = int(np.argmin(np.where(small, cnt, inf)))
         else:
-            flat = int(torch.argmin(d))
-            i, j = divmod(flat, idx.numel())
-            if idx.numel() <= n_colors and float(d[i, j]) >= min_delta_e:
+            i = int(np.argmin(near_d))
+            if n_alive <= n_colors and near_d[i] >= min_delta_e:
                 break
-        a, b = int(idx[i]), int(idx[j])
+        a, b = i, int(near[i])
         if cnt[a] < cnt[b]:  # the larger absorbs the smaller (and keeps its group id)
             a, b = b, a
         w = cnt[a] + cnt[b]
@@ -118,7 +142,25 @@ def merge_shades(
         cnt[b] = 0
         alive[b] = False
         group[group == b] = a
-    return group
+        n_alive -= 1
+        # b leaves; a's differences are new: its row and column again, every nearest group updated from them
+        L[a] = lab(mean[a : a + 1])[0]
+        d[b] = inf
+        d[:, b] = inf
+        dead = ~alive
+        dead[a] = True
+        d[a] = np.where(dead, inf, ciede2000(L[a], L).numpy())
+        col = d[:, a] = np.where(dead, inf, ciede2000(L, L[a]).numpy())
+        closer = (col < near_d) | ((col == near_d) & (near > a))
+        near = np.where(closer, a, near)
+        near_d = np.where(closer, col, near_d)
+        stale = alive & ((near == b) | ((near == a) & ~closer))  # their nearest left or moved away: look again
+        stale[a] = True
+        rows = np.flatnonzero(stale)
+        near[rows] = d[rows].argmin(1)
+        near_d[rows] = d[rows, near[rows]]
+        near_d[b] = inf
+    return torch.from_numpy(group)
 
 
 def palette(
@@ -164,6 +206,13 @@ def palette(
         raise ValueError(f"min_share must be in [0, 1), got {min_share!r}")
     img, as_t = as_image(image, max_pixels=max_pixels, device=device)
     data = color_data(img, features, clean=clean, outlier_weight=outlier_weight)
+    n_merge = min(n_colors * oversample, int((data.weights > 0).sum()))  # the clusters the fit finds
+    if n_merge > MAX_MERGE:
+        raise ValueError(
+            f"palette: {n_colors} colors need {n_merge} clusters to merge (oversample {oversample}), more than the "
+            f"{MAX_MERGE} it merges; ask for at most {MAX_MERGE // oversample} colors (a palette is a few dominant "
+            "colors), or quantize the image to many colors"
+        )
     fit = fit_colors(
         data, n_colors * oversample, n_init=n_init, max_iter=max_iter, random_state=random_state, backend=backend
     )
@@ -180,7 +229,7 @@ def palette(
     pal, cnt = pal[order], cnt[order]
     props = cnt / cnt.sum()
     L = rgb_to_lab(pal.cpu())
-    d = ciede2000(L[:, None], L[None, :]).fill_diagonal_(float("inf"))
+    d = _differences(L, torch.ones(L.shape[0], dtype=torch.bool))
     return PaletteResult(
         colors=output(pal, as_t),
         hex=[hex_color(c) for c in pal.cpu().tolist()],
@@ -188,4 +237,5 @@ def palette(
         swatch=swatch(pal, props),
         features=features,
         min_delta_e=float(d.min()) if pal.shape[0] > 1 else float("inf"),
+        _source=img.path,
     )

@@ -81,6 +81,8 @@ class QuantizeResult:
     _labels: Any = field(default=None, repr=False)
     _data: Any = field(default=None, repr=False)
     _by_color: Any = field(default=None, repr=False)
+    #: files the result was made from besides the image (a palette file): never replaced by :meth:`save`
+    _sources: tuple = field(default=(), repr=False)
 
     @property
     def labels(self) -> Any:
@@ -166,14 +168,16 @@ class QuantizeResult:
         force: bool = False,
         max_bytes: int | None = None,
         skip_if_larger: bool = False,
+        inputs=(),
     ) -> SaveInfo:
         """Write the quantized image (a palette PNG for .png when at most 256 entries) atomically; ``ratio``
-        compares its size with the original file's (or, for an array input, with the original as PNG).
+        compares its size with the original file's (or, for an array input, with the original as PNG). The input
+        image, a palette file and the files ``inputs`` are never replaced, ``force`` or not.
 
         With ``max_bytes`` (an output larger than that) or ``skip_if_larger`` (an output larger than the
         original) nothing is written and ``SaveInfo.skipped`` says why, as pngquant's ``--skip-if-larger``.
         """
-        inputs = (self._img.path,)  # never over the input, force or not
+        inputs = (self._img.path, *self._sources, *inputs)  # never over an input, force or not
         original = self._img.file_size
         if original is None:
             original = encoded_size(self._img.to_pil())
@@ -200,7 +204,17 @@ class QuantizeResult:
         pa = None if self.palette_alpha is None else torch.as_tensor(self.palette_alpha).to(dev)
         labels = torch.as_tensor(self.labels).to(dev)
         return _quantized(
-            self._img, self._as_tensor, pal, pa, labels, self.psnr, self.inertia, self.n_outliers, True, self.features
+            self._img,
+            self._as_tensor,
+            pal,
+            pa,
+            labels,
+            self.psnr,
+            self.inertia,
+            self.n_outliers,
+            True,
+            self.features,
+            sources=self._sources,
         )
 
 
@@ -216,6 +230,29 @@ def _dither(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     src = Image.fromarray(pixels.cpu().numpy(), "RGB")
     idx = np.asarray(src.quantize(palette=pal_img, dither=Image.Dither.FLOYDSTEINBERG))
     return torch.from_numpy(idx.astype(np.int64) % k).to(pixels.device)
+
+
+def _dither_by_alpha(
+    pixels: torch.Tensor, palette: torch.Tensor, palette_alpha: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Dithered labels (H, W) where palette entries carry an alpha: every pixel keeps the alpha of its nearest entry
+    (``labels``, -1 where transparent) and is dithered among the entries of that alpha only (Pillow dithers by RGB:
+    over the whole palette, a pixel would take an entry of any alpha). Each alpha level is dithered in the rows and
+    columns that hold its pixels; the error spreads into the pixels of other levels and stops there."""
+    out = labels.clone()
+    level = torch.where(labels >= 0, palette_alpha[labels.clamp_min(0)].to(torch.int16), -1)
+    for a in torch.unique(palette_alpha).tolist():
+        entries = torch.nonzero(palette_alpha == a).flatten()
+        where = level == a
+        if entries.numel() < 2 or not bool(where.any()):
+            continue  # one entry of this alpha: its pixels keep it
+        rows = torch.nonzero(where.any(1)).flatten()
+        cols = torch.nonzero(where.any(0)).flatten()
+        y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+        box = where[y0:y1, x0:x1]
+        got = entries.to(labels.device)[_dither(pixels[y0:y1, x0:x1].contiguous(), palette[entries])]
+        out[y0:y1, x0:x1] = torch.where(box, got, out[y0:y1, x0:x1])
+    return out
 
 
 def _parse_color(c: Any, where: str) -> tuple[int, int, int]:
@@ -354,10 +391,11 @@ def quantize(
     psnr = histogram_psnr(data.colors[:, :3], data.counts, approx)
     n_out = 0 if data.outliers is None else data.outliers.n_outliers
     counts = torch.zeros(pal.shape[0], dtype=torch.float64, device=dev).index_add_(0, color_labels, data.counts)
+    sources = (Path(palette),) if isinstance(palette, (str, os.PathLike)) else ()
     if dither:
         labels = pixel_labels(data, color_labels)
-        return _quantized(img, as_t, pal, pal_alpha, labels, psnr, inertia, n_out, dither, features, counts)
-    res = _quantized(img, as_t, pal, pal_alpha, None, psnr, inertia, n_out, False, features, counts)
+        return _quantized(img, as_t, pal, pal_alpha, labels, psnr, inertia, n_out, dither, features, counts, sources)
+    res = _quantized(img, as_t, pal, pal_alpha, None, psnr, inertia, n_out, False, features, counts, sources)
     res._data, res._by_color = data, color_labels
     return res
 
@@ -374,11 +412,15 @@ def _quantized(
     dither: bool,
     features: str,
     counts: torch.Tensor | None = None,
+    sources: tuple = (),
 ) -> QuantizeResult:
     """The result of quantizing ``img`` with palette ``pal`` and nearest-color ``labels`` (dithered on request;
     None: the caller gives the histogram's labels instead, with ``counts``)."""
     if dither:
-        labels = torch.where(labels >= 0, _dither(img.pixels, pal), labels)
+        if pal_alpha is None:
+            labels = torch.where(labels >= 0, _dither(img.pixels, pal), labels)
+        else:
+            labels = _dither_by_alpha(img.pixels, pal, pal_alpha, labels)
         psnr = image_psnr(paint(pal, labels), img.pixels, img.opaque)
         counts = None
     if counts is None:
@@ -398,4 +440,5 @@ def _quantized(
         palette_alpha=None if pal_alpha is None else output(pal_alpha, as_t),
         _img=img,
         _as_tensor=as_t,
+        _sources=sources,
     )

@@ -81,15 +81,19 @@ class SegmentResult:
     features: str
     original: Any = field(repr=False)
     fit_pixels: int = 0
+    #: the input file (None for arrays): never replaced by :meth:`save`
+    _source: Any = field(default=None, repr=False)
 
     @property
     def n_segments(self) -> int:
         return int(self.sizes.shape[0])
 
     def save(self, path: str | os.PathLike, *, force: bool = False) -> SaveInfo:
-        """Write the overlay atomically."""
+        """Write the overlay atomically (never over the input file, ``force`` or not)."""
         t = torch.as_tensor(self.overlay).cpu()
-        return save_as(as_pil(t[:, :, :3], t[:, :, 3] if t.shape[2] == 4 else None), path, force)
+        return save_as(
+            as_pil(t[:, :, :3], t[:, :, 3] if t.shape[2] == 4 else None), path, force, inputs=(self._source,)
+        )
 
 
 def xy_color(rgb: torch.Tensor, x: torch.Tensor, y: torch.Tensor, space: str) -> torch.Tensor:
@@ -262,4 +266,5 @@ def segment(
         features=features,
         original=output(img.pixels, as_t),
         fit_pixels=n_fit,
+        _source=img.path,
     )

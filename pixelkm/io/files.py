@@ -16,6 +16,9 @@ import signal
 import threading
 from pathlib import Path
 
+#: characters of the target's name that begin its temporary file's name (at most 4 bytes each in UTF-8: the
+#: temporary name stays well below the 255 bytes that file systems allow)
+TEMP_PREFIX = 32
 #: temporary files being written now, deleted by the signal handler
 _LIVE: set[str] = set()
 _LOCK = threading.Lock()
@@ -114,7 +117,8 @@ class TempFile:
         refuse_inputs(self.target, self.inputs)
         if self.target.exists() and not force:
             raise FileExistsError(f"{self.target} exists; pass force=True (command line: --force) to overwrite it")
-        self.path = folder / f".{self.target.name}.{secrets.token_hex(4)}.tmp"
+        # a short name (unique in the folder: a random token), so that any target name the file system allows works
+        self.path = folder / f".{self.target.name[:TEMP_PREFIX]}.{secrets.token_hex(4)}.tmp"
         _register(str(self.path))
         try:
             fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

@@ -47,6 +47,57 @@ def image_format(path: str | os.PathLike) -> str:
     return fmt
 
 
+#: matplotlib's format of every figure suffix the package writes (``--plot``)
+FIGURE_FORMATS = {
+    ".png": "png",
+    ".pdf": "pdf",
+    ".svg": "svg",
+    ".svgz": "svgz",
+    ".eps": "eps",
+    ".ps": "ps",
+    ".jpg": "jpeg",
+    ".jpeg": "jpeg",
+    ".tif": "tiff",
+    ".tiff": "tiff",
+    ".webp": "webp",
+    ".gif": "gif",
+}
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    """matplotlib's format name for the suffix of a figure's ``path`` (".pdf" -> "pdf"); a clear error when unknown
+    (checked with the other outputs, before any work)."""
+    fmt = FIGURE_FORMATS.get(Path(path).suffix.lower())
+    if fmt is None:
+        raise ValueError(
+            f"cannot tell which figure format to write from {str(path)!r}: use a suffix such as .png, .pdf or .svg"
+        )
+    return fmt
+
+
+#: what each format keeps of an image's alpha: "partial" (any alpha), "binary" (one transparent color: GIF);
+#: the others keep none
+ALPHA_KINDS = {"PNG": "partial", "WEBP": "partial", "TIFF": "partial", "JPEG2000": "partial", "GIF": "binary"}
+#: colors of a palette image, the most a GIF holds
+PALETTE_COLORS = 256
+
+
+def check_alpha(path: str | os.PathLike, fmt: str, *, transparent: bool, partial: bool = False) -> None:
+    """ValueError naming the format when writing an image with transparency (``transparent``: some alpha below
+    255; ``partial``: some alpha strictly between 0 and 255) to ``path`` in format ``fmt`` would lose it."""
+    kind = ALPHA_KINDS.get(fmt)
+    if transparent and kind is None:
+        raise ValueError(
+            f"cannot write {path}: the {fmt} format has no transparency and the image has transparent pixels; "
+            "write a .png, .webp or .tif"
+        )
+    if partial and kind == "binary":
+        raise ValueError(
+            f"cannot write {path}: the {fmt} format has only fully transparent or opaque pixels and the image has "
+            "partial transparency (alpha between 0 and 255); write a .png, .webp or .tif"
+        )
+
+
 def pixel_limit(max_pixels: int | None) -> int | None:
     if max_pixels is None:
         return Image.MAX_IMAGE_PIXELS
@@ -109,7 +160,11 @@ def rgb_alpha_from_pil(im: Image.Image) -> tuple[np.ndarray, np.ndarray | None]:
         else:  # 16-bit (and 32-bit integer) grayscale: 0..65535 scaled to 0..255
             g = np.clip(a.astype(np.float64), 0, 65535) / 257.0
         g = np.rint(g).astype(np.uint8)
-        return np.repeat(g[:, :, None], 3, axis=2), None
+        alpha = None
+        t = im.info.get("transparency") if mode != "F" else None
+        if isinstance(t, int) and not isinstance(t, bool):  # a PNG tRNS gray value, on the file's own scale
+            alpha = np.where(a == t, 0, 255).astype(np.uint8)
+        return np.repeat(g[:, :, None], 3, axis=2), alpha
     has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
         mode in ("P", "L", "RGB", "1") and "transparency" in im.info
     )
@@ -155,14 +210,14 @@ def _open_checked(path: Path, limit: int | None) -> Image.Image:
     return im
 
 
-def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> None:
+def check_image(path: str | os.PathLike, max_pixels: int | None = None) -> tuple[int, int]:
     """Raise what :func:`read_image` raises before it decodes (no such file, a folder, no image Pillow recognizes,
     above the pixel limit or the memory available), from the file's header alone: for a command to fail in
-    milliseconds, before its imports, rather than after them."""
+    milliseconds, before its imports, rather than after them. Returns the (width, height) of the file's pixels."""
     path = Path(path)
     limit = pixel_limit(max_pixels)
-    with _read_errors(path), _open_checked(path, limit):
-        pass
+    with _read_errors(path), _open_checked(path, limit) as im:
+        return im.size
 
 
 def _decode(path: Path, max_pixels: int | None) -> tuple[np.ndarray, np.ndarray | None, str]:
