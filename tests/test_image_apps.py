@@ -387,6 +387,11 @@ def test_plots(photo, tmp_path):
             assert im.format == "PNG" and im.width > 100
     with pytest.raises(FileExistsError):
         pim.save_figure(figs["q"], tmp_path / "q.png")
+    assert pim.save_figure(figs["p"], tmp_path / "p.pdf").read_bytes()[:5] == b"%PDF-"
+    # the command's figure rule: a suffix matplotlib does not write (.bmp) is refused before anything is written
+    with pytest.raises(ValueError, match="cannot tell which figure format"):
+        pim.save_figure(figs["p"], tmp_path / "p.bmp")
+    assert not (tmp_path / "p.bmp").exists()
 
 
 def test_plots_without_matplotlib(photo, monkeypatch):

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..io.pillow import image_format
+from ..io.pillow import figure_format
 from ._io import atomic_write
 
 
@@ -92,7 +92,7 @@ def plot_segments(result) -> Any:
 
 
 def save_figure(fig: Any, path: str | os.PathLike, *, force: bool = False, dpi: int = 100) -> Path:
-    """Write a figure atomically (format from the suffix: .png, .pdf, .svg, ...)."""
-    suffix = Path(path).suffix.lower().lstrip(".")
-    fmt = suffix if suffix in ("pdf", "svg", "eps", "ps") else image_format(path).lower()
+    """Write a figure atomically (format from the suffix: .png, .pdf, .svg, ...: the command's rule,
+    :func:`pixelkm.io.pillow.figure_format`, checked before the write)."""
+    fmt = figure_format(path)
     return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), force=force)
