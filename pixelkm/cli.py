@@ -509,73 +509,93 @@ def cmd_demo(a: argparse.Namespace) -> None:
     paths = {key: out / name for key, name in files.items()}
     if out.is_dir():
         _check_targets(list(paths.values()), a.force, (src,))
-    out.mkdir(parents=True, exist_ok=True)
+    if a.k > 256:
+        raise ValueError(f"-k {a.k}: the demo's dithered image is a palette image of at most 256 colors; ask for fewer")
     kw = _fit_kwargs(a)
     img = pim.load_image(src, max_pixels=a.max_pixels)
-    written: list[tuple[Path, str]] = []
-
-    def write_json(key: str, data: dict) -> None:
-        text = json.dumps(data, indent=2).encode() + b"\n"
-        pim.atomic_write(paths[key], lambda f: f.write(text), force=a.force)
-
+    n_colors = pim.count_colors(img)
+    if n_colors < 2:
+        raise ValueError(f"{src} has {n_colors} distinct (opaque) color(s): the demo needs at least 2")
     results: dict[str, Any] = {}
 
+    # every result first, then the folder and the files: a demo that fails computing writes nothing
     def quantize() -> None:
-        r = results["quantize"] = pim.quantize(img, a.k, **kw)
-        info = r.save(paths["quantized"], force=a.force)
-        written.append((info.path, f"{r.n_colors} colors, PSNR {r.psnr:.2f} dB, {info.ratio:.3f} x the original size"))
-        d = r.dither()
-        info = d.save(paths["dithered"], force=a.force)
-        written.append((info.path, f"{d.n_colors} colors, Floyd-Steinberg dithered, {info.ratio:.3f} x the original"))
+        results["quantize"] = pim.quantize(img, a.k, **kw)
+        results["dithered"] = results["quantize"].dither()
 
     def segment() -> None:
-        r = results["segment"] = pim.segment(img, 8, **kw)
-        written.append((r.save(paths["segments"], force=a.force).path, f"{r.n_segments} xyrgb segments, overlay"))
-        pim.save_image(r.mean_image, paths["segments_mean"], force=a.force)
-        written.append((paths["segments_mean"], "segments in their mean colors"))
+        results["segment"] = pim.segment(img, 8, **kw)
 
     def palette() -> None:
-        r = results["palette"] = pim.palette(img, 6, **kw)
-        written.append((r.save(paths["swatch"], force=a.force).path, "palette swatch: " + " ".join(r.hex)))
-        write_json("palette_json", r.to_dict())
-        written.append((paths["palette_json"], "palette: hex codes and proportions"))
+        results["palette"] = pim.palette(img, 6, **kw)
 
     def background() -> None:  # on a product-like photo (a photo rarely has a background to remove)
         product, truth = pim.product_scene("shadow", "bottle", size=(480, 640), seed=a.seed)
-        pim.save_image(product, paths["product"], force=a.force)
-        written.append((paths["product"], "a synthetic product photo (bottle, soft shadow)"))
-        r = pim.remove_background(product, random_state=a.seed, device=kw["device"])
-        info = r.save(paths["background"], force=a.force)
-        iou = float((r.mask & truth).sum() / (r.mask | truth).sum())
-        written.append((info.path, f"background removed: {r.n_background} pixels transparent, IoU {iou:.3f}"))
+        results["product"], results["truth"] = product, truth
+        results["background"] = pim.remove_background(product, random_state=a.seed, device=kw["device"])
 
-    def choose_k() -> None:
-        r = results["choose_k"] = pim.choose_k(img, range(2, 11), fit_size=100_000, **kw)
-        write_json("choose_k_json", r.to_dict())
-        written.append((paths["choose_k_json"], f"inertia and silhouette for k = 2..10, suggested k {r.suggested_k}"))
+    def choose_k() -> None:  # k = 2..10 (up to the image's distinct colors)
+        ks = range(2, min(10, n_colors) + 1)
+        results["choose_k"] = pim.choose_k(img, ks, fit_size=100_000, **kw)
 
     def figures() -> None:
-        for key, fn, res in (
-            ("plot_quantize", pim.plot_quantize, "quantize"),
-            ("plot_palette", pim.plot_palette, "palette"),
-            ("plot_segments", pim.plot_segments, "segment"),
-            ("plot_choose_k", pim.plot_choose_k, "choose_k"),
-        ):
-            pim.save_figure(fn(results[res]), paths[key], force=a.force)
-            written.append((paths[key], "plot"))
+        results["figures"] = {
+            "plot_quantize": pim.plot_quantize(results["quantize"]),
+            "plot_palette": pim.plot_palette(results["palette"]),
+            "plot_segments": pim.plot_segments(results["segment"]),
+            "plot_choose_k": pim.plot_choose_k(results["choose_k"]),
+        }
+
+    def write_json(key: str, data: dict) -> Path:
+        text = json.dumps(data, indent=2).encode() + b"\n"
+        return pim.atomic_write(paths[key], lambda f: f.write(text), force=a.force)
+
+    def write() -> list[tuple[Path, str]]:
+        written: list[tuple[Path, str]] = []
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+            r = results["quantize"]
+            info = r.save(paths["quantized"], force=a.force)
+            what = f"{r.n_colors} colors, PSNR {r.psnr:.2f} dB, {info.ratio:.3f} x the original size"
+            written.append((info.path, what))
+            d = results["dithered"]
+            info = d.save(paths["dithered"], force=a.force)
+            what = f"{d.n_colors} colors, Floyd-Steinberg dithered, {info.ratio:.3f} x the original"
+            written.append((info.path, what))
+            r = results["segment"]
+            written.append((r.save(paths["segments"], force=a.force).path, f"{r.n_segments} xyrgb segments, overlay"))
+            pim.save_image(r.mean_image, paths["segments_mean"], force=a.force)
+            written.append((paths["segments_mean"], "segments in their mean colors"))
+            r = results["palette"]
+            written.append((r.save(paths["swatch"], force=a.force).path, "palette swatch: " + " ".join(r.hex)))
+            written.append((write_json("palette_json", r.to_dict()), "palette: hex codes and proportions"))
+            pim.save_image(results["product"], paths["product"], force=a.force)
+            written.append((paths["product"], "a synthetic product photo (bottle, soft shadow)"))
+            r, truth = results["background"], results["truth"]
+            info = r.save(paths["background"], force=a.force)
+            iou = float((r.mask & truth).sum() / (r.mask | truth).sum())
+            written.append((info.path, f"background removed: {r.n_background} pixels transparent, IoU {iou:.3f}"))
+            r = results["choose_k"]
+            what = f"inertia and silhouette for k = {r.ks[0]}..{r.ks[-1]}, suggested k {r.suggested_k}"
+            written.append((write_json("choose_k_json", r.to_dict()), what))
+            for key, fig in results.get("figures", {}).items():
+                pim.save_figure(fig, paths[key], force=a.force)
+                written.append((paths[key], "plot"))
+        except BaseException:
+            if written:  # say what the failed run left behind
+                names = ", ".join(str(p) for p, _ in written)
+                print(
+                    f"pixelkm: the demo stopped half-way; it had written {len(written)} file(s): {names}",
+                    file=sys.stderr,
+                )
+            raise
+        return written
 
     steps = [quantize, segment, palette, background, choose_k] + ([figures] if have_plots else [])
     t0 = time.perf_counter()
-    try:
-        for step in pim.progress(steps, enabled=not a.quiet, desc="demo", total=len(steps)):
-            step()
-    except BaseException:
-        if written:  # say what the failed run left behind
-            names = ", ".join(str(p) for p, _ in written)
-            print(
-                f"pixelkm: the demo stopped half-way; it had written {len(written)} file(s): {names}", file=sys.stderr
-            )
-        raise
+    for step in pim.progress(steps, enabled=not a.quiet, desc="demo", total=len(steps)):
+        step()
+    written = write()
     _say(a, f"pixelkm demo on {src} ({img.pixels.shape[1]}x{img.pixels.shape[0]}), {time.perf_counter() - t0:.1f} s:")
     for path, what in written:
         _say(a, f"  wrote {path}: {what}")

@@ -258,6 +258,31 @@ def test_errors_come_before_the_heavy_imports(small_photo, tmp_path):
     assert (t / "taken.png").read_bytes() == b"mine" and not (t / "o.png").exists()
 
 
+def test_demo_checks_first_and_writes_nothing_when_a_step_fails(capsys, tmp_path):
+    # each of these stopped half-way with files written (or an empty folder): now refused before any output
+    few = tmp_path / "two-colors.png"
+    Image.fromarray(np.repeat(np.array([[[255, 0, 0], [0, 0, 255]]], np.uint8), 40, axis=0).repeat(30, 1)).save(few)
+    for args, pattern in (
+        (["-k", "300"], "at most 256 colors"),
+        (["--device", "bogus"], "bogus"),
+    ):
+        out = tmp_path / f"d{len(args[1])}"
+        code, _, err = run(capsys, "demo", "--out", out, *args)
+        one_line_error(code, err, pattern)
+        assert not out.exists()
+    one = tmp_path / "one-color.png"
+    Image.fromarray(np.full((20, 20, 3), 7, np.uint8)).save(one)
+    code, _, err = run(capsys, "demo", "--out", tmp_path / "d1", "--image", one)
+    one_line_error(code, err, "1 distinct")
+    assert not (tmp_path / "d1").exists()
+    # an image of fewer than 10 colors: choose-k runs up to its colors, every file is written
+    monkey_out = tmp_path / "few"
+    code, text, _ = run(capsys, "demo", "--out", monkey_out, "--image", few, "-k", "4")
+    assert code == 0, text
+    assert "inertia and silhouette for k = 2..2" in text
+    assert json.loads((monkey_out / "choose-k.json").read_text())["ks"] == [2]
+
+
 def test_demo_without_matplotlib_or_tqdm(capsys, small_photo, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib", None)
     monkeypatch.setitem(sys.modules, "tqdm", None)

@@ -49,8 +49,10 @@ def test_full_disk_leaves_no_partial_file_and_keeps_the_old_one(tmp_path):
         f.write(b"x" * 1000)
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(OSError, match="No space left") as err:
         atomic_write(target, write_until_disk_full, force=True)
+    assert f"cannot write {target}: No space left on device" in str(err.value)  # the file named
+    assert err.value.errno == errno.ENOSPC
     assert target.read_bytes() == b"the user's file"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
 

@@ -6,7 +6,7 @@ from ..io.progress import progress
 from ._background import BackgroundResult, remove_background
 from ._choose_k import ChooseKResult, choose_k, elbow, silhouette_score
 from ._clean import Outliers, find_outliers
-from ._common import SaveInfo
+from ._common import SaveInfo, count_colors
 from ._features import FEATURES, PixelFeatures, ciede2000, pixel_features, rgb_to_lab, rgb_to_oklab
 from ._io import LoadedImage, atomic_write, load_image, save_image
 from ._palette import PaletteResult, palette, swatch
@@ -32,6 +32,7 @@ __all__ = [
     "atomic_write",
     "choose_k",
     "ciede2000",
+    "count_colors",
     "distinct_colors",
     "elbow",
     "find_outliers",

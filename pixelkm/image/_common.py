@@ -29,7 +29,7 @@ from ..estimators.kmeans import KMeans
 from ..io.pillow import ImageError, image_format
 from ._clean import Outliers, find_outliers, outlier_weights
 from ._features import check_features, color_features
-from ._io import LoadedImage, save_pil
+from ._io import LoadedImage, as_image, save_pil
 
 #: scikit-learn's default ``tol``, relative to the variance of the pixels (not of the distinct colors)
 TOL = 1e-4
@@ -164,6 +164,15 @@ class ColorFit:
     inertia: float
     n_iter: int
     n_clusters: int
+
+
+def count_colors(image: Any, *, max_pixels: int | None = None) -> int:
+    """The number of distinct colors of the opaque pixels of ``image`` (a path, an array, a tensor or a loaded
+    image): the size of its exact color histogram, 0 when every pixel is transparent."""
+    img, _ = as_image(image, max_pixels=max_pixels)
+    if img.opaque is not None and not bool(img.opaque.any()):
+        return 0
+    return color_data(img, "rgb").n_distinct
 
 
 def fit_colors(

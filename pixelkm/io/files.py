@@ -151,9 +151,12 @@ class TempFile:
     def __enter__(self) -> TempFile:  # noqa: PYI034 (typing.Self needs Python 3.11)
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, exc, tb) -> None:
         if str(self.path) in _LIVE:  # not committed: a failure (or no commit call)
             self.discard()
+        # an error of the write itself (a full disk, a file size limit) names the file it was writing
+        if isinstance(exc, OSError) and exc.errno is not None and str(self.target) not in str(exc):
+            raise OSError(exc.errno, f"cannot write {self.target}: {exc.strerror or exc}") from exc
 
 
 def _link_without_overwrite(tmp: Path, path: Path) -> None:
