@@ -355,6 +355,21 @@ class _Skipped(Exception):
     """Exit status 98 (as pngquant's --skip-if-larger): some output was not written because of a size guard."""
 
 
+def _check_alpha_outputs(img: Any, paths: list[Path | None]) -> None:
+    """ValueError, before any work, for an output whose format cannot hold the transparency of ``img`` (a loaded
+    image) that it will carry."""
+    from .io.pillow import check_alpha, image_format
+
+    if img.alpha is None:
+        return
+    alpha = img.alpha
+    transparent = bool((alpha < 255).any())
+    partial = bool(((alpha > 0) & (alpha < 255)).any())
+    for p in paths:
+        if p is not None:
+            check_alpha(p, image_format(p), transparent=transparent, partial=partial)
+
+
 def cmd_segment(a: argparse.Namespace) -> None:
     _check_targets([a.out, a.mean_image, a.plot], a.force, (a.input,))
     _check_early([a.out, a.mean_image], [a.input], plots=[a.plot], max_pixels=a.max_pixels)
@@ -364,6 +379,9 @@ def cmd_segment(a: argparse.Namespace) -> None:
     for step in _bar(a, ["load", "fit", "write"], "segment"):
         if step == "load":
             st["img"] = load_image(a.input, max_pixels=a.max_pixels)
+            # both images carry the input's alpha: a format that cannot hold it is refused before the fit (the
+            # overlay was written, then the mean image refused)
+            _check_alpha_outputs(st["img"], [a.out, a.mean_image])
         elif step == "fit":
             kw = _fit_kwargs(a)
             kw.pop("max_pixels")

@@ -140,3 +140,17 @@ def test_a_closed_stdout_ends_quietly(photo):
     p.stdout.close()
     err = p.stderr.read().decode()
     assert p.wait() == 141 and err == ""
+
+
+def test_segment_refuses_a_mean_image_format_without_alpha_before_writing_the_overlay(capsys, tmp_path):
+    # the overlay (.png) was written, then the mean image (.jpg) refused: now both are checked before the fit
+    rgba = np.zeros((24, 32, 4), np.uint8)
+    rgba[..., 0] = np.arange(32, dtype=np.uint8) * 8
+    rgba[..., 3] = 255
+    rgba[:, :8, 3] = 0
+    src = tmp_path / "in.png"
+    Image.fromarray(rgba, "RGBA").save(src)
+    out, mean = tmp_path / "seg.png", tmp_path / "mean.jpg"
+    code, _, err = run(capsys, "segment", src, "-o", out, "--mean-image", mean, "-k", "2")
+    assert code == 1 and "JPEG" in err and "transparen" in err
+    assert not out.exists() and not mean.exists()
