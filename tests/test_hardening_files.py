@@ -177,11 +177,21 @@ def test_demo_failing_half_way_says_what_it_wrote(capsys, photo, tmp_path, monke
     def broken(*args, **kwargs):
         raise RuntimeError("segmentation broke")
 
+    # a step that fails computing: every result comes before the first file, so nothing is written
     monkeypatch.setattr(pim, "segment", broken)
     code, _, err = run_cli(capsys, "demo", "--image", photo, "--out", tmp_path / "demo", "-k", "2")
-    assert code == 1
-    assert "segmentation broke" in err
-    assert "stopped half-way" in err and "quantized-2colors.png" in err
+    assert code == 1 and "segmentation broke" in err and "stopped half-way" not in err
+    assert not (tmp_path / "demo").exists()
+    monkeypatch.undo()
+
+    # a write that fails half-way: the demo says what it had written
+    def broken_write(*args, **kwargs):
+        raise OSError("the disk broke")
+
+    monkeypatch.setattr(pim, "save_image", broken_write)
+    code, _, err = run_cli(capsys, "demo", "--image", photo, "--out", tmp_path / "demo", "-k", "2")
+    assert code == 1 and "the disk broke" in err
+    assert "stopped half-way" in err and "quantized-2colors.png" in err and "segments.png" in err
 
 
 # -- item 9: decoded size against free memory ----------------------------------------------------------------------

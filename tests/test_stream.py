@@ -281,3 +281,92 @@ def test_streamed_fit_on_cuda_with_memory_cap(blobs):
     ref = pixelkm.KMeans(6, init=init, tol=0).fit(X)
     got = fit_stream(X, 6, init=init, tol=0, device="cuda", max_device_memory=1 << 20)
     np.testing.assert_allclose(got.centers, ref.cluster_centers_, rtol=1e-10, atol=1e-10)
+
+
+# -- what a hostile review found (each failed before its fix) -------------------------------------------------
+
+
+def test_predict_stream_never_replaces_the_file_behind_a_memmap_view(tmp_path):
+    p = tmp_path / "src.npy"
+    np.save(p, np.random.default_rng(0).random((1000, 3)).astype(np.float32))
+    before = p.read_bytes()
+    mm = np.load(p, mmap_mode="r")
+    for view in (mm, mm[::2], np.asarray(mm), mm[:, :2]):
+        with pytest.raises(ValueError, match="it is the input file"):
+            predict_stream(view, view[:3], p, force=True)
+    assert p.read_bytes() == before
+
+
+def test_a_failed_commit_leaves_no_temporary_file(tmp_path, blobs):
+    from pixelkm.io.files import TempFile
+
+    X, _ = blobs
+    target = tmp_path / "out.npy"
+    t = TempFile(target)
+    t.file.write(b"x" * 100)
+    target.write_bytes(b"the user's file, written meanwhile")
+    with pytest.raises(FileExistsError):
+        t.commit()
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["out.npy"]
+    assert target.read_bytes() == b"the user's file, written meanwhile"
+    # a dangling symlink is an existing output: refused before any work
+    link = tmp_path / "link.npy"
+    link.symlink_to(tmp_path / "nowhere.npy")
+    with pytest.raises(FileExistsError, match="exists"):
+        predict_stream(X, X[:3], link)
+    assert sorted(q.name for q in tmp_path.iterdir()) == ["link.npy", "out.npy"]
+
+
+def test_predict_stream_into_an_array_checks_it(blobs):
+    X, C = blobs
+    with pytest.raises(ValueError, match="C-contiguous"):
+        predict_stream(X, C, np.zeros((len(X), 2), np.uint8)[:, 0])
+    with pytest.raises(ValueError, match="the source has more"):
+        predict_stream(X, C, np.zeros(len(X) - 1, np.uint8))
+    with pytest.raises(ValueError, match="holds 2001 rows, the source 2000"):
+        predict_stream(X[:2000], C, np.zeros(2001, np.uint8))
+    out = np.zeros(len(X), np.int64)
+    labels, _ = predict_stream(X, C)
+    predict_stream(X, C, out)
+    np.testing.assert_array_equal(out, labels)
+
+
+def test_stream_sources_refuse_what_they_cannot_read(tmp_path, blobs):
+    X, _ = blobs
+    p = tmp_path / "four.npy"
+    np.save(p, np.zeros((10, 10, 3, 2), np.float32))
+    with pytest.raises(ValueError, match=r"this file holds shape \(10, 10, 3, 2\)"):
+        fit_stream(p, 2)
+    calls = [0]
+
+    def changing():  # a callable that yields other rows on its second call
+        calls[0] += 1
+        return [X[:1000]] if calls[0] <= 2 else [X[:1500]]  # (the first call peeks at the first chunk)
+
+    with pytest.raises(ValueError, match="a callable must return the same chunks"):
+        fit_stream(changing, 3, init=X[:3], max_iter=5, tol=0)
+    with pytest.raises(ValueError, match=r"predict_stream writes \.npy files"):
+        predict_stream(X, X[:2], tmp_path / "q.png", quantize=True)
+    img = tmp_path / "gray.pgm"
+    Image.fromarray(np.arange(20, dtype=np.uint8).reshape(4, 5) * 10, "L").save(img)
+    predict_stream(img, np.array([[0.0], [200.0]]), tmp_path / "gray.npy")
+    assert np.load(tmp_path / "gray.npy").shape == (4, 5)  # the image's shape, as for RGB images
+    for rows in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="rows must be a positive int"):
+            list(read_strips(img, rows))
+
+
+def test_a_source_that_exits_on_the_reader_thread_does_not_hang():
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, pixelkm\n"
+        "X = np.random.default_rng(0).random((3000, 3), dtype=np.float32)\n"
+        "def chunks():\n"
+        "    yield X[:1000]\n"
+        "    raise SystemExit('the producer gave up')\n"
+        "pixelkm.predict_stream(chunks, X[:2])\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "the producer gave up" in r.stderr

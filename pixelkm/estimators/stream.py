@@ -317,11 +317,9 @@ def _histogram_fit(run, k, init, max_iter, tol, gen, backend, verbose, t0, reduc
 
 
 def _source_files(source: Any) -> list[str]:
-    """The files a source reads (a path, or the file behind a memmap): outputs never replace them."""
-    files = [getattr(source, "path", None)]
-    if getattr(source, "_file", None) is not None:
-        files.append(source._file[0])
-    return [f for f in files if f is not None]
+    """The files a source reads (a path, or the file behind a memmap or a view of one): outputs never replace
+    them."""
+    return list(source.files())
 
 
 def _use_lut(n: int | None, d: int) -> bool:
@@ -368,9 +366,16 @@ def predict_stream(
     quantize, backend, progress, force = p["quantize"], p["backend"], p["progress"], p["force"]
     source = as_source(data)
     if isinstance(out, (str, os.PathLike)):  # before any work
+        if not os.fspath(out).lower().endswith(".npy"):
+            raise ValueError(
+                f"predict_stream writes .npy files, got {os.fspath(out)!r}; name it .npy (an image of the quantized "
+                "pixels: pixelkm.image.quantize or the pixelkm command)"
+            )
         refuse_inputs(out, _source_files(source))
-        if os.path.exists(out) and not force:
+        if os.path.lexists(out) and not force:
             raise FileExistsError(f"{out} exists; pass force=True to overwrite it")
+    elif isinstance(out, np.ndarray) and not (out.flags.c_contiguous and out.flags.writeable):
+        raise ValueError("out must be a writeable C-contiguous array (a strided view would be written to a copy)")
     C, _ = as_tensor(centers, "centers")
     check_data(C, "centers", ndims=(2,))
     if C.shape[0] < 1:
@@ -398,8 +403,7 @@ def predict_stream(
     if isinstance(out, (str, os.PathLike)):
         if source.n_samples is None:
             raise ValueError("writing a .npy needs the number of rows: pass an array, a .npy or an image file")
-        image = source.shape is not None and len(source.shape) == 3
-        rows_shape = tuple(source.shape[:2]) if image else (source.n_samples,)
+        rows_shape = tuple(source.image_shape) if source.image_shape is not None else (source.n_samples,)
         out_dtype = palette.cpu().numpy().dtype if quantize else lab_dtype
         writer = NpyWriter(
             out, rows_shape + ((d,) if quantize else ()), out_dtype, force=force, inputs=_source_files(source)
@@ -413,7 +417,10 @@ def predict_stream(
             writer.write(block_out)
         elif isinstance(out, np.ndarray):
             s = written[0]
-            out.reshape(-1, *block_out.shape[1:])[s : s + block_out.shape[0]] = block_out
+            rows = out.reshape(-1, *block_out.shape[1:])  # a view: out is C-contiguous
+            if s + block_out.shape[0] > rows.shape[0]:
+                raise ValueError(f"out holds {rows.shape[0]} rows of {block_out.shape[1:]}, the source has more")
+            rows[s : s + block_out.shape[0]] = block_out
         elif callable(out):
             out(block_out)
         else:
@@ -437,14 +444,17 @@ def predict_stream(
         else:
             _, _, inertia_t, _ = StreamSource(run, backend=backend).pass_(C, "labels", labels_out=emit)
             inertia = float(inertia_t)
+        per_row = d if quantize else 1
+        if isinstance(out, np.ndarray) and out.size != written[0] * per_row:  # every row of out written, no more
+            raise ValueError(f"out holds {out.size / per_row:g} rows, the source {written[0]}")
+        if writer is not None:
+            writer.close()
     except BaseException:
         if writer is not None:
             writer.discard()
         raise
     finally:
         run.progress.close()
-    if writer is not None:
-        writer.close()
     labels = np.concatenate(collected) if out is None else None
     return labels, inertia
 

@@ -115,7 +115,7 @@ class TempFile:
         if why:
             raise FileExistsError(f"cannot write {self.target}: {why}")
         refuse_inputs(self.target, self.inputs)
-        if self.target.exists() and not force:
+        if os.path.lexists(self.target) and not force:  # (a dangling symlink too: the commit would refuse it late)
             raise FileExistsError(f"{self.target} exists; pass force=True (command line: --force) to overwrite it")
         # a short name (unique in the folder: a random token), so that any target name the file system allows works
         self.path = folder / f".{self.target.name[:TEMP_PREFIX]}.{secrets.token_hex(4)}.tmp"
@@ -128,15 +128,20 @@ class TempFile:
         self.file = os.fdopen(fd, "wb")
 
     def commit(self) -> Path:
-        """Flush, sync and move the temporary file to its target."""
-        self.file.flush()
-        os.fsync(self.file.fileno())
-        self.file.close()
-        refuse_inputs(self.target, self.inputs)
-        if self.force:
-            os.replace(self.path, self.target)
-        else:
-            _link_without_overwrite(self.path, self.target)
+        """Flush, sync and move the temporary file to its target; when that fails (a file that appeared meanwhile,
+        a full disk) the temporary file is deleted before the error goes on."""
+        try:
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+            refuse_inputs(self.target, self.inputs)
+            if self.force:
+                os.replace(self.path, self.target)
+            else:
+                _link_without_overwrite(self.path, self.target)
+        except BaseException:
+            self.discard()
+            raise
         _unregister(str(self.path))
         return self.target
 

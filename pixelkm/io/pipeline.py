@@ -45,10 +45,15 @@ class Source:
     dtype: np.dtype
     n_samples: int | None = None  # None until a first pass has counted them
     shape: tuple[int, ...] | None = None  # the array/image shape, for outputs of the same shape
+    image_shape: tuple[int, int] | None = None  # (H, W) of an image source (gray ones too), else None
     reiterable: bool = True
 
     def chunks(self, rows: int) -> Iterator[np.ndarray]:
         raise NotImplementedError
+
+    def files(self) -> list[str]:
+        """The files this source reads (outputs never replace them)."""
+        return []
 
 
 class ArraySource(Source):
@@ -62,10 +67,16 @@ class ArraySource(Source):
         if X.ndim not in (1, 2, 3):
             raise ValueError(f"an array source must be (n,), (n, d) or an image (H, W, C), got shape {X.shape}")
         self.shape = tuple(X.shape)
+        self.image_shape = self.shape[:2] if X.ndim == 3 else None
         self.X = X.reshape(-1, X.shape[-1] if X.ndim == 3 else (1 if X.ndim == 1 else X.shape[1]))
         self.n_samples, self.n_features = self.X.shape
         self.dtype = _check_dtype(self.X.dtype)
         self._file = _memmap_position(X)
+        self._mapped = _mapped_files(X)
+
+    def files(self) -> list[str]:
+        """The file behind a memmap, also when X is a view of one (a slice, ``np.asarray(mm)``)."""
+        return self._mapped
 
     def chunks(self, rows: int) -> Iterator[np.ndarray]:
         if self._file is None:
@@ -88,6 +99,17 @@ def _memmap_position(X: np.ndarray) -> tuple[str, int] | None:
     return X.filename, start + (X.ctypes.data - base)
 
 
+def _mapped_files(X: np.ndarray) -> list[str]:
+    """The files of the memmaps that X is, or is a view of (its chain of ``.base`` arrays)."""
+    files, a = [], X
+    while isinstance(a, np.ndarray):
+        name = getattr(a, "filename", None)
+        if isinstance(a, np.memmap) and name:
+            files.append(os.fspath(name))
+        a = a.base
+    return files
+
+
 def _file_rows(path: str, offset: int, n: int, d: int, dtype: np.dtype, rows: int) -> Iterator[np.ndarray]:
     with open(path, "rb", buffering=0) as f:
         f.seek(offset)
@@ -104,14 +126,22 @@ class FileSource(Source):
         self.path = os.fspath(path)
         self.layout = image_layout(self.path)
         self.shape = self.layout.shape
+        if len(self.shape) > 3:
+            raise ValueError(
+                f"{self.path}: a stream reads (n,), (n, d) or an image (H, W, C); this file holds shape {self.shape}"
+            )
         self.dtype = _check_dtype(self.layout.dtype)
         if self.path.endswith(".npy") and len(self.shape) == 2:  # (n, d) data, not an (H, W) gray image
             self.n_samples, self.n_features = self.shape
             self._row_elems = 1
-        else:
+        else:  # an image, (H, W) gray or (H, W, C)
             self.n_features = self.shape[2] if len(self.shape) == 3 else 1
             self.n_samples = self.shape[0] * self.shape[1]
             self._row_elems = self.shape[1]
+            self.image_shape = tuple(self.shape[:2])
+
+    def files(self) -> list[str]:
+        return [self.path]
 
     def chunks(self, rows: int) -> Iterator[np.ndarray]:
         if self.layout.strip_readable and self.layout.tiles[0].offset and self.path.endswith(".npy"):
@@ -169,6 +199,11 @@ class IterableSource(Source):
             n += c.shape[0]
             for s in range(0, c.shape[0], rows):
                 yield c[s : s + rows]
+        if self.n_samples is not None and n != self.n_samples:  # a callable must give the same data every pass
+            raise ValueError(
+                f"the chunk source gave {n} rows in this pass and {self.n_samples} in the one before: a callable must "
+                "return the same chunks on every call"
+            )
         self.n_samples = n
 
 
@@ -285,8 +320,8 @@ def prefetch(it: Iterator[np.ndarray], depth: int = 2) -> Iterator[np.ndarray]:
                     return
                 q.put(c)
             q.put(done)
-        except Exception as e:  # noqa: BLE001 (re-raised in the consumer)
-            q.put(e)
+        except BaseException as e:  # noqa: BLE001 (re-raised in the consumer: SystemExit and KeyboardInterrupt too,
+            q.put(e)  # or the consumer would wait for a chunk that never comes)
 
     t = threading.Thread(target=work, daemon=True)
     t.start()

@@ -14,6 +14,7 @@ count in the page cache, not in the process's resident memory.
 
 from __future__ import annotations
 
+import numbers
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -195,6 +196,8 @@ def read_strips(
     whole by Pillow first, when they are within ``max_pixels`` (default: Pillow's limit) and fit in the memory
     available (else :class:`~pixelkm.image.ImageTooLargeError`). Each strip is a fresh array.
     """
+    if isinstance(rows, bool) or not isinstance(rows, numbers.Integral) or rows < 1:
+        raise ValueError(f"rows must be a positive int (rows per strip), got {rows!r}")
     layout = layout or image_layout(path, max_pixels=max_pixels)
     h = layout.shape[0]
     row_elems = int(np.prod(layout.shape[1:]))
