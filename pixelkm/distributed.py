@@ -102,13 +102,8 @@ def kmeans(
                 raise ValueError("sample_weight must be finite and non-negative")
     except (ValueError, TypeError) as exc:
         error = exc
-    comm.agree(error, dev, "pixelkm.distributed.kmeans")
-
-    sizes = torch.cat(comm.all_gather(torch.tensor([Xt.shape[0], Xt.shape[1]], device=dev)))
-    sizes = sizes.view(-1, 2).tolist()  # once, before the loop
-    if len({s[1] for s in sizes}) != 1:
-        raise ValueError(f"every rank must hold the same number of features; got {[s[1] for s in sizes]}")
-    n_local = [s[0] for s in sizes]
+    comm.agree(error, "pixelkm.distributed.kmeans")
+    n_local = comm.agree_data("pixelkm.distributed.kmeans", Xt.shape[0], Xt.shape[1], Xt.dtype)  # once, before the loop
     n_total = sum(n_local)
     params = {"n_clusters": n_clusters, "init": init, "n_init": n_init, "max_iter": max_iter, "tol": tol}
     params.update(backend=backend, random_state=random_state, spherical=spherical, fixed_iterations=fixed_iterations)
@@ -220,10 +215,25 @@ def fit_stream(
     coreset to which every rank contributes its part (drawn against the moments of all the rows). The fit
     streams Lloyd passes (no histogram reduction). Returns a :class:`pixelkm.estimators.stream.StreamFit` on
     every rank (``n_passes`` counts this rank's passes).
+
+    Every rank must hold at least one row, of the same number of features and dtype as the others: otherwise,
+    or when a check fails on a rank in any pass (a NaN, a negative weight, a source that cannot be read), every
+    rank raises a ValueError that names the rank, as :func:`kmeans` does (the failed rank raises its own error).
+    Each collective of the fit is preceded by that agreement (a 4-byte all-reduce).
     """
     options = dict(locals())
     group = options.pop("group")
     _require_process_group("fit_stream")
     from .estimators.stream import stream_fit
+    from .io.pipeline import as_source
 
-    return stream_fit(**options, reduce=False, comm=DistComm(group))
+    what = "pixelkm.distributed.fit_stream"
+    comm = DistComm(group)
+    comm.check_collectives(what)  # a rank that fails in a pass (its source, a NaN, a weight) tells the others
+    try:
+        source = options["data"] = as_source(data)
+        comm.agree_data(what, source.n_samples, source.n_features, source.dtype)
+        return stream_fit(**options, reduce=False, comm=comm)
+    except Exception as exc:
+        comm.failed(exc)
+        raise

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from datetime import timedelta
+from functools import partial
+
 import numpy as np
 import pytest
 import torch
@@ -142,3 +146,135 @@ def test_distributed_streaming_kmeanspp_init(ranks):
     np.testing.assert_allclose(c, c0.numpy(), rtol=1e-3, atol=1e-2)  # converged (tol=1e-4): at most a tiny step
     best = pixelkm.kmeans(X, 5, random_state=0, n_init=5)[2]
     assert i0 <= 1.05 * best
+
+
+# --- shards that the ranks disagree on: the same clear error on every rank, never a hang or a gloo abort ---
+
+
+def _error_cases(rank):
+    """Calls made on every rank in this order, each with a shard that rank 1 (or rank 0) holds differently."""
+    X, w, far = data()
+    mine, wmine = (X[:SPLIT], w[:SPLIT]) if rank == 0 else (X[SPLIT:], w[SPLIT:])
+    r0, r1 = rank == 0, rank == 1
+    nan = mine.copy()
+    if r1:
+        nan[-1, 0] = np.nan
+    stream = partial(pixelkm.distributed.fit_stream, init=far, device="cpu", chunk_rows=100)
+    kmeans = partial(pixelkm.distributed.kmeans, init=torch.from_numpy(far))
+    return {
+        "kmeans_dtype": lambda: kmeans(torch.from_numpy(mine).float() if r0 else torch.from_numpy(mine), 5),
+        "stream_dtype": lambda: stream(mine.astype(np.float32) if r0 else mine, 5),
+        "stream_dtype_chunks": lambda: stream([mine.astype(np.float32) if r0 else mine], 5),
+        "stream_features": lambda: stream(mine[:, :2] if r1 else mine, 5),
+        "stream_empty": lambda: stream(mine[:0] if r1 else mine, 5),
+        "stream_empty_chunk_rank0": lambda: stream([mine[:0] if r0 else mine], 5, init="k-means++", random_state=0),
+        "stream_nan": lambda: stream(nan, 5),
+        "stream_nan_first_pass_lloyd": lambda: stream(nan, 5, tol=0),  # no moments pass: the first Lloyd pass
+        "stream_negative_weight": lambda: stream(mine, 5, sample_weight=-wmine if r1 else wmine),
+        "kmeans_empty": lambda: kmeans(torch.from_numpy(mine[:0] if r1 else mine), 5),
+        "after": lambda: stream(mine, 5, tol=0).inertia,  # the ranks are still in step
+    }
+
+
+def _failing_worker(rank, world, rendezvous, out):
+    dist.init_process_group(
+        "gloo", init_method=f"file://{rendezvous}", rank=rank, world_size=world, timeout=timedelta(seconds=60)
+    )
+    try:
+        got = {}
+        for name, call in _error_cases(rank).items():
+            try:
+                got[name] = ("ok", repr(call()))
+            except Exception as exc:  # what each rank raised is the result
+                got[name] = (type(exc).__name__, str(exc))
+            torch.save(got, f"{out}/errors{rank}.pt")  # as they come: a rank that dies leaves what it had
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.fixture(scope="module")
+def errors(tmp_path_factory):
+    """{case: [(exception type, message) of rank 0, of rank 1]}, and how the spawn ended when it did not end well
+    (within a time limit: a rank left in a collective is killed)."""
+    tmp = tmp_path_factory.mktemp("dist_errors")
+    ctx = torch.multiprocessing.spawn(
+        _failing_worker, args=(2, str(tmp / "rendezvous"), str(tmp)), nprocs=2, join=False
+    )
+    deadline, failure = time.monotonic() + 240, None
+    try:
+        while not ctx.join(timeout=1):
+            if time.monotonic() > deadline:
+                failure = "timed out (a rank hung in a collective)"
+                break
+    except Exception as exc:  # a rank that crashed or aborted
+        failure = f"{type(exc).__name__}: {exc}"
+    finally:
+        for proc in ctx.processes:
+            if proc.is_alive():
+                proc.kill()
+    per_rank = [torch.load(f) if (f := tmp / f"errors{r}.pt").exists() else {} for r in range(2)]
+    return {name: [got.get(name) for got in per_rank] for name in per_rank[0] | per_rank[1]}, failure
+
+
+def outcome(errors, name):
+    got, failure = errors
+    ranks = got.get(name, [None, None])
+    assert None not in ranks, f"{name}: a rank did not finish ({failure})"
+    return ranks
+
+
+def assert_same_value_error(errors, name, *words):
+    (t0, m0), (t1, m1) = outcome(errors, name)
+    assert t0 == t1 == "ValueError", (m0, m1)
+    assert m0 == m1, "every rank raises the same error"
+    for word in words:
+        assert word in m0
+
+
+def test_distributed_mixed_dtypes_refused_on_every_rank(errors):
+    """float32 on rank 0, float64 on rank 1: both entry points refuse (the collectives would run on buffers of
+    different sizes: silently wrong centers and inertia)."""
+    assert_same_value_error(errors, "kmeans_dtype", "pixelkm.distributed.kmeans", "rank 0: float32, rank 1: float64")
+    assert_same_value_error(
+        errors, "stream_dtype", "pixelkm.distributed.fit_stream", "rank 0: float32, rank 1: float64"
+    )
+    assert_same_value_error(errors, "stream_dtype_chunks", "rank 0: float32, rank 1: float64")
+
+
+def test_distributed_stream_feature_counts_agreed(errors):
+    assert_same_value_error(errors, "stream_features", "same number of features", "rank 0: 3, rank 1: 2")
+
+
+def test_distributed_stream_empty_shard_refused_on_every_rank(errors):
+    """An empty shard is refused, as distributed.kmeans does: up front when the source counts its rows, after the
+    first pass otherwise (a list of chunks, here rank 0's)."""
+    assert_same_value_error(errors, "stream_empty", "at least one row", "rank 1: 0")
+    (t0, m0), (t1, m1) = outcome(errors, "stream_empty_chunk_rank0")
+    assert t0 == t1 == "ValueError", (m0, m1)
+    assert "this rank's shard has no rows" in m0
+    assert "rank 0: ValueError: this rank's shard has no rows" in m1
+
+
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("stream_nan", "NaN"),
+        ("stream_nan_first_pass_lloyd", "NaN"),
+        ("stream_negative_weight", "non-negative"),
+        ("kmeans_empty", "0 sample(s)"),
+    ],
+)
+def test_distributed_first_pass_error_raised_on_every_rank(errors, name, words):
+    """A check that fails on rank 1 only: rank 1 raises its error, rank 0 a ValueError naming rank 1 and that
+    error (instead of a raw gloo error, or a hang in the next collective)."""
+    (t0, m0), (t1, m1) = outcome(errors, name)
+    assert t1 == "ValueError" and words in m1
+    assert t0 == "ValueError", m0
+    assert "failed on another rank" in m0 and f"rank 1: ValueError: {m1}" in m0
+
+
+def test_distributed_ranks_in_step_after_refused_calls(errors):
+    (t0, i0), (t1, i1) = outcome(errors, "after")
+    assert t0 == t1 == "ok" and i0 == i1
+    X, _, far = data()
+    assert float(i0) == pytest.approx(pixelkm.fit_stream(X, 5, init=far, tol=0, device="cpu").inertia, rel=1e-10)

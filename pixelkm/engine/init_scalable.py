@@ -86,6 +86,8 @@ class Moments:
         """The moments of every process's rows together (around rank 0's shift); ``self`` for a single process."""
         if comm.is_local:
             return self
+        if self.shift is None:
+            raise ValueError("this rank's shard has no rows; every rank must hold at least one")
         out = Moments()
         shift = self.shift.clone()
         comm.broadcast_(shift)
