@@ -11,21 +11,9 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from test_cli import one_line_error, run
 
 from pixelkm import cli
-
-
-def run(capsys, *argv):
-    code = cli.main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, pattern):
-    assert code == 1
-    lines = err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("pixelkm: error: "), err
-    assert pattern in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
